@@ -1,0 +1,28 @@
+//! Flotilla: a pull-based GitOps sync agent for fleets of Kubernetes clusters.
+//!
+//! A fleet repo describes the member clusters (Kurator `Fleet` / `AttachedCluster`), the
+//! resource templates to run, and Karmada `PropagationPolicy` / `OverridePolicy` objects that
+//! say where each template goes and how it differs per cluster. Flotilla turns one commit of
+//! that repo into the exact set of objects each member cluster must hold.
+//!
+//! ```text
+//! source (git2 / local dir + notify)  --commit-->  render (kustomize subset)  --objects-->
+//! placement (policies x fleet)  --per-cluster desired set-->  apply (SSA, inventory, prune)
+//!                                                    drift (watch member objects) --^
+//! server (webhooks, /metrics, /healthz, /readyz, status)   metrics (prometheus registry)
+//! ```
+//!
+//! Each stage has one input and one output type, and data flows one way:
+//!
+//! | module | takes | gives | I/O |
+//! |---|---|---|---|
+//! | [`render`] | a path of the repo on disk | [`render::Rendered`]: every declared object with its file and document | reads files below the repo root only |
+//! | [`placement`] | [`render::Rendered`] | [`placement::Plan`]: per cluster, the objects it must hold, with replicas divided and overrides applied | none (pure) |
+//!
+//! [`cli`] wires the stages to the `flotilla` command line.
+
+pub mod cli;
+pub mod labels;
+pub mod object;
+pub mod placement;
+pub mod render;

@@ -1,0 +1,346 @@
+//! Kubernetes objects as Flotilla carries them between stages: a JSON tree plus where it came
+//! from, so every later error can name the file and document that produced the object.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Where an object was written: a file of the fleet repo, or made by Flotilla itself.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Origin {
+    /// Path relative to the repository root, with `/` separators.
+    pub path: PathBuf,
+    /// 1-based index of the YAML document within the file (0 for generated objects).
+    pub document: usize,
+    /// 1-based line where the document starts (0 when unknown).
+    pub line: usize,
+}
+
+impl Origin {
+    /// An origin for an object generated from the given file (generators, created namespaces).
+    pub fn generated(path: impl Into<PathBuf>) -> Self {
+        Origin {
+            path: path.into(),
+            document: 0,
+            line: 0,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.document, self.line) {
+            (0, _) => write!(f, "{} (generated)", self.path.display()),
+            (doc, 0) => write!(f, "{}: document {doc}", self.path.display()),
+            (doc, line) => write!(f, "{}:{line}: document {doc}", self.path.display()),
+        }
+    }
+}
+
+/// The identity of an object in a cluster: group, version, kind, namespace and name.
+///
+/// Equality ignores the version, as the API server does: `apps/v1` and `apps/v1beta1`
+/// Deployments with one name are the same object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectRef {
+    /// API group, empty for the core group.
+    pub group: String,
+    /// API version within the group.
+    pub version: String,
+    /// Kind, e.g. `Deployment`.
+    pub kind: String,
+    /// Namespace, empty for cluster-scoped objects or when not set.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// `apiVersion` as written in manifests (`v1`, `apps/v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    fn key(&self) -> (&str, &str, &str, &str) {
+        (&self.group, &self.kind, &self.namespace, &self.name)
+    }
+}
+
+impl PartialEq for ObjectRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for ObjectRef {}
+impl PartialOrd for ObjectRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ObjectRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+impl std::hash::Hash for ObjectRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        };
+        if self.namespace.is_empty() {
+            write!(f, "{kind}/{}", self.name)
+        } else {
+            write!(f, "{kind} {}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// Splits `apiVersion` into group and version (`apps/v1` -> (`apps`, `v1`), `v1` -> (``, `v1`)).
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", api_version),
+    }
+}
+
+/// One Kubernetes object and its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// The object as a JSON tree (a map with `apiVersion`, `kind`, `metadata`, ...).
+    pub value: Value,
+    /// The file and document it came from.
+    pub origin: Origin,
+}
+
+impl Object {
+    /// Wraps a JSON tree that is known to be a mapping.
+    pub fn new(value: Value, origin: Origin) -> Self {
+        Object { value, origin }
+    }
+
+    fn str_at(&self, pointer: &str) -> &str {
+        self.value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// `apiVersion`, empty when missing.
+    pub fn api_version(&self) -> &str {
+        self.str_at("/apiVersion")
+    }
+
+    /// `kind`, empty when missing.
+    pub fn kind(&self) -> &str {
+        self.str_at("/kind")
+    }
+
+    /// `metadata.name`, empty when missing.
+    pub fn name(&self) -> &str {
+        self.str_at("/metadata/name")
+    }
+
+    /// `metadata.namespace`, empty when missing.
+    pub fn namespace(&self) -> &str {
+        self.str_at("/metadata/namespace")
+    }
+
+    /// The API group (empty for the core group).
+    pub fn group(&self) -> &str {
+        split_api_version(self.api_version()).0
+    }
+
+    /// The identity of the object.
+    pub fn object_ref(&self) -> ObjectRef {
+        let (group, version) = split_api_version(self.api_version());
+        ObjectRef {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: self.kind().to_string(),
+            namespace: self.namespace().to_string(),
+            name: self.name().to_string(),
+        }
+    }
+
+    /// `metadata.labels` as string pairs (non-string values are skipped).
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        string_pairs(self.value.pointer("/metadata/labels"))
+    }
+
+    /// `metadata.annotations` as string pairs.
+    pub fn annotations(&self) -> impl Iterator<Item = (&str, &str)> {
+        string_pairs(self.value.pointer("/metadata/annotations"))
+    }
+
+    /// The mutable `metadata` map, created when missing.
+    pub fn metadata_mut(&mut self) -> &mut Map<String, Value> {
+        let root = ensure_map(&mut self.value);
+        ensure_map(
+            root.entry("metadata")
+                .or_insert_with(|| Value::Object(Map::new())),
+        )
+    }
+
+    /// Sets `metadata.name`.
+    pub fn set_name(&mut self, name: &str) {
+        self.metadata_mut()
+            .insert("name".into(), Value::String(name.into()));
+    }
+
+    /// Sets `metadata.namespace`.
+    pub fn set_namespace(&mut self, namespace: &str) {
+        self.metadata_mut()
+            .insert("namespace".into(), Value::String(namespace.into()));
+    }
+}
+
+fn string_pairs(value: Option<&Value>) -> impl Iterator<Item = (&str, &str)> {
+    value
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+}
+
+/// Returns the map inside `value`, replacing any non-map value with an empty map first.
+pub fn ensure_map(value: &mut Value) -> &mut Map<String, Value> {
+    if !value.is_object() {
+        *value = Value::Object(Map::new());
+    }
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+/// Walks `path` from `value`, creating maps along the way, and returns the map at its end.
+pub fn map_at_path<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Map<String, Value> {
+    let mut current = value;
+    for key in path {
+        current = ensure_map(current)
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    ensure_map(current)
+}
+
+/// Kinds that are cluster-scoped in Kubernetes itself. Custom kinds are looked up from the
+/// CRDs in the fleet repo; anything else is taken as namespaced.
+pub const BUILTIN_CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ComponentStatus",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PodSecurityPolicy",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+/// Knows which kinds are cluster-scoped: Kubernetes' own plus those of the repo's CRDs.
+#[derive(Debug, Clone, Default)]
+pub struct Scopes {
+    cluster_scoped_custom: std::collections::BTreeSet<(String, String)>,
+    namespaced_custom: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Scopes {
+    /// Learns the scopes of the custom kinds defined by CRDs among `objects`.
+    pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Self {
+        let mut scopes = Scopes::default();
+        for object in objects {
+            if object.kind() != "CustomResourceDefinition" {
+                continue;
+            }
+            let spec = object.value.get("spec");
+            let group = spec
+                .and_then(|s| s.get("group"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let kind = spec
+                .and_then(|s| s.pointer("/names/kind"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let key = (group.to_string(), kind.to_string());
+            match spec.and_then(|s| s.get("scope")).and_then(Value::as_str) {
+                Some("Cluster") => scopes.cluster_scoped_custom.insert(key),
+                _ => scopes.namespaced_custom.insert(key),
+            };
+        }
+        scopes
+    }
+
+    /// Whether objects of this group and kind live outside namespaces.
+    pub fn is_cluster_scoped(&self, group: &str, kind: &str) -> bool {
+        let key = (group.to_string(), kind.to_string());
+        if self.cluster_scoped_custom.contains(&key) {
+            return true;
+        }
+        if self.namespaced_custom.contains(&key) {
+            return false;
+        }
+        BUILTIN_CLUSTER_SCOPED_KINDS.contains(&kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn object_ref_ignores_version_in_equality() {
+        let a = Object::new(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+            Origin::generated("a.yaml"),
+        );
+        let mut b = a.clone();
+        b.value["apiVersion"] = json!("apps/v1beta1");
+        assert_eq!(a.object_ref(), b.object_ref());
+        assert_eq!(a.object_ref().to_string(), "Deployment.apps/x");
+    }
+
+    #[test]
+    fn crd_scope_overrides_builtin_guess() {
+        let crd = Object::new(
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                   "metadata": {"name": "widgets.example.com"},
+                   "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}}),
+            Origin::generated("crd.yaml"),
+        );
+        let scopes = Scopes::from_objects([&crd]);
+        assert!(scopes.is_cluster_scoped("example.com", "Widget"));
+        assert!(!scopes.is_cluster_scoped("example.com", "Gadget"));
+        assert!(scopes.is_cluster_scoped("", "Namespace"));
+        assert!(!scopes.is_cluster_scoped("apps", "Deployment"));
+    }
+}

@@ -1,0 +1,337 @@
+//! Reading files of the fleet repo: bounded, confined to the repository root, and parsed as the
+//! YAML 1.1 that Kubernetes reads (`0644` is 420, `yes` is true).
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use super::RenderError;
+use crate::object::{Object, Origin};
+
+/// Largest file Flotilla reads (the largest real CRDs are under 1 MiB).
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Alias expansions allowed per file: plenty for hand-written YAML, far below a "billion laughs".
+const MAX_REPLAYED_ALIAS_EVENTS: usize = 100_000;
+
+/// The repository on disk: every path Flotilla reads is resolved against it and must stay inside.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    root: PathBuf,
+}
+
+impl Repo {
+    /// Opens the repository rooted at `root` (which must exist).
+    pub fn open(root: &Path) -> Result<Self, RenderError> {
+        let root = root.canonicalize().map_err(|source| RenderError::Read {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(Repo { root })
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves `reference` (as written in a kustomization or on the command line) relative to
+    /// the directory `base` (itself relative to the root) and returns the path relative to the
+    /// root. Refuses URLs and anything that leaves the root, also through symlinks.
+    pub fn resolve(
+        &self,
+        base: &Path,
+        reference: &str,
+        referenced_from: &Path,
+    ) -> Result<PathBuf, RenderError> {
+        if looks_remote(reference) {
+            return Err(RenderError::RemoteResource {
+                path: referenced_from.to_path_buf(),
+                reference: reference.to_string(),
+            });
+        }
+        let joined = if Path::new(reference).is_absolute() {
+            PathBuf::from(reference)
+        } else {
+            self.root.join(base).join(reference)
+        };
+        let escape = || RenderError::PathEscape {
+            path: referenced_from.to_path_buf(),
+            reference: reference.to_string(),
+        };
+        // Normalise lexically first so that a missing file still gets a precise error.
+        let lexical = normalize(&joined).ok_or_else(escape)?;
+        if !lexical.starts_with(&self.root) {
+            return Err(escape());
+        }
+        let real = match lexical.canonicalize() {
+            Ok(real) => real,
+            Err(source) => {
+                return Err(RenderError::Read {
+                    path: lexical
+                        .strip_prefix(&self.root)
+                        .unwrap_or(&lexical)
+                        .to_path_buf(),
+                    source,
+                });
+            }
+        };
+        // A symlink may point outside even when the written path does not.
+        let relative = real.strip_prefix(&self.root).map_err(|_| escape())?;
+        Ok(relative.to_path_buf())
+    }
+
+    /// The absolute path of a root-relative path.
+    pub fn absolute(&self, relative: &Path) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Reads a root-relative file as UTF-8, refusing files over [`MAX_FILE_BYTES`].
+    pub fn read_to_string(&self, relative: &Path) -> Result<String, RenderError> {
+        let read_error = |source| RenderError::Read {
+            path: relative.to_path_buf(),
+            source,
+        };
+        let absolute = self.absolute(relative);
+        let size = std::fs::metadata(&absolute).map_err(read_error)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(RenderError::TooLarge {
+                path: relative.to_path_buf(),
+                size,
+                limit: MAX_FILE_BYTES,
+            });
+        }
+        std::fs::read_to_string(&absolute).map_err(read_error)
+    }
+
+    /// Reads and parses every YAML document of a root-relative file.
+    pub fn load_objects(&self, relative: &Path) -> Result<Vec<Object>, RenderError> {
+        let text = self.read_to_string(relative)?;
+        parse_objects(&text, relative)
+    }
+}
+
+fn looks_remote(reference: &str) -> bool {
+    let lower = reference.to_ascii_lowercase();
+    lower.contains("://")
+        || lower.starts_with("git@")
+        || lower.starts_with("github.com/")
+        || lower.starts_with("gitlab.com/")
+        || lower.starts_with("bitbucket.org/")
+}
+
+/// Removes `.` and resolves `..` lexically; `None` if `..` climbs above the filesystem root.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Some(out)
+}
+
+/// The parser options every fleet file is read with.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        legacy_octal_numbers: true,
+        with_snippet: false,
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_REPLAYED_ALIAS_EVENTS,
+            max_replay_stack_depth: 16,
+        },
+    }
+}
+
+/// Parses YAML text into values, one per non-empty document, each with its starting line.
+pub fn parse_documents(text: &str, path: &Path) -> Result<Vec<(Value, usize)>, RenderError> {
+    let documents: Vec<Spanned<Value>> =
+        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|error| {
+            RenderError::Yaml {
+                path: path.to_path_buf(),
+                line: error.location().map(|l| l.line() as usize).unwrap_or(0),
+                message: yaml_message(&error),
+            }
+        })?;
+    Ok(documents
+        .into_iter()
+        .filter(|document| !document.value.is_null())
+        .map(|document| (document.value, document.defined.line() as usize))
+        .collect())
+}
+
+/// Parses every YAML document of a file into objects; each must be a mapping with a kind.
+pub fn parse_objects(text: &str, path: &Path) -> Result<Vec<Object>, RenderError> {
+    let mut objects = Vec::new();
+    for (index, (value, line)) in parse_documents(text, path)?.into_iter().enumerate() {
+        let origin = Origin {
+            path: path.to_path_buf(),
+            document: index + 1,
+            line,
+        };
+        if !value.is_object() {
+            return Err(RenderError::InvalidObject {
+                origin,
+                field: "(document)".into(),
+                problem: "expected a mapping with apiVersion, kind and metadata".into(),
+            });
+        }
+        // A `List` (what `kubectl get -o yaml` writes) contributes its items.
+        if value.get("kind").and_then(Value::as_str) == Some("List")
+            && let Some(items) = value.get("items").and_then(Value::as_array)
+        {
+            for item in items {
+                objects.push(checked_object(item.clone(), origin.clone())?);
+            }
+            continue;
+        }
+        objects.push(checked_object(value, origin)?);
+    }
+    Ok(objects)
+}
+
+fn checked_object(value: Value, origin: Origin) -> Result<Object, RenderError> {
+    for field in ["apiVersion", "kind"] {
+        match value.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            _ => {
+                return Err(RenderError::InvalidObject {
+                    origin,
+                    field: field.into(),
+                    problem: "missing or not a string".into(),
+                });
+            }
+        }
+    }
+    match value.pointer("/metadata/name") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        _ => {
+            return Err(RenderError::InvalidObject {
+                origin,
+                field: "metadata.name".into(),
+                problem: "missing or not a string".into(),
+            });
+        }
+    }
+    Ok(Object::new(value, origin))
+}
+
+/// The parser's message without its own position suffix (we print `path:line:` ourselves).
+fn yaml_message(error: &serde_saphyr::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    match first.rfind(" at line ") {
+        Some(at) => first[..at].to_string(),
+        None => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Object>, RenderError> {
+        parse_objects(text, Path::new("apps/x.yaml"))
+    }
+
+    #[test]
+    fn yaml_11_octal_and_booleans_match_kubernetes() {
+        let objects = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {}\nmode: 0644\nflag: yes\nquoted: \"0644\"\n",
+        )
+        .unwrap();
+        let value = &objects[0].value;
+        assert_eq!(value["mode"], 420);
+        assert_eq!(value["flag"], true);
+        assert_eq!(value["quoted"], "0644");
+    }
+
+    #[test]
+    fn documents_keep_index_and_line() {
+        let objects = parse(
+            "# leading comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+        )
+        .unwrap();
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[0].origin.line, 3);
+        assert_eq!(objects[1].name(), "b");
+        assert_eq!(objects[1].origin.document, 2);
+        assert_eq!(objects[1].origin.line, 8);
+    }
+
+    #[test]
+    fn missing_kind_names_file_document_and_field() {
+        let error = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nmetadata: {name: b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("apps/x.yaml:5: document 2"), "{error}");
+        assert!(error.contains("kind"), "{error}");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let error = parse("apiVersion: v1\nkind: [unclosed\nmetadata: {name: a}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("apps/x.yaml:"), "{error}");
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let prev = (b'a' + level - 1) as char;
+            let name = (b'a' + level) as char;
+            text.push_str(&format!(
+                "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+        }
+        let error = parse_documents(&text, Path::new("bomb.yaml")).unwrap_err();
+        assert!(matches!(error, RenderError::Yaml { .. }), "{error}");
+    }
+
+    #[test]
+    fn paths_and_symlinks_outside_the_root_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.yaml"), "a: 1\n").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("apps")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.yaml"),
+            root.path().join("apps/link.yaml"),
+        )
+        .unwrap();
+        let repo = Repo::open(root.path()).unwrap();
+        let from = Path::new("apps/kustomization.yaml");
+        for reference in ["../../etc/passwd", "link.yaml", "/etc/passwd"] {
+            let error = repo
+                .resolve(Path::new("apps"), reference, from)
+                .unwrap_err();
+            assert!(
+                matches!(error, RenderError::PathEscape { .. }),
+                "{reference}: {error}"
+            );
+        }
+        let error = repo
+            .resolve(Path::new("apps"), "https://github.com/x/y//base", from)
+            .unwrap_err();
+        assert!(matches!(error, RenderError::RemoteResource { .. }));
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(root.path().join("big.yaml")).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let repo = Repo::open(root.path()).unwrap();
+        let error = repo.load_objects(Path::new("big.yaml")).unwrap_err();
+        assert!(matches!(error, RenderError::TooLarge { .. }), "{error}");
+    }
+}

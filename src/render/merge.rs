@@ -1,0 +1,259 @@
+//! Strategic merge patches (built-in kinds) and JSON merge patches (custom resources), as
+//! kustomize applies them.
+
+use serde_json::{Map, Value};
+
+/// How lists of one field are merged by a strategic merge patch.
+enum ListStrategy {
+    /// Elements are maps merged by this key; new ones are appended.
+    MergeByKey(&'static str),
+    /// A list of scalars merged as a set (`finalizers`).
+    Union,
+    /// The patch's list replaces the original.
+    Replace,
+}
+
+/// The list-merge keys of the Kubernetes API types that fleet repos patch. A field that is not
+/// named here is replaced wholesale, as the API types declare for `args`, `command`,
+/// `tolerations`, `envFrom` and the like.
+fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => ListStrategy::MergeByKey("name"),
+        "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
+        "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
+        "hostAliases" => ListStrategy::MergeByKey("ip"),
+        "topologySpreadConstraints" => ListStrategy::MergeByKey("topologyKey"),
+        "readinessGates" => ListStrategy::MergeByKey("conditionType"),
+        "conditions" => ListStrategy::MergeByKey("type"),
+        "ownerReferences" => ListStrategy::MergeByKey("uid"),
+        // Container ports merge by containerPort, Service ports by port.
+        "ports" => {
+            let container_ports = elements.iter().any(|e| e.get("containerPort").is_some());
+            if container_ports {
+                ListStrategy::MergeByKey("containerPort")
+            } else {
+                ListStrategy::MergeByKey("port")
+            }
+        }
+        "finalizers" => ListStrategy::Union,
+        _ => ListStrategy::Replace,
+    }
+}
+
+/// Applies a strategic merge patch to `target` in place.
+pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => merge_map(target, patch),
+        (target, patch) => {
+            *target = strip_directives(patch);
+            Ok(())
+        }
+    }
+}
+
+fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<(), String> {
+    if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut replacement = patch.clone();
+        replacement.remove("$patch");
+        *target = match strip_directives(&Value::Object(replacement)) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        return Ok(());
+    }
+    for (key, patch_value) in patch {
+        if key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/") {
+            continue;
+        }
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(list)), Value::Array(remove)) =
+                (target.get_mut(field), patch_value)
+            {
+                list.retain(|v| !remove.contains(v));
+            }
+            continue;
+        }
+        if patch_value.is_null()
+            || patch_value.get("$patch").and_then(Value::as_str) == Some("delete")
+        {
+            target.remove(key);
+            continue;
+        }
+        match (target.get_mut(key), patch_value) {
+            (Some(Value::Object(existing)), Value::Object(patch_map)) => {
+                merge_map(existing, patch_map)?
+            }
+            (Some(Value::Array(existing)), Value::Array(patch_list)) => {
+                merge_list(key, existing, patch_list)?
+            }
+            _ => {
+                target.insert(key.clone(), strip_directives(patch_value));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(), String> {
+    // `- $patch: replace` anywhere in the patch list replaces the whole list.
+    if patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        *target = patch
+            .iter()
+            .filter(|e| e.get("$patch").is_none())
+            .map(strip_directives)
+            .collect();
+        return Ok(());
+    }
+    match list_strategy(field, target) {
+        ListStrategy::Replace => {
+            *target = patch.iter().map(strip_directives).collect();
+        }
+        ListStrategy::Union => {
+            for element in patch {
+                if !target.contains(element) {
+                    target.push(element.clone());
+                }
+            }
+        }
+        ListStrategy::MergeByKey(key) => {
+            // Like apimachinery: the patch's elements come first, in patch order, then the
+            // original elements the patch did not mention.
+            let mut original = std::mem::take(target);
+            let mut merged = Vec::with_capacity(original.len() + patch.len());
+            for element in patch {
+                let Some(element_map) = element.as_object() else {
+                    return Err(format!("{field}: expected a list of maps"));
+                };
+                let Some(id) = element_map.get(key) else {
+                    return Err(format!("{field}: element has no merge key {key:?}"));
+                };
+                let position = original.iter().position(|e| e.get(key) == Some(id));
+                let delete = element_map.get("$patch").and_then(Value::as_str) == Some("delete");
+                match (position, delete) {
+                    (Some(i), true) => {
+                        original.remove(i);
+                    }
+                    (None, true) => {}
+                    (Some(i), false) => {
+                        let mut existing = original.remove(i);
+                        strategic_merge(&mut existing, element)?;
+                        merged.push(existing);
+                    }
+                    (None, false) => merged.push(strip_directives(element)),
+                }
+            }
+            merged.extend(original);
+            *target = merged;
+        }
+    }
+    Ok(())
+}
+
+/// A patch value with its `$patch`-style directives and nulls removed, for inserting as new.
+fn strip_directives(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
+        Value::Array(list) => Value::Array(list.iter().map(strip_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Applies an RFC 7386 JSON merge patch: maps merge, `null` deletes, everything else replaces.
+pub fn json_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(target_map) = target else {
+        return;
+    };
+    for (key, value) in patch_map {
+        if value.is_null() {
+            target_map.remove(key);
+        } else {
+            json_merge(target_map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Whether a kind belongs to Kubernetes itself, so that its lists have merge keys. Groups
+/// defined by CRDs always contain a dot and never end in `.k8s.io`.
+pub fn is_builtin_group(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment() -> Value {
+        json!({"spec": {"template": {"spec": {
+            "containers": [
+                {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}],
+                 "args": ["--a"], "ports": [{"containerPort": 80, "protocol": "TCP"}]},
+                {"name": "sidecar", "image": "side:1"}
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}]
+        }}}})
+    }
+
+    #[test]
+    fn containers_merge_by_name_and_new_ones_append() {
+        let mut target = deployment();
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}], "args": ["--b"]},
+            {"name": "extra", "image": "extra:1"}
+        ]}}}});
+        strategic_merge(&mut target, &patch).unwrap();
+        let containers = &target["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers[0]["image"], "app:2");
+        assert_eq!(
+            containers[0]["env"],
+            json!([{"name": "B", "value": "2"}, {"name": "A", "value": "1"}])
+        );
+        assert_eq!(containers[0]["args"], json!(["--b"]), "args are replaced");
+        // Patch order first, then the originals the patch left alone.
+        assert_eq!(containers[1]["name"], "extra");
+        assert_eq!(containers[2]["name"], "sidecar");
+    }
+
+    #[test]
+    fn delete_directive_and_null_remove() {
+        let mut target = deployment();
+        let patch = json!({"spec": {"template": {"spec": {
+            "containers": [{"name": "sidecar", "$patch": "delete"},
+                           {"name": "app", "ports": null}],
+            "volumes": [{"$patch": "replace"}, {"name": "cache", "emptyDir": {}}]
+        }}}});
+        strategic_merge(&mut target, &patch).unwrap();
+        let spec = &target["spec"]["template"]["spec"];
+        assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
+        assert!(spec["containers"][0].get("ports").is_none());
+        assert_eq!(spec["volumes"], json!([{"name": "cache", "emptyDir": {}}]));
+    }
+
+    #[test]
+    fn json_merge_replaces_lists_and_deletes_nulls() {
+        let mut target = json!({"spec": {"list": [1, 2], "keep": 1, "drop": 2}});
+        json_merge(&mut target, &json!({"spec": {"list": [3], "drop": null}}));
+        assert_eq!(target, json!({"spec": {"list": [3], "keep": 1}}));
+    }
+}
