@@ -238,6 +238,12 @@ pub fn map_at_path<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Map<Strin
     ensure_map(current)
 }
 
+/// Whether an API group belongs to Kubernetes itself (so its lists have merge keys). Groups
+/// defined by CRDs always contain a dot and never end in `.k8s.io`.
+pub fn is_builtin_group(group: &str) -> bool {
+    !group.contains('.') || group.ends_with(".k8s.io")
+}
+
 /// Kinds that are cluster-scoped in Kubernetes itself. Custom kinds are looked up from the
 /// CRDs in the fleet repo; anything else is taken as namespaced.
 pub const BUILTIN_CLUSTER_SCOPED_KINDS: &[&str] = &[

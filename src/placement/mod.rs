@@ -1,1 +1,905 @@
-//! placeholder
+//! Placement: [`Rendered`] objects -> [`Plan`], the objects each member cluster must hold.
+//!
+//! Pure: no I/O. The rendered stream is split into the fleet (Kurator `Fleet`,
+//! `AttachedCluster`), Karmada policies and resource templates. Each template gets one
+//! propagation policy (Karmada's choice rules), which selects clusters and divides replicas;
+//! then the override policies make each cluster's copy. A resource that cannot be placed fails
+//! alone: it is reported in [`Plan::errors`] and every other resource is still planned.
+//! See DESIGN.md section 2 and the README for the exact rules.
+
+mod overrides;
+mod schedule;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::object::{Object, ObjectRef, Origin, Scopes};
+use crate::render::Rendered;
+pub use overrides::{ImageRef, apply_overriders, override_image};
+pub use schedule::{
+    Cluster, affinity_matches, apply_spread_constraints, divide_by_weight, select_clusters,
+    tolerates,
+};
+use types::*;
+
+/// Namespaces every cluster has; Flotilla never creates (or later prunes) them.
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// What every member cluster must hold for one commit, and how it was decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    /// The member clusters, by name.
+    pub clusters: Vec<Cluster>,
+    /// One entry per resource template: its policy and its clusters.
+    pub resources: Vec<ResourcePlan>,
+    /// Per cluster (every member has an entry), the objects it must hold, in apply order.
+    #[serde(skip)]
+    pub desired: BTreeMap<String, Vec<Object>>,
+    /// Things a user should look at; none stops the plan.
+    pub warnings: Vec<Warning>,
+    /// Resources that could not be placed or overridden (for one cluster or all).
+    pub errors: Vec<ResourceError>,
+}
+
+/// Where one resource template goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourcePlan {
+    /// The template.
+    pub resource: ObjectRef,
+    /// Its file and document.
+    pub origin: Origin,
+    /// The policy that placed it (`PropagationPolicy web/nginx`), or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The clusters that receive it, by name.
+    pub targets: Vec<Target>,
+}
+
+/// One cluster's share of a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Cluster name.
+    pub cluster: String,
+    /// Replicas for replica-bearing kinds; `None` for everything else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+}
+
+/// Something in the fleet repo a user should look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// A fixed name for the kind of warning (`unselected`, `empty_cluster`, `zero_share`, ...).
+    pub kind: &'static str,
+    /// What happened, naming the object, policy or cluster.
+    pub message: String,
+}
+
+/// A resource that failed for one cluster or for all; the rest of the plan stands.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{origin}: {resource}: {}{problem}", cluster.as_ref().map(|c| format!("cluster {c}: ")).unwrap_or_default())]
+pub struct ResourceError {
+    /// The resource.
+    pub resource: ObjectRef,
+    /// Its file and document.
+    pub origin: Origin,
+    /// The policy involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The cluster, when only one is affected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// What went wrong.
+    pub problem: String,
+}
+
+/// Fleet or policy input that makes the whole plan meaningless; nothing is planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A fleet or policy object has a bad or unknown field.
+    #[error("{origin}: {kind} {name}: {field}: {problem}")]
+    InvalidField {
+        /// Where the object is.
+        origin: Origin,
+        /// Its kind.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// Dotted path of the field (`spec.placement.clusterAffinity.foo`).
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Two declarations of one cluster.
+    #[error("cluster {name}: declared twice, in {first} and in {second}")]
+    DuplicateCluster {
+        /// The cluster.
+        name: String,
+        /// First declaration.
+        first: Origin,
+        /// Second declaration.
+        second: Origin,
+    },
+    /// The repo declares no member cluster.
+    #[error(
+        "no member clusters: the fleet repo has no Fleet (fleet.kurator.dev/v1alpha1) or AttachedCluster"
+    )]
+    NoClusters,
+}
+
+impl PlanError {
+    /// A fixed, low-cardinality name for this error, fit for a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlanError::InvalidField { .. } => "invalid_field",
+            PlanError::DuplicateCluster { .. } => "duplicate_cluster",
+            PlanError::NoClusters => "no_clusters",
+        }
+    }
+}
+
+/// A parsed propagation policy (or the Fleet's default placement).
+struct Propagation {
+    label: String,
+    namespaced: bool,
+    namespace: String,
+    name: String,
+    spec: PropagationSpec,
+    /// The Fleet's placement: selects what no policy does.
+    fallback: bool,
+}
+
+/// A parsed override policy.
+struct Override {
+    label: String,
+    namespaced: bool,
+    namespace: String,
+    name: String,
+    spec: OverrideSpec,
+}
+
+/// Plans a rendered fleet repo: every template to its clusters, with overrides applied.
+pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
+    let mut warnings = Vec::new();
+
+    // Split the stream: the fleet, the policies, the templates.
+    let mut fleets = Vec::new();
+    let mut attached = Vec::new();
+    let mut propagations = Vec::new();
+    let mut overrides = Vec::new();
+    let mut templates = Vec::new();
+    for object in &rendered.objects {
+        match (object.group(), object.kind()) {
+            (KURATOR_FLEET_GROUP, "Fleet") => fleets.push(object),
+            (KURATOR_CLUSTER_GROUP, "AttachedCluster") => attached.push(object),
+            (KARMADA_POLICY_GROUP, "PropagationPolicy" | "ClusterPropagationPolicy") => {
+                propagations.push(read_propagation(object)?)
+            }
+            (KARMADA_POLICY_GROUP, "OverridePolicy" | "ClusterOverridePolicy") => {
+                overrides.push(read_override(object)?)
+            }
+            _ => templates.push(object),
+        }
+    }
+
+    // The member clusters, and the Fleet's default placement.
+    let clusters = read_clusters(&fleets, &attached, &mut warnings)?;
+    for fleet in &fleets {
+        if let Some(placement) = fleet.value.pointer("/spec/placement") {
+            propagations.push(fleet_placement(fleet, placement, &mut warnings)?);
+        }
+    }
+
+    let scopes = Scopes::from_objects(templates.iter().copied());
+    let mut plan = Plan {
+        desired: clusters
+            .iter()
+            .map(|c| (c.name.clone(), Vec::new()))
+            .collect(),
+        clusters,
+        ..Default::default()
+    };
+
+    // Place every template with the one policy that wins for it.
+    let mut placed: BTreeMap<ObjectRef, (Vec<Target>, bool)> = BTreeMap::new();
+    let mut unselected = Vec::new();
+    for template in &templates {
+        let namespace = effective_namespace(template, &scopes);
+        let Some(policy) = choose_policy(&propagations, template, &namespace) else {
+            unselected.push(*template);
+            continue;
+        };
+        let targets = match place(
+            &policy.spec.placement,
+            template,
+            &plan.clusters,
+            &mut warnings,
+            &policy.label,
+        ) {
+            Ok(targets) => targets,
+            Err(problem) => {
+                plan.errors.push(ResourceError {
+                    resource: template.object_ref(),
+                    origin: template.origin.clone(),
+                    policy: Some(policy.label.clone()),
+                    cluster: None,
+                    problem,
+                });
+                continue;
+            }
+        };
+        placed.insert(
+            template.object_ref(),
+            (targets.clone(), policy.spec.propagate_deps),
+        );
+        plan.resources.push(ResourcePlan {
+            resource: template.object_ref(),
+            origin: template.origin.clone(),
+            policy: Some(policy.label.clone()),
+            targets,
+        });
+    }
+
+    // propagateDeps: what a workload references follows it, unless a policy placed it.
+    add_dependencies(&templates, &scopes, &mut placed, &mut plan);
+    for template in unselected {
+        if !placed.contains_key(&template.object_ref()) {
+            warnings.push(Warning {
+                kind: "unselected",
+                message: format!(
+                    "{}: {}: no propagation policy selects it; it goes to no cluster",
+                    template.origin,
+                    template.object_ref()
+                ),
+            });
+        }
+    }
+
+    // Each cluster's copy: divided replicas, then every matching override in order.
+    let by_ref: BTreeMap<ObjectRef, &Object> =
+        templates.iter().map(|t| (t.object_ref(), *t)).collect();
+    for resource in &plan.resources {
+        let Some(template) = by_ref.get(&resource.resource) else {
+            continue;
+        };
+        let namespace = effective_namespace(template, &scopes);
+        for target in &resource.targets {
+            let Some(cluster) = plan.clusters.iter().find(|c| c.name == target.cluster) else {
+                continue;
+            };
+            let mut copy = (*template).clone();
+            if let Some(replicas) = target.replicas {
+                copy.value["spec"]["replicas"] = json!(replicas);
+            }
+            match apply_overrides(&overrides, &mut copy, &namespace, cluster) {
+                Ok(()) => {
+                    if let Some(objects) = plan.desired.get_mut(&cluster.name) {
+                        objects.push(copy);
+                    }
+                }
+                Err(problem) => plan.errors.push(ResourceError {
+                    resource: resource.resource.clone(),
+                    origin: resource.origin.clone(),
+                    policy: None,
+                    cluster: Some(cluster.name.clone()),
+                    problem,
+                }),
+            }
+        }
+    }
+
+    // Namespaces of propagated objects are created where missing; then apply order.
+    for (cluster, objects) in &mut plan.desired {
+        add_missing_namespaces(objects, &scopes);
+        objects.sort_by_cached_key(|o| (apply_rank(o, &scopes), o.object_ref()));
+        if objects.is_empty() {
+            warnings.push(Warning {
+                kind: "empty_cluster",
+                message: format!("cluster {cluster}: receives no resource"),
+            });
+        }
+    }
+    plan.warnings = warnings;
+    Ok(plan)
+}
+
+// ----- reading the fleet and the policies -----
+
+/// Deserialises `spec` strictly; the error names the field by its dotted path.
+fn read_spec<T: DeserializeOwned>(object: &Object) -> Result<T, PlanError> {
+    let invalid = |field: String, problem: String| PlanError::InvalidField {
+        origin: object.origin.clone(),
+        kind: object.kind().to_string(),
+        name: object.name().to_string(),
+        field,
+        problem,
+    };
+    if let Some(map) = object.value.as_object()
+        && let Some(field) = map
+            .keys()
+            .find(|k| !["apiVersion", "kind", "metadata", "spec", "status"].contains(&k.as_str()))
+    {
+        return Err(invalid(field.clone(), "unknown field".into()));
+    }
+    let spec = object
+        .value
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    serde_path_to_error::deserialize(spec).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "spec".into()
+        } else {
+            format!("spec.{path}")
+        };
+        invalid(field, error.into_inner().to_string())
+    })
+}
+
+fn policy_label(object: &Object) -> String {
+    if object.namespace().is_empty() {
+        format!("{} {}", object.kind(), object.name())
+    } else {
+        format!("{} {}/{}", object.kind(), object.namespace(), object.name())
+    }
+}
+
+fn read_propagation(object: &Object) -> Result<Propagation, PlanError> {
+    let namespaced = object.kind() == "PropagationPolicy";
+    Ok(Propagation {
+        label: policy_label(object),
+        namespaced,
+        namespace: namespace_or_default(object.namespace()),
+        name: object.name().to_string(),
+        spec: read_spec(object)?,
+        fallback: false,
+    })
+}
+
+fn read_override(object: &Object) -> Result<Override, PlanError> {
+    let namespaced = object.kind() == "OverridePolicy";
+    Ok(Override {
+        label: policy_label(object),
+        namespaced,
+        namespace: namespace_or_default(object.namespace()),
+        name: object.name().to_string(),
+        spec: read_spec(object)?,
+    })
+}
+
+fn namespace_or_default(namespace: &str) -> String {
+    if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    }
+    .to_string()
+}
+
+/// Reads a Fleet's `spec.placement` as a Karmada placement, dropping (with a warning) the
+/// fields a Karmada `Placement` lacks, as Kurator's articles show extra ones.
+fn fleet_placement(
+    fleet: &Object,
+    placement: &Value,
+    warnings: &mut Vec<Warning>,
+) -> Result<Propagation, PlanError> {
+    let mut value = placement.clone();
+    loop {
+        match serde_path_to_error::deserialize::<_, Placement>(value.clone()) {
+            Ok(placement) => {
+                return Ok(Propagation {
+                    label: format!("Fleet {} (spec.placement)", fleet.name()),
+                    namespaced: false,
+                    namespace: String::new(),
+                    name: fleet.name().to_string(),
+                    spec: PropagationSpec {
+                        placement,
+                        priority: i32::MIN,
+                        ..Default::default()
+                    },
+                    fallback: true,
+                });
+            }
+            Err(error) => {
+                let path: Vec<String> = error.path().iter().map(|s| s.to_string()).collect();
+                let message = error.inner().to_string();
+                let removed = message.starts_with("unknown field") && remove_at(&mut value, &path);
+                if !removed {
+                    return Err(PlanError::InvalidField {
+                        origin: fleet.origin.clone(),
+                        kind: "Fleet".into(),
+                        name: fleet.name().to_string(),
+                        field: format!("spec.placement.{}", path.join(".")),
+                        problem: message,
+                    });
+                }
+                warnings.push(Warning {
+                    kind: "fleet_placement_field",
+                    message: format!(
+                        "{}: Fleet {}: spec.placement.{}: not a field of a Karmada Placement; ignored",
+                        fleet.origin,
+                        fleet.name(),
+                        path.join(".")
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Removes the entry at `path` (map keys and list indices); false when nothing was there.
+fn remove_at(value: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for segment in parents {
+        let next = match current {
+            Value::Object(map) => map.get_mut(segment),
+            Value::Array(list) => segment.parse::<usize>().ok().and_then(|i| list.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(next) => current = next,
+            None => return false,
+        }
+    }
+    current
+        .as_object_mut()
+        .is_some_and(|map| map.remove(last).is_some())
+}
+
+/// The member clusters: every Fleet's entries, labels merged with their AttachedClusters.
+/// Without a Fleet, the AttachedClusters themselves are the members.
+fn read_clusters(
+    fleets: &[&Object],
+    attached: &[&Object],
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<Cluster>, PlanError> {
+    let mut clusters: BTreeMap<String, (Cluster, Origin)> = BTreeMap::new();
+    for fleet in fleets {
+        let spec: FleetSpec = read_spec(fleet)?;
+        for entry in spec.clusters {
+            let cluster = Cluster {
+                name: entry.name.clone(),
+                labels: entry.labels,
+                provider: entry.provider,
+                region: entry.region,
+                zones: entry.zones,
+                taints: entry.taints,
+                kubeconfig_secret: None,
+            };
+            if let Some((_, first)) = clusters.get(&entry.name) {
+                return Err(PlanError::DuplicateCluster {
+                    name: entry.name,
+                    first: first.clone(),
+                    second: fleet.origin.clone(),
+                });
+            }
+            clusters.insert(entry.name, (cluster, fleet.origin.clone()));
+        }
+    }
+    for object in attached {
+        let spec: AttachedClusterSpec = read_spec(object)?;
+        let secret = spec.kubeconfig.and_then(|k| match k.secret_ref {
+            Some(secret) => Some(secret),
+            None => k.name.map(|name| SecretKeyRef {
+                name,
+                key: k.key.unwrap_or_default(),
+            }),
+        });
+        let name = object.name().to_string();
+        let cluster = match clusters.get_mut(&name) {
+            Some((cluster, _)) => cluster,
+            None if fleets.is_empty() => {
+                clusters.insert(name.clone(), (Cluster::new(&name), object.origin.clone()));
+                &mut clusters.get_mut(&name).expect("just inserted").0
+            }
+            None => {
+                warnings.push(Warning {
+                    kind: "attached_cluster_not_in_fleet",
+                    message: format!(
+                        "{}: AttachedCluster {name}: no Fleet lists it; it is not a member",
+                        object.origin
+                    ),
+                });
+                continue;
+            }
+        };
+        for (key, value) in object.labels() {
+            cluster.labels.insert(key.to_string(), value.to_string());
+        }
+        cluster.kubeconfig_secret = secret;
+    }
+    if clusters.is_empty() {
+        return Err(PlanError::NoClusters);
+    }
+    Ok(clusters.into_values().map(|(c, _)| c).collect())
+}
+
+// ----- choosing the policy -----
+
+/// The namespace a template lands in: none for cluster-scoped kinds, `default` when unset.
+fn effective_namespace(template: &Object, scopes: &Scopes) -> String {
+    if scopes.is_cluster_scoped(template.group(), template.kind()) {
+        String::new()
+    } else {
+        namespace_or_default(template.namespace())
+    }
+}
+
+/// How specifically a selector matches a template (Karmada's implicit priority):
+/// 3 by name, 2 by label selector, 1 by type only; `None` when it does not match.
+fn selector_priority(
+    selector: &ResourceSelector,
+    template: &Object,
+    namespace: &str,
+) -> Option<u8> {
+    if selector.api_version != template.api_version() || selector.kind != template.kind() {
+        return None;
+    }
+    if let Some(ns) = &selector.namespace
+        && ns != namespace
+    {
+        return None;
+    }
+    if let Some(name) = &selector.name {
+        return (name == template.name()).then_some(3);
+    }
+    if let Some(label_selector) = &selector.label_selector {
+        let labels = template
+            .labels()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        return label_selector.matches(&labels).then_some(2);
+    }
+    Some(1)
+}
+
+fn best_selector_priority(
+    selectors: &[ResourceSelector],
+    template: &Object,
+    namespace: &str,
+) -> Option<u8> {
+    selectors
+        .iter()
+        .filter_map(|s| selector_priority(s, template, namespace))
+        .max()
+}
+
+/// Karmada's choice among matching propagation policies: namespaced over cluster-scoped, then
+/// higher `priority`, then the more specific selector, then the lower policy name.
+fn choose_policy<'a>(
+    policies: &'a [Propagation],
+    template: &Object,
+    namespace: &str,
+) -> Option<&'a Propagation> {
+    let matched = policies.iter().filter_map(|policy| {
+        // A namespaced policy only sees templates of its own namespace.
+        if policy.namespaced && (namespace.is_empty() || policy.namespace != namespace) {
+            return None;
+        }
+        let implicit = if policy.fallback {
+            0
+        } else {
+            best_selector_priority(&policy.spec.resource_selectors, template, namespace)?
+        };
+        Some((policy, implicit))
+    });
+    matched
+        .max_by(|(a, ai), (b, bi)| {
+            (!a.fallback, a.namespaced, a.spec.priority, ai)
+                .cmp(&(!b.fallback, b.namespaced, b.spec.priority, bi))
+                .then_with(|| b.name.cmp(&a.name))
+        })
+        .map(|(policy, _)| policy)
+}
+
+// ----- placing one template -----
+
+/// Kinds whose `spec.replicas` Karmada divides.
+fn replica_count(template: &Object) -> Option<u64> {
+    match template.kind() {
+        "Deployment" | "StatefulSet" | "ReplicaSet" => Some(
+            template
+                .value
+                .pointer("/spec/replicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(1),
+        ),
+        _ => None,
+    }
+}
+
+fn place(
+    placement: &Placement,
+    template: &Object,
+    clusters: &[Cluster],
+    warnings: &mut Vec<Warning>,
+    policy: &str,
+) -> Result<Vec<Target>, String> {
+    let scheduling = placement
+        .replica_scheduling
+        .clone()
+        .unwrap_or(ReplicaScheduling {
+            replica_scheduling_type: Some("Duplicated".into()),
+            ..Default::default()
+        });
+    let divided = scheduling
+        .replica_scheduling_type
+        .as_deref()
+        .unwrap_or("Divided")
+        == "Divided";
+    let preference = scheduling
+        .replica_division_preference
+        .as_deref()
+        .unwrap_or("Weighted");
+    let weights = scheduling.weight_preference.clone().unwrap_or_default();
+    let replicas = replica_count(template);
+    let static_weights = divided && !weights.static_weight_list.is_empty();
+    let (candidates, _group) =
+        select_clusters(placement, clusters, static_weights).map_err(|e| e.0)?;
+
+    let Some(total) = replicas.filter(|_| divided) else {
+        // Duplicated, or a kind without replicas: every candidate gets the template as is.
+        return Ok(candidates
+            .iter()
+            .map(|c| Target {
+                cluster: c.name.clone(),
+                replicas,
+            })
+            .collect());
+    };
+    if preference == "Aggregated" || weights.dynamic_weight.is_some() {
+        return Err(format!(
+            "replicaScheduling: {} needs each cluster's free capacity, which an offline plan does not have",
+            if preference == "Aggregated" {
+                "Aggregated"
+            } else {
+                "dynamicWeight"
+            }
+        ));
+    }
+    if !matches!(preference, "Weighted") {
+        return Err(format!(
+            "replicaDivisionPreference {preference:?} is not Aggregated or Weighted"
+        ));
+    }
+    // A cluster's weight is the largest of the entries that select it; none selecting any
+    // candidate means equal weights.
+    let mut cluster_weights: Vec<(&str, u64)> = candidates
+        .iter()
+        .map(|c| {
+            let weight = weights
+                .static_weight_list
+                .iter()
+                .filter(|w| affinity_matches(&w.target_cluster, c))
+                .map(|w| w.weight.max(0) as u64)
+                .max()
+                .unwrap_or(0);
+            (c.name.as_str(), weight)
+        })
+        .collect();
+    if cluster_weights.iter().all(|(_, w)| *w == 0) {
+        for entry in &mut cluster_weights {
+            entry.1 = 1;
+        }
+    }
+    let shares = divide_by_weight(total, &cluster_weights);
+    let mut targets = Vec::new();
+    for ((name, weight), share) in cluster_weights.iter().zip(shares) {
+        if share == 0 {
+            if *weight > 0 {
+                warnings.push(Warning {
+                    kind: "zero_share",
+                    message: format!(
+                        "{}: {}: {policy}: cluster {name} has weight {weight} but its share of {total} replicas rounds to 0; it receives nothing",
+                        template.origin,
+                        template.object_ref()
+                    ),
+                });
+            }
+            continue;
+        }
+        targets.push(Target {
+            cluster: name.to_string(),
+            replicas: Some(share),
+        });
+    }
+    Ok(targets)
+}
+
+// ----- dependencies -----
+
+/// ConfigMaps, Secrets, ServiceAccounts and PVCs a workload's pod spec names.
+fn pod_dependencies(template: &Object) -> Vec<(&'static str, String)> {
+    let pointer = match template.kind() {
+        "Pod" => "/spec",
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => "/spec/template/spec",
+        "CronJob" => "/spec/jobTemplate/spec/template/spec",
+        _ => return Vec::new(),
+    };
+    let Some(spec) = template.value.pointer(pointer) else {
+        return Vec::new();
+    };
+    let mut deps = Vec::new();
+    let mut add = |kind: &'static str, name: Option<&Value>| {
+        if let Some(name) = name.and_then(Value::as_str) {
+            deps.push((kind, name.to_string()));
+        }
+    };
+    add("ServiceAccount", spec.get("serviceAccountName"));
+    let list = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
+    for secret in list(spec.get("imagePullSecrets")) {
+        add("Secret", secret.get("name"));
+    }
+    for volume in list(spec.get("volumes")) {
+        add("ConfigMap", volume.pointer("/configMap/name"));
+        add("Secret", volume.pointer("/secret/secretName"));
+        add(
+            "PersistentVolumeClaim",
+            volume.pointer("/persistentVolumeClaim/claimName"),
+        );
+        for source in list(volume.pointer("/projected/sources")) {
+            add("ConfigMap", source.pointer("/configMap/name"));
+            add("Secret", source.pointer("/secret/name"));
+        }
+    }
+    for field in ["containers", "initContainers"] {
+        for container in list(spec.get(field)) {
+            for env in list(container.get("env")) {
+                add("ConfigMap", env.pointer("/valueFrom/configMapKeyRef/name"));
+                add("Secret", env.pointer("/valueFrom/secretKeyRef/name"));
+            }
+            for from in list(container.get("envFrom")) {
+                add("ConfigMap", from.pointer("/configMapRef/name"));
+                add("Secret", from.pointer("/secretRef/name"));
+            }
+        }
+    }
+    deps
+}
+
+fn add_dependencies(
+    templates: &[&Object],
+    scopes: &Scopes,
+    placed: &mut BTreeMap<ObjectRef, (Vec<Target>, bool)>,
+    plan: &mut Plan,
+) {
+    let mut extra: BTreeMap<ObjectRef, (BTreeSet<String>, String, Origin)> = BTreeMap::new();
+    for template in templates {
+        let Some((targets, true)) = placed.get(&template.object_ref()) else {
+            continue;
+        };
+        let namespace = effective_namespace(template, scopes);
+        for (kind, name) in pod_dependencies(template) {
+            let Some(dependency) = templates.iter().find(|t| {
+                t.kind() == kind
+                    && t.group().is_empty()
+                    && t.name() == name
+                    && effective_namespace(t, scopes) == namespace
+            }) else {
+                continue;
+            };
+            if placed.contains_key(&dependency.object_ref()) {
+                continue; // a policy of its own decides
+            }
+            let entry = extra.entry(dependency.object_ref()).or_insert_with(|| {
+                (
+                    BTreeSet::new(),
+                    format!("dependency of {}", template.object_ref()),
+                    dependency.origin.clone(),
+                )
+            });
+            entry.0.extend(targets.iter().map(|t| t.cluster.clone()));
+        }
+    }
+    for (resource, (clusters, policy, origin)) in extra {
+        let targets: Vec<Target> = clusters
+            .into_iter()
+            .map(|cluster| Target {
+                cluster,
+                replicas: None,
+            })
+            .collect();
+        placed.insert(resource.clone(), (targets.clone(), false));
+        plan.resources.push(ResourcePlan {
+            resource,
+            origin,
+            policy: Some(policy),
+            targets,
+        });
+    }
+}
+
+// ----- overrides -----
+
+/// Applies every override policy that selects the template, for one cluster, in Karmada's
+/// order: cluster-wide policies first, then the namespace's; within each, match-all before
+/// label selectors before names, then by policy name; later wins.
+fn apply_overrides(
+    policies: &[Override],
+    object: &mut Object,
+    namespace: &str,
+    cluster: &Cluster,
+) -> Result<(), String> {
+    let template = object.clone();
+    let mut matching: Vec<(&Override, u8)> = policies
+        .iter()
+        .filter(|p| !p.namespaced || (!namespace.is_empty() && p.namespace == namespace))
+        .filter_map(|p| {
+            let priority = if p.spec.resource_selectors.is_empty() {
+                Some(1)
+            } else {
+                best_selector_priority(&p.spec.resource_selectors, &template, namespace)
+            };
+            priority.map(|priority| (p, priority))
+        })
+        .collect();
+    matching
+        .sort_by(|(a, ap), (b, bp)| (a.namespaced, ap, &a.name).cmp(&(b.namespaced, bp, &b.name)));
+    for (policy, _) in matching {
+        let legacy = policy
+            .spec
+            .overriders
+            .as_ref()
+            .map(|overriders| OverrideRule {
+                target_cluster: policy.spec.target_cluster.clone(),
+                overriders: overriders.clone(),
+            });
+        let rules = policy.spec.override_rules.iter().chain(legacy.as_ref());
+        for (index, rule) in rules.enumerate() {
+            if rule
+                .target_cluster
+                .as_ref()
+                .is_some_and(|affinity| !affinity_matches(affinity, cluster))
+            {
+                continue;
+            }
+            apply_overriders(&mut object.value, &rule.overriders)
+                .map_err(|e| format!("{}: overrideRules[{index}]: {e}", policy.label))?;
+        }
+    }
+    Ok(())
+}
+
+// ----- namespaces and order -----
+
+fn add_missing_namespaces(objects: &mut Vec<Object>, scopes: &Scopes) {
+    let declared: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| o.kind() == "Namespace" && o.group().is_empty())
+        .map(|o| o.name().to_string())
+        .collect();
+    let needed: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| !scopes.is_cluster_scoped(o.group(), o.kind()))
+        .map(|o| namespace_or_default(o.namespace()))
+        .filter(|ns| !declared.contains(ns) && !SYSTEM_NAMESPACES.contains(&ns.as_str()))
+        .collect();
+    for namespace in needed {
+        objects.push(Object::new(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            Origin::generated("(namespace of propagated objects)"),
+        ));
+    }
+}
+
+/// Namespaces, then CRDs, then other cluster-scoped objects, then namespaced built-ins, then
+/// custom resources (which need their CRD established first).
+fn apply_rank(object: &Object, scopes: &Scopes) -> u8 {
+    match (object.group(), object.kind()) {
+        ("", "Namespace") => 0,
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => 1,
+        (group, kind) if scopes.is_cluster_scoped(group, kind) => 2,
+        (group, _) if crate::object::is_builtin_group(group) => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -16,10 +16,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::load::{Repo, parse_documents};
-use super::merge::{is_builtin_group, json_merge, strategic_merge};
+use super::merge::{json_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
-use crate::object::{Object, Origin, Scopes, map_at_path, split_api_version};
+use crate::object::{Object, Origin, Scopes, is_builtin_group, map_at_path, split_api_version};
 
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
@@ -767,23 +767,25 @@ impl Level<'_> {
         for resource in &mut self.resources {
             let object = &resource.object;
             let kind = object.kind().to_string();
-            if !scopes.is_cluster_scoped(object.group(), &kind) {
+            if kind == "Namespace" && object.group().is_empty() {
+                // kustomize renames Namespace objects to the namespace it sets.
+                resource.rename(namespace);
+            } else if !scopes.is_cluster_scoped(object.group(), &kind) {
                 resource.set_namespace(namespace);
             }
-            // ServiceAccount subjects of bindings follow the namespace of what they bind.
+            // Binding subjects named `default` get the namespace (kustomize's default mode);
+            // ServiceAccount subjects of the build follow their account in name references.
             if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
-                if let Some(subjects) = resource
+                let subjects = resource
                     .object
                     .value
                     .get_mut("subjects")
-                    .and_then(Value::as_array_mut)
-                {
-                    for subject in subjects {
-                        if subject.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
-                            && let Some(map) = subject.as_object_mut()
-                        {
-                            map.insert("namespace".into(), Value::String(namespace.into()));
-                        }
+                    .and_then(Value::as_array_mut);
+                for subject in subjects.into_iter().flatten() {
+                    if subject.get("name").and_then(Value::as_str) == Some("default")
+                        && let Some(map) = subject.as_object_mut()
+                    {
+                        map.insert("namespace".into(), Value::String(namespace.into()));
                     }
                 }
             }
@@ -1276,6 +1278,8 @@ struct Reference {
     kind: &'static str,
     /// Namespace to look the object up in, when the field says (binding subjects).
     namespace: Option<String>,
+    /// The field sits beside a `namespace` that follows the named object (binding subjects).
+    namespace_follows: bool,
 }
 
 /// Rewrites every reference to an object that was renamed during the build.
@@ -1299,10 +1303,17 @@ fn fix_name_references(resources: &mut [Resource]) {
                 .clone()
                 .unwrap_or_else(|| referrer.object.namespace().to_string());
             let cluster_scoped = scopes.is_cluster_scoped("", reference.kind);
+            // A reference names the object as the referrer knew it: compare with every
+            // (name, namespace) the object has had, or its current namespace.
             let candidates: Vec<&Resource> = resources
                 .iter()
                 .filter(|r| r.object.kind() == reference.kind && r.known_as(&current))
-                .filter(|r| cluster_scoped || same_namespace(r.object.namespace(), &namespace))
+                .filter(|r| {
+                    cluster_scoped
+                        || same_namespace(r.object.namespace(), &namespace)
+                        || r.identities()
+                            .any(|(n, ns)| n == current && same_namespace(ns, &namespace))
+                })
                 .collect();
             let chosen = match candidates.as_slice() {
                 [one] => Some(*one),
@@ -1320,10 +1331,22 @@ fn fix_name_references(resources: &mut [Resource]) {
             };
             if let Some(target) = chosen {
                 let new_name = target.object.name().to_string();
+                let new_namespace = target.object.namespace().to_string();
                 if new_name != current
                     && let Some(slot) = resources[i].object.value.pointer_mut(&reference.pointer)
                 {
                     *slot = Value::String(new_name);
+                }
+                // A binding subject also follows its ServiceAccount's namespace.
+                if reference.namespace_follows
+                    && !new_namespace.is_empty()
+                    && let Some(subject) = reference
+                        .pointer
+                        .strip_suffix("/name")
+                        .and_then(|p| resources[i].object.value.pointer_mut(p))
+                        .and_then(Value::as_object_mut)
+                {
+                    subject.insert("namespace".into(), Value::String(new_namespace));
                 }
             }
         }
@@ -1353,6 +1376,7 @@ fn references_of(object: &Value) -> Vec<Reference> {
             pointer,
             kind,
             namespace: None,
+            namespace_follows: false,
         })
     };
     if let Some(pod) = pod_spec_pointer(kind)
@@ -1457,6 +1481,7 @@ fn references_of(object: &Value) -> Vec<Reference> {
                             .get("namespace")
                             .and_then(Value::as_str)
                             .map(str::to_string),
+                        namespace_follows: true,
                     });
                 }
             }

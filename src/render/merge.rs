@@ -193,12 +193,6 @@ pub fn json_merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Whether a kind belongs to Kubernetes itself, so that its lists have merge keys. Groups
-/// defined by CRDs always contain a dot and never end in `.k8s.io`.
-pub fn is_builtin_group(group: &str) -> bool {
-    !group.contains('.') || group.ends_with(".k8s.io")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

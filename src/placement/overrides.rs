@@ -1,0 +1,516 @@
+//! Karmada's overriders on plain data: image, command, args, labels, annotations and plaintext
+//! (RFC 6902), applied to one cluster's copy of a resource template.
+
+use serde_json::{Value, json};
+
+use super::types::{
+    CommandArgsOverrider, ImageOverrider, LabelAnnotationOverrider, Overriders, PlaintextOverrider,
+};
+
+/// Kinds whose containers the image, command and args overriders touch, with the pointer to
+/// their container list.
+fn containers_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Pod" => Some("/spec/containers"),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
+            Some("/spec/template/spec/containers")
+        }
+        _ => None,
+    }
+}
+
+/// Applies one rule's overriders in Karmada's order: image, command, args, labels,
+/// annotations, plaintext. The error names the overrider and path that failed.
+pub fn apply_overriders(object: &mut Value, overriders: &Overriders) -> Result<(), String> {
+    if !overriders.field_overrider.is_empty() {
+        return Err("fieldOverrider: not supported by Flotilla yet".into());
+    }
+    for (i, overrider) in overriders.image_overrider.iter().enumerate() {
+        apply_image(object, overrider).map_err(|e| format!("imageOverrider[{i}]: {e}"))?;
+    }
+    for (i, overrider) in overriders.command_overrider.iter().enumerate() {
+        apply_command_args(object, overrider, "command")
+            .map_err(|e| format!("commandOverrider[{i}]: {e}"))?;
+    }
+    for (i, overrider) in overriders.args_overrider.iter().enumerate() {
+        apply_command_args(object, overrider, "args")
+            .map_err(|e| format!("argsOverrider[{i}]: {e}"))?;
+    }
+    for (i, overrider) in overriders.labels_overrider.iter().enumerate() {
+        apply_metadata_map(object, overrider, "labels")
+            .map_err(|e| format!("labelsOverrider[{i}]: {e}"))?;
+    }
+    for (i, overrider) in overriders.annotations_overrider.iter().enumerate() {
+        apply_metadata_map(object, overrider, "annotations")
+            .map_err(|e| format!("annotationsOverrider[{i}]: {e}"))?;
+    }
+    for (i, overrider) in overriders.plaintext.iter().enumerate() {
+        apply_plaintext(object, overrider).map_err(|e| format!("plaintext[{i}]: {e}"))?;
+    }
+    Ok(())
+}
+
+// ----- images -----
+
+/// A container image split Docker-style, without `docker.io` normalisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host (with port), empty when the image names none.
+    pub registry: String,
+    /// Repository path.
+    pub repository: String,
+    /// Tag, empty when none.
+    pub tag: String,
+    /// Digest (`sha256:...`), empty when none.
+    pub digest: String,
+}
+
+impl ImageRef {
+    /// Splits an image: the part before the first `/` is a registry only if it contains `.`
+    /// or `:` or is `localhost`.
+    pub fn parse(image: &str) -> Self {
+        let (registry, rest) = match image.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest)
+            }
+            _ => (String::new(), image),
+        };
+        let (rest, digest) = match rest.split_once('@') {
+            Some((rest, digest)) => (rest, digest.to_string()),
+            None => (rest, String::new()),
+        };
+        let (repository, tag) = match rest.rsplit_once(':') {
+            Some((repository, tag)) => (repository.to_string(), tag.to_string()),
+            None => (rest.to_string(), String::new()),
+        };
+        ImageRef {
+            registry,
+            repository,
+            tag,
+            digest,
+        }
+    }
+
+    /// The tag, or the digest when there is one (Karmada's `TagOrDigest`).
+    fn tag_or_digest(&self) -> String {
+        if self.digest.is_empty() {
+            self.tag.clone()
+        } else {
+            self.digest.clone()
+        }
+    }
+
+    /// Sets a tag, or a digest when the value looks like one (`algorithm:hex`).
+    fn set_tag_or_digest(&mut self, value: &str) {
+        if looks_like_digest(value) {
+            self.digest = value.to_string();
+            self.tag.clear();
+        } else {
+            self.tag = value.to_string();
+            self.digest.clear();
+        }
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.registry.is_empty() {
+            write!(f, "{}/", self.registry)?;
+        }
+        write!(f, "{}", self.repository)?;
+        if !self.digest.is_empty() {
+            write!(f, "@{}", self.digest)
+        } else if !self.tag.is_empty() {
+            write!(f, ":{}", self.tag)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn looks_like_digest(value: &str) -> bool {
+    value.split_once(':').is_some_and(|(algorithm, hex)| {
+        !algorithm.is_empty()
+            && algorithm
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
+            && hex.len() >= 32
+            && hex.chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+/// Applies one image operation to an image string.
+pub fn override_image(image: &str, overrider: &ImageOverrider) -> Result<String, String> {
+    let mut parsed = ImageRef::parse(image);
+    let value = overrider.value.as_str();
+    match (overrider.component.as_str(), overrider.operator.as_str()) {
+        ("Registry", "add") => parsed.registry.push_str(value),
+        ("Registry", "replace") => parsed.registry = value.to_string(),
+        ("Registry", "remove") => parsed.registry.clear(),
+        ("Repository", "add") => parsed.repository.push_str(value),
+        ("Repository", "replace") => parsed.repository = value.to_string(),
+        ("Repository", "remove") => parsed.repository.clear(),
+        ("Tag", "add") => {
+            let combined = format!("{}{value}", parsed.tag_or_digest());
+            parsed.set_tag_or_digest(&combined);
+        }
+        ("Tag", "replace") => parsed.set_tag_or_digest(value),
+        ("Tag", "remove") => {
+            parsed.tag.clear();
+            parsed.digest.clear();
+        }
+        (component @ ("Registry" | "Repository" | "Tag"), operator) => {
+            return Err(format!(
+                "{component}: operator {operator:?} is not add, remove or replace"
+            ));
+        }
+        (component, _) => {
+            return Err(format!(
+                "component {component:?} is not Registry, Repository or Tag"
+            ));
+        }
+    }
+    Ok(parsed.to_string())
+}
+
+fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), String> {
+    let pointers: Vec<String> = match &overrider.predicate {
+        Some(predicate) => vec![predicate.path.clone()],
+        None => {
+            let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+            let Some(list) = containers_pointer(kind) else {
+                return Ok(());
+            };
+            let count = object
+                .pointer(list)
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            (0..count).map(|i| format!("{list}/{i}/image")).collect()
+        }
+    };
+    for pointer in pointers {
+        let Some(slot) = object.pointer_mut(&pointer) else {
+            return Err(format!("{pointer}: no such path"));
+        };
+        let Some(image) = slot.as_str() else {
+            return Err(format!("{pointer}: not a string"));
+        };
+        *slot = Value::String(override_image(image, overrider)?);
+    }
+    Ok(())
+}
+
+// ----- command and args -----
+
+fn apply_command_args(
+    object: &mut Value,
+    overrider: &CommandArgsOverrider,
+    field: &str,
+) -> Result<(), String> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let Some(list) = containers_pointer(kind) else {
+        return Ok(());
+    };
+    let Some(containers) = object.pointer_mut(list).and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for container in containers {
+        if container.get("name").and_then(Value::as_str) != Some(&overrider.container_name) {
+            continue;
+        }
+        let Some(container) = container.as_object_mut() else {
+            continue;
+        };
+        let current = container.entry(field).or_insert_with(|| json!([]));
+        let Some(items) = current.as_array_mut() else {
+            return Err(format!(
+                "{field} of container {:?} is not a list",
+                overrider.container_name
+            ));
+        };
+        match overrider.operator.as_str() {
+            "add" => items.extend(overrider.value.iter().map(|v| json!(v))),
+            "remove" => items.retain(|item| {
+                !item
+                    .as_str()
+                    .is_some_and(|s| overrider.value.iter().any(|v| v == s))
+            }),
+            other => return Err(format!("operator {other:?} is not add or remove")),
+        }
+    }
+    Ok(())
+}
+
+// ----- labels and annotations -----
+
+fn apply_metadata_map(
+    object: &mut Value,
+    overrider: &LabelAnnotationOverrider,
+    field: &str,
+) -> Result<(), String> {
+    let operator = overrider.operator.as_str();
+    if !matches!(operator, "add" | "remove" | "replace") {
+        return Err(format!(
+            "operator {operator:?} is not add, remove or replace"
+        ));
+    }
+    let metadata = crate::object::map_at_path(object, &["metadata"]);
+    if operator == "add" && !metadata.get(field).is_some_and(Value::is_object) {
+        metadata.insert(field.to_string(), json!({}));
+    }
+    let Some(map) = metadata.get_mut(field).and_then(Value::as_object_mut) else {
+        // remove / replace on a missing map change nothing, as in Karmada.
+        return Ok(());
+    };
+    for (key, value) in &overrider.value {
+        match operator {
+            "add" => {
+                map.insert(key.clone(), json!(value));
+            }
+            "replace" => {
+                if let Some(slot) = map.get_mut(key) {
+                    *slot = json!(value);
+                }
+            }
+            _ => {
+                map.remove(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ----- plaintext -----
+
+fn apply_plaintext(object: &mut Value, overrider: &PlaintextOverrider) -> Result<(), String> {
+    let operation = match overrider.operator.as_str() {
+        "add" | "replace" => json!({
+            "op": overrider.operator,
+            "path": overrider.path,
+            "value": overrider.value.clone().unwrap_or(Value::Null),
+        }),
+        "remove" => json!({"op": "remove", "path": overrider.path}),
+        other => return Err(format!("operator {other:?} is not add, remove or replace")),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([operation]))
+        .map_err(|e| format!("{}: {e}", overrider.path))?;
+    json_patch::patch(object, &patch.0).map_err(|e| format!("{}: {e}", overrider.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_op(component: &str, operator: &str, value: &str) -> ImageOverrider {
+        ImageOverrider {
+            predicate: None,
+            component: component.into(),
+            operator: operator.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn image_parsing_follows_docker_rules_without_normalisation() {
+        let plain = ImageRef::parse("nginx:1.27");
+        assert_eq!(
+            (
+                plain.registry.as_str(),
+                plain.repository.as_str(),
+                plain.tag.as_str()
+            ),
+            ("", "nginx", "1.27")
+        );
+        let library = ImageRef::parse("library/nginx");
+        assert_eq!(
+            library.registry, "",
+            "no dot, colon or localhost: not a registry"
+        );
+        assert_eq!(library.repository, "library/nginx");
+        let port = ImageRef::parse("localhost:5000/team/app:2@sha256:abc");
+        assert_eq!(port.registry, "localhost:5000");
+        assert_eq!(port.repository, "team/app");
+        assert_eq!(port.tag, "2");
+        assert_eq!(port.digest, "sha256:abc");
+        assert_eq!(ImageRef::parse("localhost/app").registry, "localhost");
+    }
+
+    #[test]
+    fn image_overrider_components_and_operators() {
+        let image = "a.io/web/app:1.0";
+        assert_eq!(
+            override_image(image, &image_op("Registry", "add", ".cn")).unwrap(),
+            "a.io.cn/web/app:1.0"
+        );
+        assert_eq!(
+            override_image(image, &image_op("Registry", "replace", "b.io")).unwrap(),
+            "b.io/web/app:1.0"
+        );
+        assert_eq!(
+            override_image(image, &image_op("Registry", "remove", "")).unwrap(),
+            "web/app:1.0"
+        );
+        assert_eq!(
+            override_image(image, &image_op("Repository", "add", "-gpu")).unwrap(),
+            "a.io/web/app-gpu:1.0"
+        );
+        assert_eq!(
+            override_image(image, &image_op("Repository", "replace", "x/y")).unwrap(),
+            "a.io/x/y:1.0"
+        );
+        assert_eq!(
+            override_image(image, &image_op("Tag", "replace", "2.0")).unwrap(),
+            "a.io/web/app:2.0"
+        );
+        assert_eq!(
+            override_image(image, &image_op("Tag", "remove", "")).unwrap(),
+            "a.io/web/app"
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            override_image(image, &image_op("Tag", "replace", &digest)).unwrap(),
+            format!("a.io/web/app@{digest}")
+        );
+        assert_eq!(
+            override_image("nginx", &image_op("Registry", "add", "x.io")).unwrap(),
+            "x.io/nginx"
+        );
+        assert!(override_image(image, &image_op("Host", "add", "x")).is_err());
+    }
+
+    #[test]
+    fn image_overrider_touches_containers_not_init_containers() {
+        let mut deployment = json!({"kind": "Deployment", "spec": {"template": {"spec": {
+            "initContainers": [{"name": "init", "image": "a.io/init:1"}],
+            "containers": [{"name": "a", "image": "a.io/a:1"}, {"name": "b", "image": "b:2"}]
+        }}}});
+        let overriders = Overriders {
+            image_overrider: vec![image_op("Registry", "replace", "mirror.cn")],
+            ..Default::default()
+        };
+        apply_overriders(&mut deployment, &overriders).unwrap();
+        let spec = &deployment["spec"]["template"]["spec"];
+        assert_eq!(spec["containers"][0]["image"], "mirror.cn/a:1");
+        assert_eq!(spec["containers"][1]["image"], "mirror.cn/b:2");
+        assert_eq!(spec["initContainers"][0]["image"], "a.io/init:1");
+    }
+
+    #[test]
+    fn predicate_path_must_exist() {
+        let mut pod =
+            json!({"kind": "Pod", "spec": {"containers": [{"name": "a", "image": "x:1"}]}});
+        let overriders = Overriders {
+            image_overrider: vec![ImageOverrider {
+                predicate: Some(super::super::types::ImagePredicate {
+                    path: "/spec/containers/3/image".into(),
+                }),
+                ..image_op("Tag", "replace", "2")
+            }],
+            ..Default::default()
+        };
+        let error = apply_overriders(&mut pod, &overriders).unwrap_err();
+        assert!(
+            error.contains("imageOverrider[0]") && error.contains("/spec/containers/3/image"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn command_and_args_add_append_and_remove_every_equal_element() {
+        let mut deployment = json!({"kind": "Deployment", "spec": {"template": {"spec": {
+            "containers": [{"name": "web", "args": ["--a", "--b", "--a"]}, {"name": "other"}]
+        }}}});
+        let overriders = Overriders {
+            args_overrider: vec![
+                CommandArgsOverrider {
+                    container_name: "web".into(),
+                    operator: "remove".into(),
+                    value: vec!["--a".into()],
+                },
+                CommandArgsOverrider {
+                    container_name: "web".into(),
+                    operator: "add".into(),
+                    value: vec!["--region=eu".into()],
+                },
+            ],
+            command_overrider: vec![CommandArgsOverrider {
+                container_name: "other".into(),
+                operator: "add".into(),
+                value: vec!["/bin/run".into()],
+            }],
+            ..Default::default()
+        };
+        apply_overriders(&mut deployment, &overriders).unwrap();
+        let containers = &deployment["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers[0]["args"], json!(["--b", "--region=eu"]));
+        assert_eq!(containers[1]["command"], json!(["/bin/run"]));
+        assert!(containers[1].get("args").is_none());
+    }
+
+    #[test]
+    fn labels_add_replace_remove_like_karmada() {
+        let mut object = json!({"kind": "Deployment", "metadata": {"name": "x", "labels": {"for": "for", "bar": "old"}}});
+        let op = |operator: &str, pairs: &[(&str, &str)]| LabelAnnotationOverrider {
+            operator: operator.into(),
+            value: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let overriders = Overriders {
+            labels_overrider: vec![
+                op("add", &[("env", "dev"), ("app.kubernetes.io/name", "x")]),
+                op("remove", &[("for", "for")]),
+                op("replace", &[("bar", "test"), ("absent", "no")]),
+            ],
+            annotations_overrider: vec![
+                op("replace", &[("missing", "x")]),
+                op("add", &[("a", "b")]),
+            ],
+            ..Default::default()
+        };
+        apply_overriders(&mut object, &overriders).unwrap();
+        assert_eq!(
+            object["metadata"]["labels"],
+            json!({"env": "dev", "bar": "test", "app.kubernetes.io/name": "x"})
+        );
+        assert_eq!(object["metadata"]["annotations"], json!({"a": "b"}));
+    }
+
+    #[test]
+    fn plaintext_applies_json_patch_and_names_the_failing_path() {
+        let mut object = json!({"kind": "ConfigMap", "data": {"a": "1"}});
+        let ok = Overriders {
+            plaintext: vec![
+                PlaintextOverrider {
+                    path: "/data/b".into(),
+                    operator: "add".into(),
+                    value: Some(json!("2")),
+                },
+                PlaintextOverrider {
+                    path: "/data/a".into(),
+                    operator: "remove".into(),
+                    value: None,
+                },
+            ],
+            ..Default::default()
+        };
+        apply_overriders(&mut object, &ok).unwrap();
+        assert_eq!(object["data"], json!({"b": "2"}));
+        let bad = Overriders {
+            plaintext: vec![PlaintextOverrider {
+                path: "/spec/missing/x".into(),
+                operator: "replace".into(),
+                value: Some(json!(1)),
+            }],
+            ..Default::default()
+        };
+        let error = apply_overriders(&mut object, &bad).unwrap_err();
+        assert!(
+            error.starts_with("plaintext[0]: /spec/missing/x"),
+            "{error}"
+        );
+    }
+}

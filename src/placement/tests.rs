@@ -1,0 +1,632 @@
+//! Placement and override rules on plain YAML, one rule per test.
+
+use std::path::Path;
+
+use super::*;
+use crate::render::load::parse_objects;
+
+const FLEET: &str = r#"
+apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {name: fleet, namespace: flotilla-system}
+spec:
+  clusters:
+    - {name: member1, labels: {env: prod}, provider: aws, region: eu-west-1, zones: [eu-west-1a]}
+    - {name: member2, labels: {env: prod}, provider: gcp, region: us-east1, zones: [us-east1-b]}
+    - name: member3
+      labels: {env: dev}
+      provider: alibaba
+      region: cn-east-1
+      taints: [{key: spot, value: "true", effect: NoSchedule}]
+"#;
+
+fn plan_of(yaml: &str) -> Plan {
+    try_plan(yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_plan(yaml: &str) -> Result<Plan, PlanError> {
+    let objects = parse_objects(&format!("{FLEET}\n---\n{yaml}"), Path::new("fleet.yaml")).unwrap();
+    plan(&Rendered { objects })
+}
+
+fn deployment(name: &str, namespace: &str, replicas: u64) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: {name}, image: "registry.example.com/team/{name}:1.0", args: ["--base"]}}]
+"#
+    )
+}
+
+fn targets(plan: &Plan, name: &str) -> Vec<(String, Option<u64>)> {
+    plan.resources
+        .iter()
+        .find(|r| r.resource.name == name)
+        .map(|r| {
+            r.targets
+                .iter()
+                .map(|t| (t.cluster.clone(), t.replicas))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn desired<'a>(plan: &'a Plan, cluster: &str, kind: &str, name: &str) -> Option<&'a Object> {
+    plan.desired[cluster]
+        .iter()
+        .find(|o| o.kind() == kind && o.name() == name)
+}
+
+#[test]
+fn divided_replicas_follow_static_weights() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("nginx", "web", 10),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: nginx, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: nginx}]
+  placement:
+    clusterAffinity: {clusterNames: [member1, member2]}
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      replicaDivisionPreference: Weighted
+      weightPreference:
+        staticWeightList:
+          - {targetCluster: {clusterNames: [member1]}, weight: 60}
+          - {targetCluster: {clusterNames: [member2]}, weight: 40}
+"#
+    ));
+    assert_eq!(
+        targets(&plan, "nginx"),
+        [("member1".into(), Some(6)), ("member2".into(), Some(4))]
+    );
+    let copy = desired(&plan, "member1", "Deployment", "nginx").unwrap();
+    assert_eq!(copy.value["spec"]["replicas"], 6);
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+}
+
+#[test]
+fn duplicated_is_the_default_and_keeps_replicas() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("web", "web", 3),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: web, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement:
+    clusterTolerations: [{key: spot, operator: Exists}]
+"#
+    ));
+    assert_eq!(
+        targets(&plan, "web"),
+        [
+            ("member1".into(), Some(3)),
+            ("member2".into(), Some(3)),
+            ("member3".into(), Some(3))
+        ]
+    );
+}
+
+#[test]
+fn untolerated_taint_excludes_a_cluster() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("web", "web", 3),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: web, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+"#
+    ));
+    let clusters: Vec<String> = targets(&plan, "web").into_iter().map(|t| t.0).collect();
+    assert_eq!(clusters, ["member1", "member2"]);
+}
+
+#[test]
+fn unweighted_division_is_equal_and_zero_shares_get_nothing() {
+    let plan = plan_of(&format!(
+        "{}---\n{}---\n{}",
+        deployment("one", "web", 1),
+        deployment("skewed", "web", 2),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: equal, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: one}]
+  placement:
+    clusterAffinity: {labelSelector: {matchLabels: {env: prod}}}
+    replicaScheduling: {replicaSchedulingType: Divided}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: skewed, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: skewed}]
+  placement:
+    clusterAffinity: {labelSelector: {matchLabels: {env: prod}}}
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      weightPreference:
+        staticWeightList:
+          - {targetCluster: {clusterNames: [member1]}, weight: 100}
+          - {targetCluster: {clusterNames: [member2]}, weight: 1}
+"#
+    ));
+    assert_eq!(targets(&plan, "one"), [("member1".into(), Some(1))]);
+    assert_eq!(targets(&plan, "skewed"), [("member1".into(), Some(2))]);
+    assert!(desired(&plan, "member2", "Deployment", "skewed").is_none());
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.kind == "zero_share" && w.message.contains("member2")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn static_weights_without_any_match_mean_equal_weights() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("web", "web", 4),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: web, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement:
+    clusterAffinity: {clusterNames: [member1, member2]}
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      weightPreference:
+        staticWeightList: [{targetCluster: {clusterNames: [elsewhere]}, weight: 5}]
+"#
+    ));
+    assert_eq!(
+        targets(&plan, "web"),
+        [("member1".into(), Some(2)), ("member2".into(), Some(2))]
+    );
+}
+
+#[test]
+fn policy_choice_prefers_namespaced_then_priority_then_specificity_then_name() {
+    let policy = |kind: &str,
+                  name: &str,
+                  ns: &str,
+                  priority: i32,
+                  selector: &str,
+                  cluster: &str| {
+        let namespace = if ns.is_empty() {
+            String::new()
+        } else {
+            format!(", namespace: {ns}")
+        };
+        format!(
+            "apiVersion: policy.karmada.io/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}{namespace}}}\nspec:\n  priority: {priority}\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment{selector}}}]\n  placement: {{clusterAffinity: {{clusterNames: [{cluster}]}}}}\n---\n"
+        )
+    };
+    let winner = |policies: &str| {
+        let plan = plan_of(&format!("{policies}{}", deployment("app", "web", 1)));
+        plan.resources[0].policy.clone().unwrap()
+    };
+    // Namespaced beats cluster-wide even at lower priority.
+    assert_eq!(
+        winner(
+            &(policy(
+                "ClusterPropagationPolicy",
+                "cluster-wide",
+                "",
+                100,
+                ", name: app",
+                "member1"
+            ) + &policy("PropagationPolicy", "namespaced", "web", 0, "", "member2"))
+        ),
+        "PropagationPolicy web/namespaced"
+    );
+    // Higher explicit priority beats a more specific selector.
+    assert_eq!(
+        winner(
+            &(policy(
+                "PropagationPolicy",
+                "specific",
+                "web",
+                0,
+                ", name: app",
+                "member1"
+            ) + &policy("PropagationPolicy", "urgent", "web", 5, "", "member2"))
+        ),
+        "PropagationPolicy web/urgent"
+    );
+    // Same priority: name > labelSelector > match-all.
+    assert_eq!(
+        winner(
+            &(policy("PropagationPolicy", "all", "web", 0, "", "member1")
+                + &policy(
+                    "PropagationPolicy",
+                    "labels",
+                    "web",
+                    0,
+                    ", labelSelector: {matchLabels: {app: app}}",
+                    "member1"
+                )
+                + &policy(
+                    "PropagationPolicy",
+                    "zname",
+                    "web",
+                    0,
+                    ", name: app",
+                    "member2"
+                ))
+        ),
+        "PropagationPolicy web/zname"
+    );
+    // All equal: the lower name wins.
+    assert_eq!(
+        winner(
+            &(policy("PropagationPolicy", "beta", "web", 0, "", "member1")
+                + &policy("PropagationPolicy", "alpha", "web", 0, "", "member2"))
+        ),
+        "PropagationPolicy web/alpha"
+    );
+    // A PropagationPolicy never selects another namespace's resources.
+    let plan = plan_of(
+        &(policy("PropagationPolicy", "other", "elsewhere", 0, "", "member1")
+            + &deployment("app", "web", 1)),
+    );
+    assert!(plan.resources.is_empty());
+    assert!(
+        plan.warnings.iter().any(|w| w.kind == "unselected"),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn karmada_sample_policies_apply_as_written() {
+    // The upstream samples/nginx files, unchanged, with clusters member1 and member2.
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/third-party/karmada-samples.yaml"),
+    );
+    let Ok(sample) = sample else {
+        eprintln!("shared testdata not present; skipped");
+        return;
+    };
+    let plan = plan_of(&sample);
+    assert_eq!(
+        targets(&plan, "nginx"),
+        [("member1".into(), Some(1)), ("member2".into(), Some(1))]
+    );
+    let m2 = desired(&plan, "member2", "Deployment", "nginx").unwrap();
+    assert_eq!(m2.value["metadata"]["labels"]["env"], "skoala-dev");
+    assert_eq!(m2.value["metadata"]["labels"]["env-stat"], "skoala-stage");
+    assert!(m2.value["metadata"].get("annotations").is_none());
+    let m1 = desired(&plan, "member1", "Deployment", "nginx").unwrap();
+    assert_eq!(m1.value["metadata"]["annotations"]["env"], "skoala-stage");
+    assert!(m1.value["metadata"]["labels"].get("env").is_none());
+}
+
+#[test]
+fn overrides_run_cluster_wide_first_then_by_specificity_and_name() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("app", "web", 1),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: app, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement: {clusterAffinity: {clusterNames: [member1, member2]}}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: OverridePolicy
+metadata: {name: a-by-name, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: app}]
+  overrideRules:
+    - overriders: {labelsOverrider: [{operator: add, value: {winner: by-name}}]}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: OverridePolicy
+metadata: {name: z-match-all, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  overrideRules:
+    - overriders: {labelsOverrider: [{operator: add, value: {winner: match-all}}]}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: ClusterOverridePolicy
+metadata: {name: cluster-wide}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: app}]
+  overrideRules:
+    - targetCluster: {clusterNames: [member2]}
+      overriders:
+        labelsOverrider: [{operator: add, value: {winner: cluster-wide, only-member2: "yes"}}]
+        imageOverrider: [{component: Registry, operator: replace, value: mirror.example.cn}]
+        argsOverrider: [{containerName: app, operator: add, value: ["--region=us"]}]
+"#
+    ));
+    for cluster in ["member1", "member2"] {
+        let copy = desired(&plan, cluster, "Deployment", "app").unwrap();
+        assert_eq!(
+            copy.value["metadata"]["labels"]["winner"], "by-name",
+            "{cluster}"
+        );
+    }
+    let m2 = desired(&plan, "member2", "Deployment", "app").unwrap();
+    let container = &m2.value["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "mirror.example.cn/team/app:1.0");
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["--base", "--region=us"])
+    );
+    assert_eq!(m2.value["metadata"]["labels"]["only-member2"], "yes");
+    let m1 = desired(&plan, "member1", "Deployment", "app").unwrap();
+    assert_eq!(
+        m1.value["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/team/app:1.0"
+    );
+}
+
+#[test]
+fn failing_override_fails_that_cluster_only() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("app", "web", 1),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: app, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement: {clusterAffinity: {clusterNames: [member1, member2]}}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: OverridePolicy
+metadata: {name: broken, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  overrideRules:
+    - targetCluster: {clusterNames: [member2]}
+      overriders:
+        plaintext: [{path: /spec/nothing/here, operator: replace, value: 1}]
+"#
+    ));
+    assert!(desired(&plan, "member1", "Deployment", "app").is_some());
+    assert!(desired(&plan, "member2", "Deployment", "app").is_none());
+    let error = plan.errors[0].to_string();
+    assert!(
+        error.contains("cluster member2")
+            && error.contains("OverridePolicy web/broken")
+            && error.contains("overrideRules[0]")
+            && error.contains("/spec/nothing/here"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_policy_field_names_file_and_field() {
+    let error = try_plan(
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: typo, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement:
+    clusterAffinity: {clusterName: [member1]}
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.starts_with("fleet.yaml:"), "{error}");
+    assert!(error.contains("document 2"), "{error}");
+    assert!(
+        error.contains("spec.placement.clusterAffinity.clusterName"),
+        "{error}"
+    );
+    // Fields Karmada has but that do nothing offline are accepted.
+    try_plan(
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: full, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  conflictResolution: Overwrite
+  failover: {application: {decisionConditions: {tolerationSeconds: 60}}}
+  preserveResourcesOnDeletion: true
+"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn spread_constraint_with_too_few_groups_fails_the_resource_only() {
+    let plan = plan_of(&format!(
+        "{}---\n{}---\n{}",
+        deployment("wide", "web", 1),
+        deployment("fine", "web", 1),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: wide, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: wide}]
+  placement:
+    spreadConstraints: [{spreadByField: region, minGroups: 3, maxGroups: 3}]
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: fine, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: fine}]
+  placement:
+    spreadConstraints: [{spreadByField: cluster, maxGroups: 1, minGroups: 1}]
+"#
+    ));
+    assert_eq!(plan.errors.len(), 1);
+    assert!(
+        plan.errors[0].problem.contains("minGroups is 3"),
+        "{}",
+        plan.errors[0]
+    );
+    assert_eq!(targets(&plan, "fine"), [("member1".into(), Some(1))]);
+}
+
+#[test]
+fn namespaces_are_created_where_objects_land() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("app", "shop", 1),
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: plain}
+data: {a: b}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: ClusterPropagationPolicy
+metadata: {name: all}
+spec:
+  resourceSelectors:
+    - {apiVersion: apps/v1, kind: Deployment}
+    - {apiVersion: v1, kind: ConfigMap}
+  placement: {clusterAffinity: {clusterNames: [member1]}}
+"#
+    ));
+    let names: Vec<(String, String)> = plan.desired["member1"]
+        .iter()
+        .map(|o| (o.kind().to_string(), o.name().to_string()))
+        .collect();
+    // The Namespace comes first; `default` is never created.
+    assert_eq!(names[0], ("Namespace".to_string(), "shop".to_string()));
+    assert!(
+        !names
+            .iter()
+            .any(|(k, n)| k == "Namespace" && n == "default")
+    );
+    assert!(plan.desired["member2"].is_empty());
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.kind == "empty_cluster" && w.message.contains("member2"))
+    );
+}
+
+#[test]
+fn propagate_deps_carries_referenced_config_along() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("app", "web", 2).replace(
+            "args: [\"--base\"]",
+            "args: [\"--base\"], envFrom: [{configMapRef: {name: app-config}}]"
+        ),
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config, namespace: web}
+data: {a: b}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: app, namespace: web}
+spec:
+  propagateDeps: true
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement: {clusterAffinity: {clusterNames: [member2]}}
+"#
+    ));
+    assert_eq!(targets(&plan, "app-config"), [("member2".into(), None)]);
+    assert!(desired(&plan, "member2", "ConfigMap", "app-config").is_some());
+    assert!(
+        !plan.warnings.iter().any(|w| w.kind == "unselected"),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn fleet_placement_is_the_default_and_foreign_fields_warn() {
+    let objects = parse_objects(
+        &format!(
+            "{}\n  placement:\n    clusterAffinity: {{clusterNames: [member2]}}\n    policy: ordered\n---\n{}",
+            FLEET.trim_end(),
+            deployment("loose", "web", 2)
+        ),
+        Path::new("fleet.yaml"),
+    )
+    .unwrap();
+    let plan = plan(&Rendered { objects }).unwrap();
+    assert_eq!(targets(&plan, "loose"), [("member2".into(), Some(2))]);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.kind == "fleet_placement_field"
+                && w.message.contains("spec.placement.policy")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn attached_cluster_labels_merge_into_the_fleet_entry() {
+    let plan = plan_of(
+        r#"
+apiVersion: cluster.kurator.dev/v1alpha1
+kind: AttachedCluster
+metadata: {name: member1, labels: {gpu: a100}}
+spec:
+  kubeconfig: {secretRef: {name: member1-kubeconfig, key: value}}
+"#,
+    );
+    let member1 = &plan.clusters[0];
+    assert_eq!(member1.labels.get("gpu").map(String::as_str), Some("a100"));
+    assert_eq!(member1.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(
+        member1.kubeconfig_secret.as_ref().unwrap().name,
+        "member1-kubeconfig"
+    );
+}
+
+#[test]
+fn capacity_based_division_is_refused_offline() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("app", "web", 4),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: app, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement:
+    replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Aggregated}
+"#
+    ));
+    assert!(
+        plan.errors[0].problem.contains("Aggregated"),
+        "{}",
+        plan.errors[0]
+    );
+}
