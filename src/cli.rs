@@ -1,1 +1,438 @@
-//! placeholder
+//! The `flotilla` command line: each subcommand is a thin call into the library.
+//!
+//! Exit codes, as in ripgrep: 0 success, 1 a cluster or object failed, 2 bad input or usage.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::object::Object;
+use crate::placement::{self, Plan, PlanError};
+use crate::render::{self, RenderError};
+
+/// Flotilla: GitOps for fleets of Kubernetes clusters, with Karmada's placement semantics.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render what every member cluster must hold, with placement and overrides applied.
+    Render(RenderArgs),
+    /// Show where every resource goes: policy, clusters and replicas, with warnings.
+    Plan(PlanArgs),
+}
+
+/// Arguments shared by commands that read a fleet path.
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// The fleet path: a directory (with or without kustomization.yaml) or a YAML file.
+    pub path: PathBuf,
+    /// The repository root that every file must stay inside [default: the enclosing Git
+    /// work tree, else PATH].
+    #[arg(long, env = "FLOTILLA_ROOT")]
+    pub root: Option<PathBuf>,
+}
+
+/// `flotilla render`.
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Only this cluster.
+    #[arg(long, env = "FLOTILLA_CLUSTER")]
+    cluster: Option<String>,
+    /// Write one directory per cluster here (one file per object) instead of printing.
+    #[arg(long, env = "FLOTILLA_OUT")]
+    out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RenderFormat::Yaml, env = "FLOTILLA_OUTPUT")]
+    output: RenderFormat,
+}
+
+/// `flotilla plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Table, env = "FLOTILLA_OUTPUT")]
+    output: PlanFormat,
+    /// Compare with the plan of another fleet path (e.g. a checkout of the previous commit)
+    /// and show the replicas that move per cluster.
+    #[arg(long, value_name = "OTHER_PATH")]
+    diff: Option<PathBuf>,
+}
+
+/// Formats of `render`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderFormat {
+    /// YAML documents.
+    Yaml,
+    /// One JSON object: cluster name -> objects.
+    Json,
+}
+
+/// Formats of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// How a command ended when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything worked.
+    Success,
+    /// Some resource failed for some cluster (exit code 1).
+    Failed,
+}
+
+/// Why a command could not run (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The fleet path could not be rendered.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The fleet or its policies are invalid.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A path given on the command line is unusable.
+    #[error("{}: {problem}", path.display())]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--cluster` names no member cluster.
+    #[error("--cluster {0}: not a member of the fleet")]
+    UnknownCluster(String),
+    /// Output could not be written.
+    #[error("writing {}", path.display())]
+    Write {
+        /// Where.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Output could not be serialised.
+    #[error("serialising output: {0}")]
+    Serialise(String),
+}
+
+/// Runs a parsed command line, writing results to `stdout`.
+pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
+    match cli.command {
+        Command::Render(args) => render_command(args, stdout),
+        Command::Plan(args) => plan_command(args, stdout),
+    }
+}
+
+/// Renders and plans a fleet path.
+pub fn load_plan(source: &Source) -> Result<Plan, CliError> {
+    let (root, relative) = locate(&source.path, source.root.as_deref())?;
+    let rendered = render::render_tree(&root, &relative)?;
+    Ok(placement::plan(&rendered)?)
+}
+
+/// Finds the repository root and the path relative to it.
+fn locate(path: &Path, root: Option<&Path>) -> Result<(PathBuf, PathBuf), CliError> {
+    let absolute = path.canonicalize().map_err(|e| CliError::Path {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let root = match root {
+        Some(root) => root.canonicalize().map_err(|e| CliError::Path {
+            path: root.to_path_buf(),
+            problem: e.to_string(),
+        })?,
+        None => absolute
+            .ancestors()
+            .find(|dir| dir.join(".git").exists())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| {
+                if absolute.is_dir() {
+                    absolute.clone()
+                } else {
+                    absolute.parent().map(Path::to_path_buf).unwrap_or_default()
+                }
+            }),
+    };
+    let relative = absolute
+        .strip_prefix(&root)
+        .map_err(|_| CliError::Path {
+            path: path.to_path_buf(),
+            problem: format!("not inside the repository root {}", root.display()),
+        })?
+        .to_path_buf();
+    let relative = if relative.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        relative
+    };
+    Ok((root, relative))
+}
+
+fn outcome(plan: &Plan) -> Outcome {
+    if plan.errors.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    }
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// ----- render -----
+
+fn render_command(args: RenderArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
+    let plan = load_plan(&args.source)?;
+    let clusters: BTreeMap<&String, &Vec<Object>> = match &args.cluster {
+        Some(name) => {
+            let objects = plan
+                .desired
+                .get_key_value(name)
+                .ok_or_else(|| CliError::UnknownCluster(name.clone()))?;
+            BTreeMap::from([objects])
+        }
+        None => plan.desired.iter().collect(),
+    };
+    let stdout_path = PathBuf::from("(stdout)");
+    match (&args.out, args.output) {
+        (Some(out), format) => write_tree(out, &clusters, format)?,
+        (None, RenderFormat::Json) => {
+            let json: BTreeMap<&String, Vec<&Value>> = clusters
+                .iter()
+                .map(|(name, objects)| (*name, objects.iter().map(|o| &o.value).collect()))
+                .collect();
+            let text = serde_json::to_string_pretty(&json)
+                .map_err(|e| CliError::Serialise(e.to_string()))?;
+            writeln!(stdout, "{text}").map_err(write_error(&stdout_path))?;
+        }
+        (None, RenderFormat::Yaml) => {
+            let mut first = true;
+            for (cluster, objects) in &clusters {
+                for object in objects.iter() {
+                    if !first {
+                        writeln!(stdout, "---").map_err(write_error(&stdout_path))?;
+                    }
+                    first = false;
+                    write!(stdout, "# cluster: {cluster}\n{}", to_yaml(&object.value)?)
+                        .map_err(write_error(&stdout_path))?;
+                }
+            }
+        }
+    }
+    for error in &plan.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(outcome(&plan))
+}
+
+/// Serialises one object as a YAML document.
+pub fn to_yaml(value: &Value) -> Result<String, CliError> {
+    serde_saphyr::to_string(value).map_err(|e| CliError::Serialise(e.to_string()))
+}
+
+/// Marks a directory as written by `flotilla render --out`, so a re-render may replace it.
+const OUT_MARKER: &str = ".flotilla-render";
+
+/// Writes `<out>/<cluster>/<namespace or _cluster>/<kind>[.<group>]-<name>.<ext>`: stable names,
+/// one object per file. A previous render in `out` is replaced; any other content is refused.
+fn write_tree(
+    out: &Path,
+    clusters: &BTreeMap<&String, &Vec<Object>>,
+    format: RenderFormat,
+) -> Result<(), CliError> {
+    if out.exists() {
+        let has_content = std::fs::read_dir(out)
+            .map_err(write_error(out))?
+            .next()
+            .is_some();
+        if has_content && !out.join(OUT_MARKER).exists() {
+            return Err(CliError::Path {
+                path: out.to_path_buf(),
+                problem:
+                    "exists and was not written by `flotilla render --out`; refusing to overwrite"
+                        .into(),
+            });
+        }
+        std::fs::remove_dir_all(out).map_err(write_error(out))?;
+    }
+    std::fs::create_dir_all(out).map_err(write_error(out))?;
+    std::fs::write(out.join(OUT_MARKER), "written by flotilla render\n")
+        .map_err(write_error(out))?;
+    for (cluster, objects) in clusters {
+        for object in objects.iter() {
+            let namespace = match object.namespace() {
+                "" => "_cluster",
+                ns => ns,
+            };
+            let kind = match object.group() {
+                "" => object.kind().to_lowercase(),
+                group => format!("{}.{group}", object.kind().to_lowercase()),
+            };
+            let (extension, text) = match format {
+                RenderFormat::Yaml => ("yaml", to_yaml(&object.value)?),
+                RenderFormat::Json => (
+                    "json",
+                    serde_json::to_string_pretty(&object.value)
+                        .map_err(|e| CliError::Serialise(e.to_string()))?
+                        + "\n",
+                ),
+            };
+            let dir = out.join(cluster.as_str()).join(namespace);
+            std::fs::create_dir_all(&dir).map_err(write_error(&dir))?;
+            let file = dir.join(format!("{kind}-{}.{extension}", object.name()));
+            std::fs::write(&file, text).map_err(write_error(&file))?;
+        }
+    }
+    Ok(())
+}
+
+// ----- plan -----
+
+fn plan_command(args: PlanArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
+    let plan = load_plan(&args.source)?;
+    let stdout_path = PathBuf::from("(stdout)");
+    let text = match (&args.diff, args.output) {
+        (Some(other), format) => {
+            let before = load_plan(&Source {
+                path: other.clone(),
+                root: None,
+            })?;
+            let changes = placement::diff(&before, &plan);
+            match format {
+                PlanFormat::Json => serde_json::to_string_pretty(&changes)
+                    .map_err(|e| CliError::Serialise(e.to_string()))?,
+                PlanFormat::Table => diff_table(&changes),
+            }
+        }
+        (None, PlanFormat::Json) => {
+            serde_json::to_string_pretty(&plan).map_err(|e| CliError::Serialise(e.to_string()))?
+        }
+        (None, PlanFormat::Table) => plan_table(&plan),
+    };
+    writeln!(stdout, "{}", text.trim_end()).map_err(write_error(&stdout_path))?;
+    Ok(outcome(&plan))
+}
+
+/// The plan as aligned text: resources, clusters, then warnings and errors.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut rows = vec![[
+        "RESOURCE".to_string(),
+        "POLICY".to_string(),
+        "CLUSTER -> REPLICAS".to_string(),
+    ]];
+    for resource in &plan.resources {
+        let targets: Vec<String> = resource
+            .targets
+            .iter()
+            .map(|t| match t.replicas {
+                Some(r) => format!("{}={r}", t.cluster),
+                None => t.cluster.clone(),
+            })
+            .collect();
+        rows.push([
+            resource.resource.to_string(),
+            resource.policy.clone().unwrap_or_else(|| "-".into()),
+            if targets.is_empty() {
+                "(none)".into()
+            } else {
+                targets.join(" ")
+            },
+        ]);
+    }
+    let mut out = aligned(&rows);
+    out.push('\n');
+    let mut cluster_rows = vec![[
+        "CLUSTER".to_string(),
+        "OBJECTS".to_string(),
+        "PROVIDER/REGION".to_string(),
+    ]];
+    for cluster in &plan.clusters {
+        let count = plan.desired.get(&cluster.name).map_or(0, Vec::len);
+        cluster_rows.push([
+            cluster.name.clone(),
+            count.to_string(),
+            format!(
+                "{}/{}",
+                cluster.provider.as_deref().unwrap_or("-"),
+                cluster.region.as_deref().unwrap_or("-")
+            ),
+        ]);
+    }
+    out.push_str(&aligned(&cluster_rows));
+    for warning in &plan.warnings {
+        out.push_str(&format!("\nwarning: {}", warning.message));
+    }
+    for error in &plan.errors {
+        out.push_str(&format!("\nerror: {error}"));
+    }
+    out
+}
+
+fn diff_table(changes: &[placement::ReplicaChange]) -> String {
+    if changes.is_empty() {
+        return "no placement changes".into();
+    }
+    let mut rows = vec![[
+        "RESOURCE".to_string(),
+        "CLUSTER".to_string(),
+        "REPLICAS".to_string(),
+    ]];
+    for change in changes {
+        let show = |r: Option<Option<u64>>| match r {
+            None => "absent".to_string(),
+            Some(None) => "present".to_string(),
+            Some(Some(n)) => n.to_string(),
+        };
+        rows.push([
+            change.resource.to_string(),
+            change.cluster.clone(),
+            format!("{} -> {}", show(change.before), show(change.after)),
+        ]);
+    }
+    aligned(&rows)
+}
+
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,1 +1,25 @@
-fn main() {}
+//! The `flotilla` binary: parse arguments, set up logging, call the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flotilla::cli::{Cli, Outcome, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(cli, &mut std::io::stdout().lock()).map_err(anyhow::Error::from) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -422,7 +422,7 @@ mod tests {
             effect: "NoSchedule".into(),
             ..Default::default()
         };
-        assert!(tolerates(&[equal.clone()], &spot));
+        assert!(tolerates(std::slice::from_ref(&equal), &spot));
         let wrong_value = Toleration {
             value: "false".into(),
             ..equal.clone()

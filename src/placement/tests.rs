@@ -630,3 +630,51 @@ spec:
         plan.errors[0]
     );
 }
+
+#[test]
+fn diff_shows_replicas_that_move() {
+    let policy = |weights: (u64, u64)| {
+        format!(
+            r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {{name: nginx, namespace: web}}
+spec:
+  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment}}]
+  placement:
+    clusterAffinity: {{clusterNames: [member1, member2]}}
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      weightPreference:
+        staticWeightList:
+          - {{targetCluster: {{clusterNames: [member1]}}, weight: {}}}
+          - {{targetCluster: {{clusterNames: [member2]}}, weight: {}}}
+"#,
+            weights.0, weights.1
+        )
+    };
+    let before = plan_of(&format!(
+        "{}---\n{}",
+        deployment("nginx", "web", 10),
+        policy((60, 40))
+    ));
+    let after = plan_of(&format!(
+        "{}---\n{}",
+        deployment("nginx", "web", 10),
+        policy((50, 50))
+    ));
+    let changes = diff(&before, &after);
+    type Move = (String, Option<Option<u64>>, Option<Option<u64>>);
+    let moves: Vec<Move> = changes
+        .iter()
+        .map(|c| (c.cluster.clone(), c.before, c.after))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("member1".to_string(), Some(Some(6)), Some(Some(5))),
+            ("member2".to_string(), Some(Some(4)), Some(Some(5)))
+        ]
+    );
+    assert!(diff(&after, &after).is_empty());
+}

@@ -812,20 +812,37 @@ impl Level<'_> {
     }
 
     fn add_labels(&mut self, k: &Kustomization) {
-        let mut entries: Vec<(&BTreeMap<String, String>, bool, bool, &[FieldSpecEntry])> =
-            Vec::new();
+        /// One set of labels and where it goes.
+        struct LabelJob<'a> {
+            pairs: &'a BTreeMap<String, String>,
+            selectors: bool,
+            templates: bool,
+            fields: &'a [FieldSpecEntry],
+        }
+        let mut entries = Vec::new();
         if !k.common_labels.is_empty() {
-            entries.push((&k.common_labels, true, true, &[]));
+            entries.push(LabelJob {
+                pairs: &k.common_labels,
+                selectors: true,
+                templates: true,
+                fields: &[],
+            });
         }
         for entry in &k.labels {
-            entries.push((
-                &entry.pairs,
-                entry.include_selectors,
-                entry.include_templates || entry.include_selectors,
-                &entry.fields,
-            ));
+            entries.push(LabelJob {
+                pairs: &entry.pairs,
+                selectors: entry.include_selectors,
+                templates: entry.include_templates || entry.include_selectors,
+                fields: &entry.fields,
+            });
         }
-        for (pairs, selectors, templates, fields) in entries {
+        for LabelJob {
+            pairs,
+            selectors,
+            templates,
+            fields,
+        } in entries
+        {
             for resource in &mut self.resources {
                 let object = &mut resource.object;
                 let (group, kind) = (object.group().to_string(), object.kind().to_string());
