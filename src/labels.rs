@@ -81,6 +81,13 @@ pub type Requirements = Vec<Requirement>;
 
 /// Parses the string form used by `kubectl -l` and kustomize targets:
 /// `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, joined by commas.
+///
+/// ```
+/// use flotilla::labels::{matches_all, parse_label_selector};
+/// let selector = parse_label_selector("app=web,tier in (a, b)").unwrap();
+/// let labels = [("app".to_string(), "web".to_string()), ("tier".to_string(), "b".to_string())].into();
+/// assert!(matches_all(&selector, &labels));
+/// ```
 pub fn parse_label_selector(selector: &str) -> Result<Requirements, LabelSelectorError> {
     let error = |problem: &str| LabelSelectorError {
         selector: selector.to_string(),

@@ -266,6 +266,12 @@ fn cut_keeping_groups<'a>(
 /// Divides `total` replicas by the Webster (Sainte-Laguë) method: seat by seat, the next
 /// replica goes to the highest `weight / (2 * assigned + 1)`; ties go to the cluster with fewer
 /// replicas, then to the lower name. Clusters of weight 0 get nothing.
+///
+/// ```
+/// use flotilla::placement::divide_by_weight;
+/// assert_eq!(divide_by_weight(10, &[("a", 60), ("b", 40)]), [6, 4]);
+/// assert_eq!(divide_by_weight(14, &[("a", 3), ("b", 2), ("c", 1)]), [7, 5, 2]);
+/// ```
 pub fn divide_by_weight(total: u64, weights: &[(&str, u64)]) -> Vec<u64> {
     #[derive(PartialEq)]
     struct Seat<'a> {
