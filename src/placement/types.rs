@@ -192,6 +192,9 @@ pub struct ClusterAffinity {
 }
 
 /// One group of `clusterAffinities`.
+///
+/// The fields repeat [`ClusterAffinity`]'s rather than `#[serde(flatten)]` it, because serde
+/// cannot combine `flatten` with `deny_unknown_fields`, and unknown fields must be refused.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterAffinityTerm {
