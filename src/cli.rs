@@ -353,7 +353,11 @@ pub fn plan_table(plan: &Plan) -> String {
             .collect();
         rows.push([
             resource.resource.to_string(),
-            resource.policy.clone().unwrap_or_else(|| "-".into()),
+            match (&resource.policy, &resource.affinity_group) {
+                (Some(policy), Some(group)) => format!("{policy} (affinity {group})"),
+                (Some(policy), None) => policy.clone(),
+                (None, _) => "-".into(),
+            },
             if targets.is_empty() {
                 "(none)".into()
             } else {

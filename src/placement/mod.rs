@@ -55,6 +55,9 @@ pub struct ResourcePlan {
     /// The policy that placed it (`PropagationPolicy web/nginx`), or none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The `clusterAffinities` group that won, when the policy has fallback groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_group: Option<String>,
     /// The clusters that receive it, by name.
     pub targets: Vec<Target>,
 }
@@ -212,7 +215,7 @@ pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
             unselected.push(*template);
             continue;
         };
-        let targets = match place(
+        let (targets, affinity_group) = match place(
             &policy.spec.placement,
             template,
             &plan.clusters,
@@ -239,6 +242,7 @@ pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
             resource: template.object_ref(),
             origin: template.origin.clone(),
             policy: Some(policy.label.clone()),
+            affinity_group,
             targets,
         });
     }
@@ -261,20 +265,24 @@ pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
     // Each cluster's copy: divided replicas, then every matching override in order.
     let by_ref: BTreeMap<ObjectRef, &Object> =
         templates.iter().map(|t| (t.object_ref(), *t)).collect();
+    let clusters_by_name: BTreeMap<&str, &Cluster> =
+        plan.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
     for resource in &plan.resources {
         let Some(template) = by_ref.get(&resource.resource) else {
             continue;
         };
+        // Which override policies apply does not depend on the cluster: decide it once.
         let namespace = effective_namespace(template, &scopes);
+        let matching = matching_overrides(&overrides, template, &namespace);
         for target in &resource.targets {
-            let Some(cluster) = plan.clusters.iter().find(|c| c.name == target.cluster) else {
+            let Some(cluster) = clusters_by_name.get(target.cluster.as_str()) else {
                 continue;
             };
             let mut copy = (*template).clone();
             if let Some(replicas) = target.replicas {
                 copy.value["spec"]["replicas"] = json!(replicas);
             }
-            match apply_overrides(&overrides, &mut copy, &namespace, cluster) {
+            match apply_overrides(&matching, &mut copy, cluster) {
                 Ok(()) => {
                     if let Some(objects) = plan.desired.get_mut(&cluster.name) {
                         objects.push(copy);
@@ -402,12 +410,20 @@ fn read_propagation(object: &Object) -> Result<Propagation, PlanError> {
 
 fn read_override(object: &Object) -> Result<Override, PlanError> {
     let namespaced = object.kind() == "OverridePolicy";
+    let mut spec: OverrideSpec = read_spec(object)?;
+    // Karmada's deprecated single-rule form is one more rule, after `overrideRules`.
+    if let Some(overriders) = spec.overriders.take() {
+        spec.override_rules.push(OverrideRule {
+            target_cluster: spec.target_cluster.take(),
+            overriders,
+        });
+    }
     Ok(Override {
         label: policy_label(object),
         namespaced,
         namespace: namespace_or_default(object.namespace()),
         name: object.name().to_string(),
-        spec: read_spec(object)?,
+        spec,
     })
 }
 
@@ -661,7 +677,7 @@ fn place(
     clusters: &[Cluster],
     warnings: &mut Vec<Warning>,
     policy: &str,
-) -> Result<Vec<Target>, String> {
+) -> Result<(Vec<Target>, Option<String>), String> {
     let scheduling = placement
         .replica_scheduling
         .clone()
@@ -681,18 +697,19 @@ fn place(
     let weights = scheduling.weight_preference.clone().unwrap_or_default();
     let replicas = replica_count(template);
     let static_weights = divided && !weights.static_weight_list.is_empty();
-    let (candidates, _group) =
+    let (candidates, group) =
         select_clusters(placement, clusters, static_weights).map_err(|e| e.0)?;
 
     let Some(total) = replicas.filter(|_| divided) else {
         // Duplicated, or a kind without replicas: every candidate gets the template as is.
-        return Ok(candidates
+        let targets = candidates
             .iter()
             .map(|c| Target {
                 cluster: c.name.clone(),
                 replicas,
             })
-            .collect());
+            .collect();
+        return Ok((targets, group));
     };
     if preference == "Aggregated" || weights.dynamic_weight.is_some() {
         return Err(format!(
@@ -750,7 +767,7 @@ fn place(
             replicas: Some(share),
         });
     }
-    Ok(targets)
+    Ok((targets, group))
 }
 
 // ----- dependencies -----
@@ -851,6 +868,7 @@ fn add_dependencies(
             resource,
             origin,
             policy: Some(policy),
+            affinity_group: None,
             targets,
         });
     }
@@ -858,16 +876,14 @@ fn add_dependencies(
 
 // ----- overrides -----
 
-/// Applies every override policy that selects the template, for one cluster, in Karmada's
-/// order: cluster-wide policies first, then the namespace's; within each, match-all before
-/// label selectors before names, then by policy name; later wins.
-fn apply_overrides(
-    policies: &[Override],
-    object: &mut Object,
+/// The override policies that select a template, in Karmada's order: cluster-wide policies
+/// first, then the namespace's; within each, match-all before label selectors before names,
+/// then by policy name. Later ones win.
+fn matching_overrides<'a>(
+    policies: &'a [Override],
+    template: &Object,
     namespace: &str,
-    cluster: &Cluster,
-) -> Result<(), String> {
-    let template = object.clone();
+) -> Vec<&'a Override> {
     let mut matching: Vec<(&Override, u8)> = policies
         .iter()
         .filter(|p| !p.namespaced || (!namespace.is_empty() && p.namespace == namespace))
@@ -875,24 +891,24 @@ fn apply_overrides(
             let priority = if p.spec.resource_selectors.is_empty() {
                 Some(1)
             } else {
-                best_selector_priority(&p.spec.resource_selectors, &template, namespace)
+                best_selector_priority(&p.spec.resource_selectors, template, namespace)
             };
             priority.map(|priority| (p, priority))
         })
         .collect();
     matching
         .sort_by(|(a, ap), (b, bp)| (a.namespaced, ap, &a.name).cmp(&(b.namespaced, bp, &b.name)));
-    for (policy, _) in matching {
-        let legacy = policy
-            .spec
-            .overriders
-            .as_ref()
-            .map(|overriders| OverrideRule {
-                target_cluster: policy.spec.target_cluster.clone(),
-                overriders: overriders.clone(),
-            });
-        let rules = policy.spec.override_rules.iter().chain(legacy.as_ref());
-        for (index, rule) in rules.enumerate() {
+    matching.into_iter().map(|(policy, _)| policy).collect()
+}
+
+/// Applies the rules of `policies` whose target includes `cluster` to one cluster's copy.
+fn apply_overrides(
+    policies: &[&Override],
+    object: &mut Object,
+    cluster: &Cluster,
+) -> Result<(), String> {
+    for policy in policies {
+        for (index, rule) in policy.spec.override_rules.iter().enumerate() {
             if rule
                 .target_cluster
                 .as_ref()

@@ -175,7 +175,6 @@ pub fn apply_spread_constraints<'a>(
         c.spread_by_label.is_none() && c.spread_by_field.as_deref().is_none_or(|f| f == "cluster")
     };
     // Group constraints (region, zone, provider, label) first: they decide which groups stay.
-    let mut kept_groups: Vec<Vec<String>> = Vec::new();
     for constraint in constraints.iter().filter(|c| !is_cluster(c)) {
         let by = constraint
             .spread_by_label
@@ -202,12 +201,6 @@ pub fn apply_spread_constraints<'a>(
             groups.truncate(max as usize);
         }
         candidates.retain(|c| group_of(constraint, c).is_some_and(|g| groups.contains(&g)));
-        kept_groups.push(
-            candidates
-                .iter()
-                .map(|c| group_of(constraint, c).unwrap_or_default())
-                .collect(),
-        );
     }
     for constraint in constraints.iter().filter(|c| is_cluster(c)) {
         if let Some(min) = constraint.min_groups

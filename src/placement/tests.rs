@@ -678,3 +678,27 @@ spec:
     );
     assert!(diff(&after, &after).is_empty());
 }
+
+#[test]
+fn plan_names_the_affinity_group_that_won() {
+    let plan = plan_of(&format!(
+        "{}---\n{}",
+        deployment("app", "web", 2),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: app, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]
+  placement:
+    clusterAffinities:
+      - {affinityName: gone, clusterNames: [retired]}
+      - {affinityName: fallback, clusterNames: [member2]}
+"#
+    ));
+    assert_eq!(
+        plan.resources[0].affinity_group.as_deref(),
+        Some("fallback")
+    );
+    assert_eq!(targets(&plan, "app"), [("member2".into(), Some(2))]);
+}
