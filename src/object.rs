@@ -238,6 +238,94 @@ pub fn map_at_path<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Map<Strin
     ensure_map(current)
 }
 
+/// The pod spec of a workload kind, as a JSON pointer.
+pub fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Pod" => Some("/spec"),
+        "Deployment"
+        | "ReplicaSet"
+        | "DaemonSet"
+        | "StatefulSet"
+        | "Job"
+        | "ReplicationController" => Some("/spec/template/spec"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
+        _ => None,
+    }
+}
+
+/// Every field of a workload's pod spec that names another object of its namespace, as
+/// (kind named, JSON pointer of the name field): ServiceAccounts, image pull Secrets, volume
+/// ConfigMaps / Secrets / PVCs, and container env and envFrom references. Pointers are given
+/// for the list entries present; a pointer's last fields may be absent.
+pub fn pod_references(object: &Value) -> Vec<(&'static str, String)> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let Some(pod) = pod_spec_pointer(kind) else {
+        return Vec::new();
+    };
+    let Some(spec) = object.pointer(pod) else {
+        return Vec::new();
+    };
+    let entries = |value: Option<&Value>| value.and_then(Value::as_array).map_or(0, Vec::len);
+    let mut refs = vec![
+        ("ServiceAccount", format!("{pod}/serviceAccountName")),
+        ("ServiceAccount", format!("{pod}/serviceAccount")),
+    ];
+    for i in 0..entries(spec.get("imagePullSecrets")) {
+        refs.push(("Secret", format!("{pod}/imagePullSecrets/{i}/name")));
+    }
+    for (i, volume) in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let base = format!("{pod}/volumes/{i}");
+        refs.push(("ConfigMap", format!("{base}/configMap/name")));
+        refs.push(("Secret", format!("{base}/secret/secretName")));
+        refs.push((
+            "PersistentVolumeClaim",
+            format!("{base}/persistentVolumeClaim/claimName"),
+        ));
+        for j in 0..entries(volume.pointer("/projected/sources")) {
+            refs.push((
+                "ConfigMap",
+                format!("{base}/projected/sources/{j}/configMap/name"),
+            ));
+            refs.push((
+                "Secret",
+                format!("{base}/projected/sources/{j}/secret/name"),
+            ));
+        }
+    }
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        for (c, container) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let base = format!("{pod}/{list}/{c}");
+            for e in 0..entries(container.get("env")) {
+                refs.push((
+                    "ConfigMap",
+                    format!("{base}/env/{e}/valueFrom/configMapKeyRef/name"),
+                ));
+                refs.push((
+                    "Secret",
+                    format!("{base}/env/{e}/valueFrom/secretKeyRef/name"),
+                ));
+            }
+            for e in 0..entries(container.get("envFrom")) {
+                refs.push(("ConfigMap", format!("{base}/envFrom/{e}/configMapRef/name")));
+                refs.push(("Secret", format!("{base}/envFrom/{e}/secretRef/name")));
+            }
+        }
+    }
+    refs
+}
+
 /// Whether an API group belongs to Kubernetes itself (so its lists have merge keys). Groups
 /// defined by CRDs always contain a dot and never end in `.k8s.io`.
 pub fn is_builtin_group(group: &str) -> bool {

@@ -774,51 +774,13 @@ fn place(
 
 /// ConfigMaps, Secrets, ServiceAccounts and PVCs a workload's pod spec names.
 fn pod_dependencies(template: &Object) -> Vec<(&'static str, String)> {
-    let pointer = match template.kind() {
-        "Pod" => "/spec",
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => "/spec/template/spec",
-        "CronJob" => "/spec/jobTemplate/spec/template/spec",
-        _ => return Vec::new(),
-    };
-    let Some(spec) = template.value.pointer(pointer) else {
-        return Vec::new();
-    };
-    let mut deps = Vec::new();
-    let mut add = |kind: &'static str, name: Option<&Value>| {
-        if let Some(name) = name.and_then(Value::as_str) {
-            deps.push((kind, name.to_string()));
-        }
-    };
-    add("ServiceAccount", spec.get("serviceAccountName"));
-    let list = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
-    for secret in list(spec.get("imagePullSecrets")) {
-        add("Secret", secret.get("name"));
-    }
-    for volume in list(spec.get("volumes")) {
-        add("ConfigMap", volume.pointer("/configMap/name"));
-        add("Secret", volume.pointer("/secret/secretName"));
-        add(
-            "PersistentVolumeClaim",
-            volume.pointer("/persistentVolumeClaim/claimName"),
-        );
-        for source in list(volume.pointer("/projected/sources")) {
-            add("ConfigMap", source.pointer("/configMap/name"));
-            add("Secret", source.pointer("/secret/name"));
-        }
-    }
-    for field in ["containers", "initContainers"] {
-        for container in list(spec.get(field)) {
-            for env in list(container.get("env")) {
-                add("ConfigMap", env.pointer("/valueFrom/configMapKeyRef/name"));
-                add("Secret", env.pointer("/valueFrom/secretKeyRef/name"));
-            }
-            for from in list(container.get("envFrom")) {
-                add("ConfigMap", from.pointer("/configMapRef/name"));
-                add("Secret", from.pointer("/secretRef/name"));
-            }
-        }
-    }
-    deps
+    crate::object::pod_references(&template.value)
+        .into_iter()
+        .filter_map(|(kind, pointer)| {
+            let name = template.value.pointer(&pointer)?.as_str()?;
+            Some((kind, name.to_string()))
+        })
+        .collect()
 }
 
 fn add_dependencies(

@@ -19,7 +19,9 @@ use super::load::{Repo, parse_documents};
 use super::merge::{json_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
-use crate::object::{Object, Origin, Scopes, is_builtin_group, map_at_path, split_api_version};
+use crate::object::{
+    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, split_api_version,
+};
 
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
@@ -1370,21 +1372,6 @@ fn fix_name_references(resources: &mut [Resource]) {
     }
 }
 
-/// The pod spec of a workload, as a JSON pointer.
-fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Pod" => Some("/spec"),
-        "Deployment"
-        | "ReplicaSet"
-        | "DaemonSet"
-        | "StatefulSet"
-        | "Job"
-        | "ReplicationController" => Some("/spec/template/spec"),
-        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
-        _ => None,
-    }
-}
-
 fn references_of(object: &Value) -> Vec<Reference> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let mut refs = Vec::new();
@@ -1396,52 +1383,8 @@ fn references_of(object: &Value) -> Vec<Reference> {
             namespace_follows: false,
         })
     };
-    if let Some(pod) = pod_spec_pointer(kind)
-        && let Some(spec) = object.pointer(pod)
-    {
-        add(format!("{pod}/serviceAccountName"), "ServiceAccount");
-        add(format!("{pod}/serviceAccount"), "ServiceAccount");
-        for (i, _) in array(spec.get("imagePullSecrets")) {
-            add(format!("{pod}/imagePullSecrets/{i}/name"), "Secret");
-        }
-        for (i, volume) in array(spec.get("volumes")) {
-            let base = format!("{pod}/volumes/{i}");
-            add(format!("{base}/configMap/name"), "ConfigMap");
-            add(format!("{base}/secret/secretName"), "Secret");
-            add(
-                format!("{base}/persistentVolumeClaim/claimName"),
-                "PersistentVolumeClaim",
-            );
-            for (j, _) in array(volume.pointer("/projected/sources")) {
-                add(
-                    format!("{base}/projected/sources/{j}/configMap/name"),
-                    "ConfigMap",
-                );
-                add(
-                    format!("{base}/projected/sources/{j}/secret/name"),
-                    "Secret",
-                );
-            }
-        }
-        for list in ["containers", "initContainers", "ephemeralContainers"] {
-            for (c, container) in array(spec.get(list)) {
-                let base = format!("{pod}/{list}/{c}");
-                for (e, _) in array(container.get("env")) {
-                    add(
-                        format!("{base}/env/{e}/valueFrom/configMapKeyRef/name"),
-                        "ConfigMap",
-                    );
-                    add(
-                        format!("{base}/env/{e}/valueFrom/secretKeyRef/name"),
-                        "Secret",
-                    );
-                }
-                for (e, _) in array(container.get("envFrom")) {
-                    add(format!("{base}/envFrom/{e}/configMapRef/name"), "ConfigMap");
-                    add(format!("{base}/envFrom/{e}/secretRef/name"), "Secret");
-                }
-            }
-        }
+    for (kind, pointer) in pod_references(object) {
+        add(pointer, kind);
     }
     match kind {
         "StatefulSet" => add("/spec/serviceName".into(), "Service"),
