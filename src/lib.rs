@@ -18,6 +18,7 @@
 //! |---|---|---|---|
 //! | [`render`] | a path of the repo on disk | [`render::Rendered`]: every declared object with its file and document | reads files below the repo root only |
 //! | [`placement`] | [`render::Rendered`] | [`placement::Plan`]: per cluster, the objects it must hold, with replicas divided and overrides applied | none (pure) |
+//! | [`apply`] | [`placement::Plan`] and a kubeconfig | [`apply::ClusterReport`] per cluster: applied, unchanged, pruned, failed | member apiservers |
 //!
 //! [`cli`] wires the stages to the `flotilla` command line.
 
@@ -25,6 +26,7 @@
 // are built only on failure, so their size never costs a successful run.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod cli;
 pub mod labels;
 pub mod object;

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+mod sync;
+
+pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
+
 use crate::object::Object;
 use crate::placement::{self, Plan, PlanError};
 use crate::render::{self, RenderError};
@@ -29,6 +33,10 @@ pub enum Command {
     Render(RenderArgs),
     /// Show where every resource goes: policy, clusters and replicas, with warnings.
     Plan(PlanArgs),
+    /// Show, per cluster, what a sync would change (server-side dry-run; nothing is written).
+    Diff(DiffArgs),
+    /// Apply the plan to every member cluster with server-side apply, and prune.
+    Sync(SyncArgs),
 }
 
 /// Arguments shared by commands that read a fleet path.
@@ -138,6 +146,8 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
     match cli.command {
         Command::Render(args) => render_command(args, stdout),
         Command::Plan(args) => plan_command(args, stdout),
+        Command::Diff(args) => sync::diff_command(args, stdout),
+        Command::Sync(args) => sync::sync_command(args, stdout),
     }
 }
 

@@ -1,0 +1,222 @@
+//! What Flotilla applied to one member cluster, kept in that cluster (ConfigMap
+//! `flotilla-system/inventory-<name>`) so that a restarted agent, or another machine, still
+//! prunes correctly.
+
+use std::collections::BTreeMap;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::member::{Member, RequestError};
+use super::{FIELD_MANAGER, apply_query};
+use crate::object::{ObjectRef, split_api_version};
+
+/// The namespace that holds inventories in every member cluster.
+pub const INVENTORY_NAMESPACE: &str = "flotilla-system";
+const DATA_KEY: &str = "inventory.json";
+
+/// One applied object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// `apiVersion` it was applied with.
+    pub api_version: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace, empty when cluster-scoped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// sha256 of the body Flotilla last applied.
+    pub hash: String,
+    /// The uid the apiserver gave it: an object with another uid is not the one Flotilla applied.
+    pub uid: String,
+    /// Whether Flotilla's apply created it; an object that existed before is never pruned.
+    pub created: bool,
+}
+
+impl Entry {
+    /// The object this entry is about.
+    pub fn object_ref(&self) -> ObjectRef {
+        let (group, version) = split_api_version(&self.api_version);
+        ObjectRef {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The stored form.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    /// sha256 over every entry's object and hash: equal sets of applied objects, equal hash.
+    set_hash: String,
+    objects: Vec<Entry>,
+}
+
+/// The inventory of one cluster, by object.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    /// Entries by object (the version is not part of the key).
+    pub entries: BTreeMap<ObjectRef, Entry>,
+}
+
+/// The inventory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The apiserver did not answer.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The apiserver refused.
+    #[error("{action} ConfigMap {INVENTORY_NAMESPACE}/{name}: {status}: {message}")]
+    Refused {
+        /// `reading` or `writing`.
+        action: &'static str,
+        /// The ConfigMap's name.
+        name: String,
+        /// The answer's code.
+        status: StatusCode,
+        /// The answer's message.
+        message: String,
+    },
+    /// The stored inventory is not what Flotilla writes; nothing is pruned until it is fixed.
+    #[error("ConfigMap {INVENTORY_NAMESPACE}/{name}: data.{DATA_KEY}: {problem}")]
+    Corrupt {
+        /// The ConfigMap's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The ConfigMap name of the inventory of the sync named `sync_name`.
+pub fn config_map_name(sync_name: &str) -> String {
+    format!("inventory-{sync_name}")
+}
+
+impl Inventory {
+    /// sha256 over the sorted (object, hash) pairs.
+    pub fn set_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for entry in self.entries.values() {
+            for part in [
+                &entry.api_version,
+                &entry.kind,
+                &entry.namespace,
+                &entry.name,
+                &entry.hash,
+            ] {
+                hasher.update(part.as_bytes());
+                hasher.update([0]);
+            }
+        }
+        hex(&hasher.finalize())
+    }
+
+    /// Reads the inventory from the cluster; empty when there is none yet.
+    pub async fn load(member: &Member, sync_name: &str) -> Result<Self, InventoryError> {
+        let name = config_map_name(sync_name);
+        let path = format!("/api/v1/namespaces/{INVENTORY_NAMESPACE}/configmaps/{name}");
+        let Some(reply) = member.get(&path).await? else {
+            return Ok(Inventory::default());
+        };
+        if !reply.status.is_success() {
+            return Err(InventoryError::Refused {
+                action: "reading",
+                name,
+                status: reply.status,
+                message: reply.message(),
+            });
+        }
+        let config_map = reply.json();
+        let Some(data) = config_map
+            .pointer(&format!("/data/{}", DATA_KEY.replace('/', "~1")))
+            .and_then(|data| data.as_str())
+        else {
+            return Err(InventoryError::Corrupt {
+                name,
+                problem: "missing".into(),
+            });
+        };
+        let stored: Stored =
+            serde_json::from_str(data).map_err(|error| InventoryError::Corrupt {
+                name: name.clone(),
+                problem: error.to_string(),
+            })?;
+        Ok(Inventory {
+            entries: stored
+                .objects
+                .into_iter()
+                .map(|entry| (entry.object_ref(), entry))
+                .collect(),
+        })
+    }
+
+    /// Writes the inventory with server-side apply, creating its namespace when missing.
+    /// Returns the number of write requests sent.
+    pub async fn store(&self, member: &Member, sync_name: &str) -> Result<usize, InventoryError> {
+        let name = config_map_name(sync_name);
+        let stored = Stored {
+            set_hash: self.set_hash(),
+            objects: self.entries.values().cloned().collect(),
+        };
+        let data = serde_json::to_string(&stored).map_err(|error| InventoryError::Corrupt {
+            name: name.clone(),
+            problem: error.to_string(),
+        })?;
+        let config_map = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": INVENTORY_NAMESPACE,
+                "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
+            },
+            "data": {DATA_KEY: data},
+        });
+        let path = format!(
+            "/api/v1/namespaces/{INVENTORY_NAMESPACE}/configmaps/{name}?{}",
+            apply_query(false)
+        );
+        let body = config_map.to_string();
+        let mut writes = 1;
+        let mut reply = member.apply_patch(&path, body.as_bytes()).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            // The first sync of this cluster: its namespace does not exist yet.
+            let namespace = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": INVENTORY_NAMESPACE},
+            });
+            let namespace_path = format!(
+                "/api/v1/namespaces/{INVENTORY_NAMESPACE}?{}",
+                apply_query(false)
+            );
+            member
+                .apply_patch(&namespace_path, namespace.to_string().as_bytes())
+                .await?;
+            reply = member.apply_patch(&path, body.as_bytes()).await?;
+            writes += 2;
+        }
+        if !reply.status.is_success() {
+            return Err(InventoryError::Refused {
+                action: "writing",
+                name,
+                status: reply.status,
+                message: reply.message(),
+            });
+        }
+        Ok(writes)
+    }
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,342 @@
+//! One member cluster's API: a kube-rs client from a kubeconfig context, raw requests with
+//! retries, and a discovery cache so any kind, custom resources included, can be addressed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::ApplyError;
+
+/// How long one request may take before it counts as a connection failure.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Retries of 429, 5xx and connection errors: 100 ms doubling to 2 s with jitter, 4 retries,
+/// so a dead apiserver is given up on after about 3 s.
+fn retry_policy() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(4)
+        .with_jitter()
+}
+
+/// A member cluster that Flotilla can talk to.
+pub struct Member {
+    /// The cluster's name in the fleet (and its kubeconfig context).
+    pub name: String,
+    client: kube::Client,
+    /// Kinds served per `apiVersion`, filled on first use.
+    discovery: Mutex<HashMap<String, Arc<ServedKinds>>>,
+}
+
+/// The resources of one `apiVersion`, by kind.
+#[derive(Debug, Default)]
+pub struct ServedKinds {
+    kinds: HashMap<String, Resource>,
+}
+
+/// How the API serves one kind.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// The plural resource name in URLs (`deployments`).
+    pub plural: String,
+    /// Whether objects of the kind live in a namespace.
+    pub namespaced: bool,
+}
+
+/// An HTTP answer from an apiserver.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: StatusCode,
+    /// The body, JSON for every API answer.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The `message` of a `Status` answer, or the start of the body.
+    pub fn message(&self) -> String {
+        match self.json().get("message").and_then(Value::as_str) {
+            Some(message) => message.to_string(),
+            None => String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned(),
+        }
+    }
+}
+
+/// A request that failed before the apiserver answered, or kept failing after retries.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No answer: connection refused, reset or timed out.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The apiserver kept answering 429 or 5xx.
+    #[error("{status}: {message}")]
+    Overloaded {
+        /// The last status code.
+        status: StatusCode,
+        /// The last message.
+        message: String,
+    },
+}
+
+impl Member {
+    /// Connects to the context named `name` in the kubeconfig (the name of the cluster in the
+    /// fleet is the name of its context).
+    pub async fn from_kubeconfig(
+        kubeconfig: &Kubeconfig,
+        path: &Path,
+        name: &str,
+    ) -> Result<Self, ApplyError> {
+        if !kubeconfig
+            .contexts
+            .iter()
+            .any(|context| context.name == name)
+        {
+            return Err(ApplyError::NoContext {
+                kubeconfig: path.to_path_buf(),
+                cluster: name.to_string(),
+            });
+        }
+        let options = KubeConfigOptions {
+            context: Some(name.to_string()),
+            ..KubeConfigOptions::default()
+        };
+        let client_error = |source: String| ApplyError::Client {
+            kubeconfig: path.to_path_buf(),
+            cluster: name.to_string(),
+            problem: source,
+        };
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+            .await
+            .map_err(|error| client_error(error.to_string()))?;
+        config.read_timeout = Some(READ_TIMEOUT);
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let client = kube::Client::try_from(config).map_err(|e| client_error(e.to_string()))?;
+        Ok(Member {
+            name: name.to_string(),
+            client,
+            discovery: Mutex::default(),
+        })
+    }
+
+    /// Sends one request, retrying 429, 5xx and connection errors with backoff. Any other
+    /// answer, 4xx included, is returned for the caller to judge.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Reply, RequestError> {
+        self.send_accepting(method, path_and_query, content_type, body, "application/json")
+            .await
+    }
+
+    /// [`Member::send`] with another `Accept` header.
+    async fn send_accepting(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+        accept: &str,
+    ) -> Result<Reply, RequestError> {
+        let attempt = || async {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(path_and_query);
+            if let Some(content_type) = content_type {
+                request = request.header(http::header::CONTENT_TYPE, content_type);
+            }
+            request = request.header(http::header::ACCEPT, accept);
+            let request = request
+                .body(kube::client::Body::from(body.unwrap_or_default().to_vec()))
+                .map_err(|error| RequestError::Unreachable(error.to_string()))?;
+            let response = self
+                .client
+                .send(request)
+                .await
+                .map_err(|error| RequestError::Unreachable(error_chain(&error)))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect_bytes()
+                .await
+                .map_err(|error| RequestError::Unreachable(error_chain(&error)))?;
+            let reply = Reply { status, body };
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                return Err(RequestError::Overloaded {
+                    status,
+                    message: reply.message(),
+                });
+            }
+            Ok(reply)
+        };
+        attempt
+            .retry(retry_policy())
+            .sleep(tokio::time::sleep)
+            .notify(|error, delay| {
+                tracing::debug!(cluster = %self.name, %error, ?delay, "retrying {method} {path_and_query}");
+            })
+            .await
+    }
+
+    /// A server-side apply PATCH to `path_and_query`.
+    pub async fn apply_patch(
+        &self,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<Reply, RequestError> {
+        self.send(
+            Method::PATCH,
+            path_and_query,
+            Some("application/apply-patch+yaml"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Lists a collection as metadata only (names, uids, labels); `Ok(None)` for 404.
+    pub async fn list_metadata(&self, path: &str) -> Result<Option<Reply>, RequestError> {
+        let reply = self
+            .send_accepting(
+                Method::GET,
+                path,
+                None,
+                None,
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+            )
+            .await?;
+        Ok((reply.status != StatusCode::NOT_FOUND).then_some(reply))
+    }
+
+    /// GETs a path; `Ok(None)` for 404.
+    pub async fn get(&self, path: &str) -> Result<Option<Reply>, RequestError> {
+        let reply = self.send(Method::GET, path, None, None).await?;
+        Ok((reply.status != StatusCode::NOT_FOUND).then_some(reply))
+    }
+
+    /// How the API serves `kind` of `api_version`, from the discovery cache or the apiserver.
+    /// `Ok(None)` when the version or kind is not served (yet).
+    pub async fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Resource>, RequestError> {
+        let mut cache = self.discovery.lock().await;
+        if let Some(served) = cache.get(api_version) {
+            if let Some(resource) = served.kinds.get(kind) {
+                return Ok(Some(resource.clone()));
+            }
+        }
+        // Not cached, or cached before its CRD was established: ask again.
+        let path = if api_version.contains('/') {
+            format!("/apis/{api_version}")
+        } else {
+            format!("/api/{api_version}")
+        };
+        let served = match self.get(&path).await? {
+            Some(reply) if reply.status.is_success() => parse_resource_list(&reply.json()),
+            _ => ServedKinds::default(),
+        };
+        let resource = served.kinds.get(kind).cloned();
+        cache.insert(api_version.to_string(), Arc::new(served));
+        Ok(resource)
+    }
+}
+
+fn parse_resource_list(list: &Value) -> ServedKinds {
+    let mut kinds = HashMap::new();
+    for resource in list
+        .get("resources")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(plural), Some(kind)) = (
+            resource.get("name").and_then(Value::as_str),
+            resource.get("kind").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        // `deployments/status` and the like are subresources, not kinds.
+        if plural.contains('/') {
+            continue;
+        }
+        kinds.insert(
+            kind.to_string(),
+            Resource {
+                plural: plural.to_string(),
+                namespaced: resource
+                    .get("namespaced")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            },
+        );
+    }
+    ServedKinds { kinds }
+}
+
+/// An error and its causes on one line: kube's errors wrap the useful part (connection refused).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Connects to every named cluster of a kubeconfig file. A cluster that cannot be connected to
+/// (no context, bad credentials) gets its error; the others are unaffected.
+pub async fn connect_all(
+    kubeconfig_path: &Path,
+    names: &[String],
+) -> Result<Vec<(String, Result<Member, ApplyError>)>, ApplyError> {
+    let kubeconfig =
+        Kubeconfig::read_from(kubeconfig_path).map_err(|error| ApplyError::Kubeconfig {
+            path: PathBuf::from(kubeconfig_path),
+            problem: error.to_string(),
+        })?;
+    let mut members = Vec::with_capacity(names.len());
+    for name in names {
+        members.push((
+            name.clone(),
+            Member::from_kubeconfig(&kubeconfig, kubeconfig_path, name).await,
+        ));
+    }
+    Ok(members)
+}
+
+/// The URL path of a kind's collection: `/apis/apps/v1/namespaces/web/deployments`.
+pub fn collection_path(api_version: &str, resource: &Resource, namespace: &str) -> String {
+    let prefix = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    if resource.namespaced && !namespace.is_empty() {
+        format!("{prefix}/namespaces/{namespace}/{}", resource.plural)
+    } else {
+        format!("{prefix}/{}", resource.plural)
+    }
+}

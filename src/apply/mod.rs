@@ -1,0 +1,894 @@
+//! Apply: make each member cluster hold exactly its planned objects.
+//!
+//! Per cluster, [`sync_cluster`] reads like the reconcile it is:
+//! 1. read the cluster's [`Inventory`] (what Flotilla applied there before);
+//! 2. prepare every planned object (Flotilla's label, the list-map key defaults 1.20's
+//!    server-side apply needs) and hash it;
+//! 3. leave alone every object whose hash is the one in the inventory and that still exists
+//!    with the uid Flotilla got for it: nothing changed, nothing is sent;
+//! 4. server-side apply the rest in waves (CRDs, then wait until they are Established;
+//!    Namespaces; other cluster-scoped objects; namespaced built-ins; custom resources), each
+//!    wave with at most `concurrency` requests in flight;
+//! 5. prune what the inventory holds and the plan no longer does, unless Flotilla did not
+//!    create it or it is annotated `flotilla.dev/prune: disabled`;
+//! 6. write the inventory back, only when it changed.
+//!
+//! [`sync_fleet`] runs that for every cluster at once; a dead or slow cluster delays nobody.
+
+pub mod diff;
+pub mod inventory;
+pub mod member;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use http::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+pub use inventory::{Entry, INVENTORY_NAMESPACE, Inventory, InventoryError};
+pub use member::{Member, RequestError, Resource};
+
+use crate::object::{Object, ObjectRef, is_builtin_group, pod_spec_pointer};
+use crate::placement::Plan;
+
+/// The field manager of every server-side apply Flotilla sends.
+pub const FIELD_MANAGER: &str = "flotilla";
+/// The label Flotilla puts on what it applies; its value is the sync's name.
+pub const INVENTORY_LABEL: &str = "flotilla.dev/inventory";
+/// With the value `disabled`, an object that leaves Git stays in the cluster.
+pub const PRUNE_ANNOTATION: &str = "flotilla.dev/prune";
+
+/// How long a CRD may take to become Established before its custom resources are given up.
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A cluster could not be set up for a sync.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The kubeconfig file cannot be read.
+    #[error("{}: {problem}", path.display())]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The kubeconfig has no context for a cluster of the fleet.
+    #[error("cluster {cluster}: {} has no context named {cluster}", kubeconfig.display())]
+    NoContext {
+        /// The kubeconfig file.
+        kubeconfig: PathBuf,
+        /// The cluster.
+        cluster: String,
+    },
+    /// The context exists but no client can be made of it.
+    #[error("cluster {cluster}: {}: context {cluster}: {problem}", kubeconfig.display())]
+    Client {
+        /// The kubeconfig file.
+        kubeconfig: PathBuf,
+        /// The cluster.
+        cluster: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// How to sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// The sync's name: it names the inventory in each cluster and is the value of
+    /// [`INVENTORY_LABEL`]. Syncs with different names never prune each other's objects.
+    pub name: String,
+    /// Requests in flight per cluster.
+    pub concurrency: usize,
+    /// Apply every object even when its hash says it is unchanged.
+    pub force: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            name: "flotilla".into(),
+            concurrency: 16,
+            force: false,
+        }
+    }
+}
+
+/// How one cluster's sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterStatus {
+    /// Every object is as planned.
+    Synced,
+    /// Some objects failed; the rest were applied.
+    Degraded,
+    /// Nothing could be done: unreachable, no credentials, or an unreadable inventory.
+    Failed,
+}
+
+/// One object that failed or was left in place, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectProblem {
+    /// The object.
+    pub object: ObjectRef,
+    /// Why.
+    pub reason: String,
+}
+
+/// What one cluster's sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    /// The cluster.
+    pub cluster: String,
+    /// The outcome.
+    pub status: ClusterStatus,
+    /// Why the whole cluster failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Objects sent with server-side apply.
+    pub applied: Vec<ObjectRef>,
+    /// Objects already as planned: nothing was sent.
+    pub unchanged: Vec<ObjectRef>,
+    /// Objects deleted because they left the plan.
+    pub pruned: Vec<ObjectRef>,
+    /// Objects that left the plan but stay, and why.
+    pub kept: Vec<ObjectProblem>,
+    /// Objects that could not be applied or pruned, and why.
+    pub failed: Vec<ObjectProblem>,
+    /// Write requests sent (apply, delete, inventory).
+    pub writes: usize,
+    /// sha256 of the cluster's applied set after this sync.
+    pub set_hash: String,
+    /// Wall time of this cluster's sync.
+    #[serde(serialize_with = "serialize_seconds")]
+    pub duration: Duration,
+}
+
+fn serialize_seconds<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+impl ClusterReport {
+    fn new(cluster: &str) -> Self {
+        ClusterReport {
+            cluster: cluster.to_string(),
+            status: ClusterStatus::Synced,
+            error: None,
+            applied: Vec::new(),
+            unchanged: Vec::new(),
+            pruned: Vec::new(),
+            kept: Vec::new(),
+            failed: Vec::new(),
+            writes: 0,
+            set_hash: String::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn failed_with(cluster: &str, error: String, started: Instant) -> Self {
+        ClusterReport {
+            status: ClusterStatus::Failed,
+            error: Some(error),
+            duration: started.elapsed(),
+            ..ClusterReport::new(cluster)
+        }
+    }
+}
+
+/// The query of a server-side apply.
+pub fn apply_query(dry_run: bool) -> String {
+    let mut query = format!("fieldManager={FIELD_MANAGER}&force=true");
+    if dry_run {
+        query.push_str("&dryRun=All");
+    }
+    query
+}
+
+/// The order of apply waves: CRDs, Namespaces, other cluster-scoped, namespaced built-ins,
+/// custom resources.
+fn wave(object_ref: &ObjectRef, resource: Option<&Resource>) -> u8 {
+    match (object_ref.group.as_str(), object_ref.kind.as_str()) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
+        ("", "Namespace") => 1,
+        (group, _) if !is_builtin_group(group) => 4,
+        _ if resource.is_some_and(|resource| !resource.namespaced) => 2,
+        _ => 3,
+    }
+}
+
+/// A planned object, ready to send.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Where it goes (namespace defaulted to `default` for namespaced kinds, as kubectl does).
+    pub object_ref: ObjectRef,
+    /// The apply body.
+    pub body: Value,
+    /// sha256 of the body.
+    pub hash: String,
+    /// How the API serves it, when known yet (custom resources wait for their CRD).
+    pub resource: Option<Resource>,
+}
+
+/// Adds what the apply step adds to a planned object: the inventory label, and the forms that
+/// Kubernetes 1.20's server-side apply needs and older clients always sent: the defaults of
+/// list-map keys it refuses to find missing ("associative list with keys has an element that
+/// omits key field"), as Flux does, and resource quantities as strings (it refuses `gpu: 1`
+/// with "expected string"). `render` output stays what Git says.
+pub fn prepare_body(object: &Value, sync_name: &str) -> Value {
+    let mut body = object.clone();
+    if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        let labels = metadata
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(INVENTORY_LABEL.into(), Value::String(sync_name.into()));
+        }
+    }
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if api_version == "v1" && kind == "Service" {
+        default_protocols(body.pointer_mut("/spec/ports"), "port");
+    }
+    if let Some(pointer) = pod_spec_pointer(kind)
+        && let Some(pod_spec) = body.pointer_mut(pointer)
+    {
+        for containers in ["containers", "initContainers", "ephemeralContainers"] {
+            for container in pod_spec
+                .get_mut(containers)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                default_protocols(container.get_mut("ports"), "containerPort");
+                quantities_as_strings(container.pointer_mut("/resources/limits"));
+                quantities_as_strings(container.pointer_mut("/resources/requests"));
+            }
+        }
+        quantities_as_strings(pod_spec.get_mut("overhead"));
+    }
+    let claims: Vec<&mut Value> = match (api_version, kind) {
+        ("v1", "PersistentVolumeClaim") => body.get_mut("spec").into_iter().collect(),
+        ("apps/v1", "StatefulSet") => body
+            .pointer_mut("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(|template| template.get_mut("spec"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for claim in claims {
+        quantities_as_strings(claim.pointer_mut("/resources/requests"));
+        quantities_as_strings(claim.pointer_mut("/resources/limits"));
+    }
+    if (api_version, kind) == ("v1", "ResourceQuota") {
+        quantities_as_strings(body.pointer_mut("/spec/hard"));
+    }
+    body
+}
+
+/// Turns the numbers of a map of resource quantities into strings (`1` -> `"1"`).
+fn quantities_as_strings(quantities: Option<&mut Value>) {
+    for value in quantities
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|map| map.values_mut())
+    {
+        if let Value::Number(number) = value {
+            *value = Value::String(number.to_string());
+        }
+    }
+}
+
+/// Sets `protocol: TCP` on each port entry that has its key but no protocol.
+fn default_protocols(ports: Option<&mut Value>, key: &str) {
+    for port in ports
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        if port.contains_key(key) && !port.contains_key("protocol") {
+            port.insert("protocol".into(), Value::String("TCP".into()));
+        }
+    }
+}
+
+fn content_hash(body: &Value) -> String {
+    inventory::hex(&Sha256::digest(body.to_string().as_bytes()))
+}
+
+impl Member {
+    /// Prepares a planned object for this cluster: body, hash, and how the API serves it.
+    async fn prepare(&self, object: &Object, sync_name: &str) -> Result<Prepared, RequestError> {
+        let mut object_ref = object.object_ref();
+        let mut body = prepare_body(&object.value, sync_name);
+        let resource = self
+            .resource(object.api_version(), object.kind())
+            .await?;
+        fix_namespace(&mut object_ref, &mut body, resource.as_ref());
+        let hash = content_hash(&body);
+        Ok(Prepared {
+            object_ref,
+            body,
+            hash,
+            resource,
+        })
+    }
+}
+
+/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none.
+fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<&Resource>) {
+    let Some(resource) = resource else { return };
+    let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if resource.namespaced && object_ref.namespace.is_empty() {
+        object_ref.namespace = "default".into();
+        metadata.insert("namespace".into(), Value::String("default".into()));
+    } else if !resource.namespaced && !object_ref.namespace.is_empty() {
+        object_ref.namespace.clear();
+        metadata.remove("namespace");
+    }
+}
+
+/// The URL of one object.
+fn object_path(object_ref: &ObjectRef, resource: &Resource) -> String {
+    format!(
+        "{}/{}",
+        member::collection_path(&object_ref.api_version(), resource, &object_ref.namespace),
+        object_ref.name
+    )
+}
+
+/// Syncs every cluster of the plan at once. `members` holds a connected [`Member`] (or the
+/// reason there is none) per cluster; `on_done` sees each report as its cluster finishes.
+pub async fn sync_fleet(
+    plan: &Plan,
+    members: &[(String, Result<Member, ApplyError>)],
+    options: &SyncOptions,
+    mut on_done: impl FnMut(&ClusterReport),
+) -> Vec<ClusterReport> {
+    let mut running: FuturesUnordered<_> = members
+        .iter()
+        .map(|(name, member)| async move {
+            let started = Instant::now();
+            match member {
+                Ok(member) => {
+                    let desired = plan.desired.get(name).map(Vec::as_slice).unwrap_or(&[]);
+                    let keep = kept_by_plan_errors(plan, name);
+                    sync_cluster(member, desired, &keep, options).await
+                }
+                Err(error) => ClusterReport::failed_with(name, error.to_string(), started),
+            }
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(members.len());
+    while let Some(report) = running.next().await {
+        on_done(&report);
+        reports.push(report);
+    }
+    reports.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    reports
+}
+
+/// Resources the plan could not place or override for a cluster: whatever an earlier sync
+/// applied of them stays, since an error in Git must not delete what runs.
+pub fn kept_by_plan_errors(plan: &Plan, cluster: &str) -> BTreeSet<ObjectRef> {
+    plan.errors
+        .iter()
+        .filter(|error| error.cluster.as_deref().is_none_or(|c| c == cluster))
+        .map(|error| error.resource.clone())
+        .collect()
+}
+
+/// Syncs one cluster to `desired`. Objects in `keep` are neither applied nor pruned.
+pub async fn sync_cluster(
+    member: &Member,
+    desired: &[Object],
+    keep: &BTreeSet<ObjectRef>,
+    options: &SyncOptions,
+) -> ClusterReport {
+    let started = Instant::now();
+    let mut report = ClusterReport::new(&member.name);
+    let previous = match Inventory::load(member, &options.name).await {
+        Ok(inventory) => inventory,
+        Err(error) => return ClusterReport::failed_with(&member.name, error.to_string(), started),
+    };
+
+    let mut prepared = Vec::with_capacity(desired.len());
+    for object in desired {
+        match member.prepare(object, &options.name).await {
+            Ok(object) => prepared.push(object),
+            Err(error) => {
+                return ClusterReport::failed_with(&member.name, error.to_string(), started);
+            }
+        }
+    }
+
+    let planned: BTreeSet<ObjectRef> = prepared.iter().map(|o| o.object_ref.clone()).collect();
+    let mut next = Inventory::default();
+    let to_apply = match unchanged_objects(member, &prepared, &previous, options).await {
+        Ok(unchanged) => {
+            let mut to_apply = Vec::new();
+            for object in prepared {
+                if let Some(entry) = unchanged.get(&object.object_ref) {
+                    report.unchanged.push(object.object_ref.clone());
+                    next.entries
+                        .insert(object.object_ref.clone(), (*entry).clone());
+                } else {
+                    to_apply.push(object);
+                }
+            }
+            to_apply
+        }
+        Err(error) => return ClusterReport::failed_with(&member.name, error.to_string(), started),
+    };
+
+    apply_in_waves(member, to_apply, &previous, &mut next, &mut report, options).await;
+
+    // Prune what the plan no longer holds for this cluster.
+    let leaving: Vec<&Entry> = previous
+        .entries
+        .iter()
+        .filter(|(object_ref, _)| !next.entries.contains_key(*object_ref))
+        .filter(|(object_ref, _)| {
+            // Failed applies and plan errors keep their old entry: still Flotilla's to prune.
+            !planned.contains(*object_ref) && !keep.contains(*object_ref)
+        })
+        .map(|(_, entry)| entry)
+        .collect();
+    for (object_ref, entry) in &previous.entries {
+        if !next.entries.contains_key(object_ref)
+            && (planned.contains(object_ref) || keep.contains(object_ref))
+        {
+            next.entries.insert(object_ref.clone(), entry.clone());
+        }
+    }
+    prune(member, leaving, &mut next, &mut report).await;
+
+    report.set_hash = next.set_hash();
+    if next != previous {
+        match next.store(member, &options.name).await {
+            Ok(writes) => report.writes += writes,
+            Err(error) => report.failed.push(ObjectProblem {
+                object: ObjectRef {
+                    group: String::new(),
+                    version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    namespace: INVENTORY_NAMESPACE.into(),
+                    name: inventory::config_map_name(&options.name),
+                },
+                reason: error.to_string(),
+            }),
+        }
+    }
+    if !report.failed.is_empty() {
+        report.status = ClusterStatus::Degraded;
+    }
+    report.duration = started.elapsed();
+    report
+}
+
+/// The planned objects that need nothing: same hash as in the inventory, and the object is
+/// still there with the uid Flotilla got (one metadata list per kind tells).
+async fn unchanged_objects<'a>(
+    member: &Member,
+    prepared: &[Prepared],
+    previous: &'a Inventory,
+    options: &SyncOptions,
+) -> Result<HashMap<ObjectRef, &'a Entry>, RequestError> {
+    if options.force {
+        return Ok(HashMap::new());
+    }
+    let candidates: Vec<(&Prepared, &Entry)> = prepared
+        .iter()
+        .filter_map(|object| {
+            let entry = previous.entries.get(&object.object_ref)?;
+            (entry.hash == object.hash && object.resource.is_some()).then_some((object, entry))
+        })
+        .collect();
+    // The kinds to list, each once.
+    let mut kinds: BTreeMap<(String, String), &Resource> = BTreeMap::new();
+    for (object, _) in &candidates {
+        if let Some(resource) = &object.resource {
+            kinds.insert(
+                (object.object_ref.api_version(), object.object_ref.kind.clone()),
+                resource,
+            );
+        }
+    }
+    let selector = format!("{INVENTORY_LABEL}={}", options.name);
+    let lists = kinds.iter().map(|((api_version, kind), resource)| {
+        let path = format!(
+            "{}?labelSelector={}",
+            member::collection_path(api_version, resource, ""),
+            percent_encode(&selector)
+        );
+        async move {
+            let reply = member.list_metadata(&path).await?;
+            Ok::<_, RequestError>((kind.clone(), reply))
+        }
+    });
+    let mut live: HashMap<(String, String, String), String> = HashMap::new();
+    for result in futures::future::join_all(lists).await {
+        let (kind, reply) = result?;
+        let Some(reply) = reply else { continue };
+        for item in reply
+            .json()
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let field = |name: &str| {
+                item.pointer(&format!("/metadata/{name}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            live.insert((kind.clone(), field("namespace"), field("name")), field("uid"));
+        }
+    }
+    Ok(candidates
+        .into_iter()
+        .filter(|(object, entry)| {
+            let object_ref = &object.object_ref;
+            let key = (
+                object_ref.kind.clone(),
+                object_ref.namespace.clone(),
+                object_ref.name.clone(),
+            );
+            live.get(&key) == Some(&entry.uid)
+        })
+        .map(|(object, entry)| (object.object_ref.clone(), entry))
+        .collect())
+}
+
+/// Percent-encodes a query value (label selectors hold `/` and `=`).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// Applies `objects` wave by wave; records results in `report` and `next`.
+async fn apply_in_waves(
+    member: &Member,
+    objects: Vec<Prepared>,
+    previous: &Inventory,
+    next: &mut Inventory,
+    report: &mut ClusterReport,
+    options: &SyncOptions,
+) {
+    let mut waves: BTreeMap<u8, Vec<Prepared>> = BTreeMap::new();
+    for object in objects {
+        waves
+            .entry(wave(&object.object_ref, object.resource.as_ref()))
+            .or_default()
+            .push(object);
+    }
+    for (wave, objects) in waves {
+        let results: Vec<(Prepared, Result<Applied, ApplyFailure>)> =
+            futures::stream::iter(objects.into_iter().map(|object| async move {
+                let result = apply_one(member, &object, false).await;
+                (object, result)
+            }))
+            .buffer_unordered(options.concurrency.max(1))
+            .collect()
+            .await;
+        let mut established = Vec::new();
+        for (object, result) in results {
+            match result {
+                Ok(applied) => {
+                    report.writes += 1;
+                    let created = applied.created
+                        || previous
+                            .entries
+                            .get(&object.object_ref)
+                            .is_some_and(|entry| entry.created && entry.uid == applied.uid);
+                    next.entries.insert(
+                        object.object_ref.clone(),
+                        Entry {
+                            api_version: object.object_ref.api_version(),
+                            kind: object.object_ref.kind.clone(),
+                            namespace: object.object_ref.namespace.clone(),
+                            name: object.object_ref.name.clone(),
+                            hash: object.hash.clone(),
+                            uid: applied.uid,
+                            created,
+                        },
+                    );
+                    if wave == 0 {
+                        established.push(object.object_ref.name.clone());
+                    }
+                    report.applied.push(object.object_ref);
+                }
+                Err(failure) => {
+                    report.writes += usize::from(failure.sent);
+                    report.failed.push(ObjectProblem {
+                        object: object.object_ref,
+                        reason: failure.reason,
+                    })
+                }
+            }
+        }
+        for crd in established {
+            if let Err(reason) = member.wait_established(&crd).await {
+                report.failed.push(ObjectProblem {
+                    object: ObjectRef {
+                        group: "apiextensions.k8s.io".into(),
+                        version: "v1".into(),
+                        kind: "CustomResourceDefinition".into(),
+                        namespace: String::new(),
+                        name: crd,
+                    },
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// Why one apply failed.
+#[derive(Debug)]
+pub struct ApplyFailure {
+    /// The reason, for the report.
+    pub reason: String,
+    /// Whether the request reached the apiserver (it counts as a write sent).
+    pub sent: bool,
+}
+
+impl ApplyFailure {
+    fn unsent(reason: String) -> Self {
+        ApplyFailure {
+            reason,
+            sent: false,
+        }
+    }
+}
+
+/// The result of one server-side apply.
+#[derive(Debug)]
+pub struct Applied {
+    /// Whether the apply created the object (201).
+    pub created: bool,
+    /// The object's uid.
+    pub uid: String,
+    /// The object as the apiserver returned it.
+    pub live: Value,
+}
+
+/// Server-side applies one object (dry-run when asked).
+pub async fn apply_one(
+    member: &Member,
+    object: &Prepared,
+    dry_run: bool,
+) -> Result<Applied, ApplyFailure> {
+    let resolved;
+    let (object_ref, body, resource) = match &object.resource {
+        Some(resource) => (&object.object_ref, &object.body, resource.clone()),
+        None => {
+            // A custom resource whose CRD came in this sync: discover it now.
+            let api_version = object.object_ref.api_version();
+            match member.resource(&api_version, &object.object_ref.kind).await {
+                Ok(Some(resource)) => {
+                    let mut object_ref = object.object_ref.clone();
+                    let mut body = object.body.clone();
+                    fix_namespace(&mut object_ref, &mut body, Some(&resource));
+                    resolved = (object_ref, body);
+                    (&resolved.0, &resolved.1, resource)
+                }
+                Ok(None) => {
+                    return Err(ApplyFailure::unsent(format!(
+                        "the cluster does not serve kind {} of {api_version} (is its CRD installed?)",
+                        object.object_ref.kind
+                    )));
+                }
+                Err(error) => return Err(ApplyFailure::unsent(error.to_string())),
+            }
+        }
+    };
+    let path = format!(
+        "{}?{}",
+        object_path(object_ref, &resource),
+        apply_query(dry_run)
+    );
+    let reply = member
+        .apply_patch(&path, body.to_string().as_bytes())
+        .await
+        .map_err(|error| ApplyFailure::unsent(error.to_string()))?;
+    if !reply.status.is_success() {
+        return Err(ApplyFailure {
+            reason: format!("{} {}", reply.status.as_u16(), reply.message()),
+            sent: true,
+        });
+    }
+    let live = reply.json();
+    let uid = live
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Ok(Applied {
+        created: reply.status == StatusCode::CREATED,
+        uid,
+        live,
+    })
+}
+
+impl Member {
+    /// Waits until a CRD is Established, then forgets what discovery said of its group, so
+    /// that its custom resources are found.
+    async fn wait_established(&self, crd: &str) -> Result<(), String> {
+        let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}");
+        let deadline = Instant::now() + ESTABLISH_TIMEOUT;
+        loop {
+            let reply = self.get(&path).await.map_err(|error| error.to_string())?;
+            let established = reply.map(|reply| reply.json()).is_some_and(|crd| {
+                crd.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|condition| {
+                        condition.get("type") == Some(&json!("Established"))
+                            && condition.get("status") == Some(&json!("True"))
+                    })
+            });
+            if established {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "not Established after {} s",
+                    ESTABLISH_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Deletes the objects that left the plan, newest wave first (custom resources before their
+/// CRD, namespaced objects before their Namespace).
+async fn prune(
+    member: &Member,
+    mut leaving: Vec<&Entry>,
+    next: &mut Inventory,
+    report: &mut ClusterReport,
+) {
+    leaving.sort_by_key(|entry| std::cmp::Reverse(wave(&entry.object_ref(), None)));
+    for entry in leaving {
+        let object_ref = entry.object_ref();
+        match prune_one(member, entry).await {
+            Ok(PruneOutcome::Deleted) => {
+                report.writes += 1;
+                report.pruned.push(object_ref);
+            }
+            Ok(PruneOutcome::Gone) => {}
+            Ok(PruneOutcome::Kept(reason)) => report.kept.push(ObjectProblem {
+                object: object_ref,
+                reason,
+            }),
+            Err(reason) => {
+                report.failed.push(ObjectProblem {
+                    object: object_ref.clone(),
+                    reason,
+                });
+                next.entries.insert(object_ref, entry.clone());
+            }
+        }
+    }
+}
+
+enum PruneOutcome {
+    Deleted,
+    /// Already deleted by someone else.
+    Gone,
+    /// Left in place, with the reason.
+    Kept(String),
+}
+
+/// What pruning would do to one inventory entry, before anything is deleted.
+pub enum PruneCheck {
+    /// The object is gone already.
+    Gone,
+    /// The object stays, for this reason.
+    Kept(String),
+    /// The object is Flotilla's to delete: its URL and live state.
+    Delete {
+        /// The object's URL path.
+        path: String,
+        /// The live object.
+        live: Value,
+    },
+}
+
+/// Decides whether an inventory entry that left the plan may be deleted: only the very object
+/// Flotilla created (same uid), and not when annotated `flotilla.dev/prune: disabled`.
+pub async fn prune_check(member: &Member, entry: &Entry) -> Result<PruneCheck, String> {
+    let resource = match member.resource(&entry.api_version, &entry.kind).await {
+        Ok(Some(resource)) => resource,
+        // The kind is not served any more (its CRD was deleted): so is the object.
+        Ok(None) => return Ok(PruneCheck::Gone),
+        Err(error) => return Err(error.to_string()),
+    };
+    let path = object_path(&entry.object_ref(), &resource);
+    let Some(reply) = member.get(&path).await.map_err(|e| e.to_string())? else {
+        return Ok(PruneCheck::Gone);
+    };
+    if !reply.status.is_success() {
+        return Err(format!("{} {}", reply.status.as_u16(), reply.message()));
+    }
+    let live = reply.json();
+    let uid = live.pointer("/metadata/uid").and_then(Value::as_str);
+    if uid != Some(entry.uid.as_str()) {
+        return Ok(PruneCheck::Kept(
+            "not the object Flotilla applied (its uid changed): left in place".into(),
+        ));
+    }
+    if !entry.created {
+        return Ok(PruneCheck::Kept(
+            "existed before Flotilla applied it: left in place".into(),
+        ));
+    }
+    let annotation = live
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            PRUNE_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str);
+    if annotation == Some("disabled") {
+        return Ok(PruneCheck::Kept(format!(
+            "annotated {PRUNE_ANNOTATION}: disabled"
+        )));
+    }
+    Ok(PruneCheck::Delete { path, live })
+}
+
+async fn prune_one(member: &Member, entry: &Entry) -> Result<PruneOutcome, String> {
+    let path = match prune_check(member, entry).await? {
+        PruneCheck::Gone => return Ok(PruneOutcome::Gone),
+        PruneCheck::Kept(reason) => return Ok(PruneOutcome::Kept(reason)),
+        PruneCheck::Delete { path, .. } => path,
+    };
+    let options = json!({
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": entry.uid},
+    });
+    let reply = member
+        .send(
+            Method::DELETE,
+            &path,
+            Some("application/json"),
+            Some(options.to_string().as_bytes()),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    match reply.status {
+        status if status.is_success() => Ok(PruneOutcome::Deleted),
+        StatusCode::NOT_FOUND => Ok(PruneOutcome::Gone),
+        status => Err(format!("{} {}", status.as_u16(), reply.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Starts real member clusters on loopback: one etcd, and per cluster a kube-apiserver (its own
+# etcd prefix) and a kube-controller-manager (DESIGN section 4). Writes a kubeconfig with one
+# context per cluster and supervises them until told to stop.
+#
+#   clusters.sh up [--hub] [--state DIR] (N | NAME...)   run in the foreground (tests use this)
+#   clusters.sh up --detach [--hub] [--state DIR] (N | NAME...)   start in the background (humans)
+#   clusters.sh down [--state DIR]                       stop a detached set
+#
+# In the foreground, the supervisor prints `ready KUBECONFIG` once every apiserver answers
+# /readyz, then reads commands from stdin: `stop NAME` and `start NAME` answer `ok NAME`.
+# When stdin closes (the test process ended, even by a panic or SIGKILL), or on SIGTERM/SIGINT,
+# everything is stopped and the state directory removed. Every child also gets
+# PR_SET_PDEATHSIG=KILL, so nothing outlives a supervisor that was itself killed.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+default_state="${XDG_CACHE_HOME:-$HOME/.cache}/flotilla/clusters"
+admin_token="flotilla-admin-token"
+
+die() { echo "clusters.sh: $*" >&2; exit 2; }
+log() { echo "clusters.sh: $*" >&2; }
+
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# Runs a child that dies with this shell, its output in a log file; prints its pid.
+spawn() {
+    local log_file="$1"; shift
+    setpriv --pdeathsig KILL -- "$@" >"$log_file" 2>&1 </dev/null &
+    echo $!
+}
+
+start_apiserver() {
+    local name="$1" port dir
+    port="$(cat "$state/$name/port")"
+    dir="$state/$name"
+    mkdir -p "$dir/certs"
+    spawn "$dir/apiserver.log" "$bin/kube-apiserver" \
+        --etcd-servers="http://127.0.0.1:$etcd_port" --etcd-prefix="/$name" \
+        --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+        --secure-port="$port" --insecure-port=0 --cert-dir="$dir/certs" \
+        --token-auth-file="$state/tokens.csv" --authorization-mode=RBAC \
+        --service-account-key-file="$state/sa.pub" \
+        --service-account-signing-key-file="$state/sa.key" \
+        --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+        --api-audiences=https://kubernetes.default.svc.cluster.local \
+        --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
+        --allow-privileged=true >"$dir/apiserver.pid"
+}
+
+start_controller_manager() {
+    local name="$1" dir="$state/$1"
+    spawn "$dir/controller-manager.log" "$bin/kube-controller-manager" \
+        --kubeconfig="$dir/admin.kubeconfig" --leader-elect=false \
+        --controllers=namespace,garbagecollector,deployment,replicaset,serviceaccount,serviceaccount-token \
+        --service-account-private-key-file="$state/sa.key" \
+        --root-ca-file="$dir/certs/apiserver.crt" \
+        --port=0 --secure-port=0 >"$dir/controller-manager.pid"
+}
+
+wait_ready() {
+    local name="$1" port deadline
+    port="$(cat "$state/$name/port")"
+    deadline=$((SECONDS + 90))
+    until curl -sfk -m 2 -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+        if ! kill -0 "$(cat "$state/$name/apiserver.pid")" 2>/dev/null; then
+            tail -20 "$state/$name/apiserver.log" >&2
+            die "the apiserver of $name exited"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die "the apiserver of $name is not ready after 90 s"
+        sleep 0.2
+    done
+}
+
+stop_cluster() {
+    local name="$1" pid
+    for component in controller-manager apiserver; do
+        pid="$(cat "$state/$name/$component.pid" 2>/dev/null || true)"
+        [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+        rm -f "$state/$name/$component.pid"
+    done
+}
+
+start_cluster() {
+    start_apiserver "$1"
+    wait_ready "$1"
+    start_controller_manager "$1"
+}
+
+write_kubeconfigs() {
+    local kubeconfig="$state/kubeconfig" name port ca
+    {
+        echo "apiVersion: v1"
+        echo "kind: Config"
+        echo "current-context: ${names[0]}"
+        echo "clusters:"
+        for name in "${names[@]}"; do
+            port="$(cat "$state/$name/port")"
+            ca="$(base64 -w0 <"$state/$name/certs/apiserver.crt")"
+            printf -- '- name: %s\n  cluster:\n    server: https://127.0.0.1:%s\n    certificate-authority-data: %s\n' "$name" "$port" "$ca"
+        done
+        echo "users:"
+        echo "- name: admin"
+        echo "  user:"
+        echo "    token: $admin_token"
+        echo "contexts:"
+        for name in "${names[@]}"; do
+            printf -- '- name: %s\n  context:\n    cluster: %s\n    user: admin\n' "$name" "$name"
+        done
+    } >"$kubeconfig.tmp"
+    mv "$kubeconfig.tmp" "$kubeconfig"
+    for name in "${names[@]}"; do
+        port="$(cat "$state/$name/port")"
+        cat >"$state/$name/admin.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+current-context: admin
+clusters:
+- name: $name
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $state/$name/certs/apiserver.crt
+users:
+- name: admin
+  user:
+    token: $admin_token
+contexts:
+- name: admin
+  context:
+    cluster: $name
+    user: admin
+EOF
+    done
+}
+
+cleanup() {
+    trap - EXIT INT TERM
+    for name in "${names[@]}"; do stop_cluster "$name"; done
+    [ -n "${etcd_pid:-}" ] && kill -KILL "$etcd_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$state" "${etcd_dir:-}"
+}
+
+cmd_up() {
+    local hub=false detach=false
+    names=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --hub) hub=true ;;
+            --detach) detach=true ;;
+            --state) state="$2"; shift ;;
+            [0-9]*) for i in $(seq 1 "$1"); do names+=("cluster-$i"); done ;;
+            -*) die "unknown option $1" ;;
+            *) names+=("$1") ;;
+        esac
+        shift
+    done
+    [ "${#names[@]}" -gt 0 ] || die "name a number of clusters or their names"
+    $hub && names=(hub "${names[@]}")
+    state="${state:-$default_state}"
+
+    if $detach; then
+        [ ! -e "$state/supervisor.pid" ] || die "clusters are already up in $state (clusters.sh down first)"
+        mkdir -p "$(dirname "$state")"
+        local ready_file fifo
+        ready_file="$(mktemp)"
+        # The supervisor's stdin is a pipe from `sleep infinity`; `down` stops both.
+        nohup bash -c 'sleep infinity | "$0" up --state "$1" "${@:2}"' "$0" "$state" "${names[@]}" \
+            >"$ready_file" 2>"$ready_file.log" &
+        until grep -q '^ready ' "$ready_file"; do
+            if ! kill -0 $! 2>/dev/null; then cat "$ready_file.log" >&2; die "the clusters did not start"; fi
+            sleep 0.5
+        done
+        echo $! >"$state/supervisor.pid"
+        echo "export KUBECONFIG=$(sed -n 's/^ready //p' "$ready_file")"
+        rm -f "$ready_file" "$ready_file.log"
+        return
+    fi
+
+    [ ! -e "$state" ] || rm -rf "$state"
+    mkdir -p "$state"
+    bin="$("$here/build-kube.sh")"
+    trap cleanup EXIT INT TERM
+
+    echo "$admin_token,admin,admin,system:masters" >"$state/tokens.csv"
+    openssl genrsa -out "$state/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$state/sa.key" -pubout -out "$state/sa.pub" 2>/dev/null
+
+    local ports i=0 etcd_peer_port
+    read -r -a ports <<<"$(free_ports $((${#names[@]} + 2)))"
+    etcd_port="${ports[0]}"; etcd_peer_port="${ports[1]}"
+    # etcd's data is throwaway: keep it in memory when /dev/shm exists.
+    etcd_dir="$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "$state")/flotilla-etcd.XXXXXX")"
+    etcd_pid="$(spawn "$state/etcd.log" etcd --data-dir "$etcd_dir" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+        --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" --quota-backend-bytes 4294967296)"
+    for name in "${names[@]}"; do
+        mkdir -p "$state/$name"
+        echo "${ports[$((i + 2))]}" >"$state/$name/port"
+        i=$((i + 1))
+        start_apiserver "$name"
+    done
+    for name in "${names[@]}"; do wait_ready "$name"; done
+    # The kubeconfigs carry the CA each apiserver wrote on its first start.
+    write_kubeconfigs
+    for name in "${names[@]}"; do start_controller_manager "$name"; done
+    echo "ready $state/kubeconfig"
+
+    local verb name
+    while read -r verb name; do
+        case "$verb" in
+            stop) stop_cluster "$name"; echo "ok $name" ;;
+            start) start_cluster "$name"; echo "ok $name" ;;
+            quit) break ;;
+            *) echo "error unknown command $verb" ;;
+        esac
+    done
+}
+
+cmd_down() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --state) state="$2"; shift ;;
+            *) die "unknown option $1" ;;
+        esac
+        shift
+    done
+    state="${state:-$default_state}"
+    local pid
+    pid="$(cat "$state/supervisor.pid" 2>/dev/null)" || die "no clusters are up in $state"
+    # Killing the `sleep infinity | ...` pipeline closes the supervisor's stdin.
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -e "$state" ] || break; sleep 0.2; done
+    rm -rf "$state"
+    echo "clusters stopped"
+}
+
+case "${1:-}" in
+    up) shift; cmd_up "$@" ;;
+    down) shift; cmd_down "$@" ;;
+    *) die "usage: clusters.sh up [--detach] [--hub] [--state DIR] (N | NAME...) | clusters.sh down [--state DIR]" ;;
+esac
