@@ -17,18 +17,33 @@ demo:
     @echo "== what cluster-frankfurt gets for global-web (overrides applied)"
     @sed -n '/containers:/,/ports:/p' out/cluster-frankfurt/global/deployment.apps-global-web.yaml
 
-# Run every test (unit, kustomize conformance, example fleet).
+# Run every test: unit, kustomize conformance, example fleet, and end to end on real
+# apiservers (tests/e2e; builds them once from Debian's source, see `kube`).
 test:
     cargo test
+
+# Build (or reuse from ~/.cache/flotilla) kube-apiserver and kube-controller-manager 1.20.
+kube:
+    tests/e2e/build-kube.sh
+
+# Start member clusters in the background: a number (cluster-1..N) or names; `--hub` adds one.
+clusters-up +ARGS="3":
+    tests/e2e/clusters.sh up --detach {{ARGS}}
+
+# Stop the clusters of `clusters-up`.
+clusters-down:
+    tests/e2e/clusters.sh down
 
 # Formatting and lints, as CI checks them.
 check:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Benchmarks: render + placement of 1,000 clusters x 100 resources.
+# Benchmarks: render + placement of 1,000 clusters x 100 resources; sync of 5 clusters x 50
+# objects against kubectl apply --server-side on real apiservers.
 bench:
     cargo bench --bench render_place
+    cargo bench --bench sync
 
 # Regenerate the kustomize conformance fixtures with kubectl.
 fixtures:

@@ -11,8 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    Inventory, Member, ObjectProblem, PruneCheck, SyncOptions, apply_one, object_path,
-    prune_check,
+    Inventory, Member, ObjectProblem, PruneCheck, SyncOptions, apply_one, object_path, prune_check,
 };
 use crate::object::{Object, ObjectRef};
 

@@ -142,8 +142,14 @@ impl Member {
         content_type: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<Reply, RequestError> {
-        self.send_accepting(method, path_and_query, content_type, body, "application/json")
-            .await
+        self.send_accepting(
+            method,
+            path_and_query,
+            content_type,
+            body,
+            "application/json",
+        )
+        .await
     }
 
     /// [`Member::send`] with another `Accept` header.

@@ -231,7 +231,10 @@ pub fn prepare_body(object: &Value, sync_name: &str) -> Value {
             labels.insert(INVENTORY_LABEL.into(), Value::String(sync_name.into()));
         }
     }
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -313,9 +316,7 @@ impl Member {
     async fn prepare(&self, object: &Object, sync_name: &str) -> Result<Prepared, RequestError> {
         let mut object_ref = object.object_ref();
         let mut body = prepare_body(&object.value, sync_name);
-        let resource = self
-            .resource(object.api_version(), object.kind())
-            .await?;
+        let resource = self.resource(object.api_version(), object.kind()).await?;
         fix_namespace(&mut object_ref, &mut body, resource.as_ref());
         let hash = content_hash(&body);
         Ok(Prepared {
@@ -503,7 +504,10 @@ async fn unchanged_objects<'a>(
     for (object, _) in &candidates {
         if let Some(resource) = &object.resource {
             kinds.insert(
-                (object.object_ref.api_version(), object.object_ref.kind.clone()),
+                (
+                    object.object_ref.api_version(),
+                    object.object_ref.kind.clone(),
+                ),
                 resource,
             );
         }
@@ -537,7 +541,10 @@ async fn unchanged_objects<'a>(
                     .unwrap_or_default()
                     .to_string()
             };
-            live.insert((kind.clone(), field("namespace"), field("name")), field("uid"));
+            live.insert(
+                (kind.clone(), field("namespace"), field("name")),
+                field("uid"),
+            );
         }
     }
     Ok(candidates

@@ -1,0 +1,194 @@
+//! The pure parts of apply: what is added to a body, hashing, ordering, inventory identity.
+
+use serde_json::json;
+
+use super::*;
+
+fn object_ref(api_version: &str, kind: &str, namespace: &str, name: &str) -> ObjectRef {
+    let (group, version) = crate::object::split_api_version(api_version);
+    ObjectRef {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn prepare_adds_the_inventory_label_and_keeps_the_users_labels() {
+    let body = prepare_body(
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "labels": {"app": "web"}}}),
+        "prod",
+    );
+    assert_eq!(
+        body["metadata"]["labels"],
+        json!({"app": "web", "flotilla.dev/inventory": "prod"})
+    );
+}
+
+#[test]
+fn prepare_sets_the_port_protocol_that_kubernetes_1_20_ssa_needs() {
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {
+            "containers": [{"name": "web", "ports": [
+                {"containerPort": 80},
+                {"containerPort": 53, "protocol": "UDP"},
+            ]}],
+            "initContainers": [{"name": "init", "ports": [{"containerPort": 9000}]}],
+        }}}
+    });
+    let body = prepare_body(&deployment, "prod");
+    let spec = &body["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
+    assert_eq!(spec["containers"][0]["ports"][1]["protocol"], "UDP");
+    assert_eq!(spec["initContainers"][0]["ports"][0]["protocol"], "TCP");
+
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                         "spec": {"ports": [{"port": 80}]}});
+    assert_eq!(
+        prepare_body(&service, "prod")["spec"]["ports"][0]["protocol"],
+        "TCP"
+    );
+    // A custom resource with a field called `ports` is not a Service.
+    let custom = json!({"apiVersion": "example.com/v1", "kind": "Service",
+                        "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
+    assert_eq!(
+        prepare_body(&custom, "prod")["spec"]["ports"][0].get("protocol"),
+        None
+    );
+}
+
+#[test]
+fn prepare_turns_numeric_quantities_into_strings() {
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "db",
+                "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "1Gi"},
+                              "requests": {"cpu": 0.5}}}]}},
+            "volumeClaimTemplates": [{"spec": {"resources": {"requests": {"storage": 10}}}}],
+        }
+    });
+    let body = prepare_body(&deployment, "prod");
+    let resources = &body["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(resources["limits"]["memory"], "1Gi");
+    assert_eq!(resources["requests"]["cpu"], "0.5");
+    assert_eq!(
+        body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "10"
+    );
+}
+
+#[test]
+fn waves_put_crds_first_and_custom_resources_last() {
+    let namespaced = Resource {
+        plural: "x".into(),
+        namespaced: true,
+    };
+    let cluster_scoped = Resource {
+        plural: "x".into(),
+        namespaced: false,
+    };
+    let crd = object_ref(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "",
+        "a",
+    );
+    let namespace = object_ref("v1", "Namespace", "", "web");
+    let role = object_ref("rbac.authorization.k8s.io/v1", "ClusterRole", "", "r");
+    let deployment = object_ref("apps/v1", "Deployment", "web", "d");
+    let custom = object_ref("networking.istio.io/v1beta1", "VirtualService", "web", "v");
+    let waves = [
+        wave(&crd, Some(&cluster_scoped)),
+        wave(&namespace, Some(&cluster_scoped)),
+        wave(&role, Some(&cluster_scoped)),
+        wave(&deployment, Some(&namespaced)),
+        wave(&custom, None),
+    ];
+    assert_eq!(waves, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn namespaces_follow_the_served_scope() {
+    let namespaced = Resource {
+        plural: "configmaps".into(),
+        namespaced: true,
+    };
+    let mut config_map = object_ref("v1", "ConfigMap", "", "a");
+    let mut body = json!({"metadata": {"name": "a"}});
+    fix_namespace(&mut config_map, &mut body, Some(&namespaced));
+    assert_eq!(config_map.namespace, "default");
+    assert_eq!(body["metadata"]["namespace"], "default");
+
+    let cluster_scoped = Resource {
+        plural: "clusterroles".into(),
+        namespaced: false,
+    };
+    let mut role = object_ref("rbac.authorization.k8s.io/v1", "ClusterRole", "web", "r");
+    let mut body = json!({"metadata": {"name": "r", "namespace": "web"}});
+    fix_namespace(&mut role, &mut body, Some(&cluster_scoped));
+    assert_eq!(role.namespace, "");
+    assert_eq!(body["metadata"].get("namespace"), None);
+    assert_eq!(
+        object_path(&role, &cluster_scoped),
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/r"
+    );
+    assert_eq!(
+        object_path(&config_map, &namespaced),
+        "/api/v1/namespaces/default/configmaps/a"
+    );
+}
+
+#[test]
+fn a_content_change_changes_the_hash_and_key_order_does_not() {
+    let a = json!({"kind": "ConfigMap", "data": {"a": "1", "b": "2"}});
+    let reordered = json!({"data": {"b": "2", "a": "1"}, "kind": "ConfigMap"});
+    let changed = json!({"kind": "ConfigMap", "data": {"a": "1", "b": "3"}});
+    assert_eq!(content_hash(&a), content_hash(&reordered));
+    assert_ne!(content_hash(&a), content_hash(&changed));
+}
+
+#[test]
+fn the_set_hash_follows_the_entries() {
+    let entry = |name: &str, hash: &str| Entry {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: "web".into(),
+        name: name.into(),
+        hash: hash.into(),
+        uid: format!("uid-{name}"),
+        created: true,
+    };
+    let inventory = |entries: Vec<Entry>| Inventory {
+        entries: entries.into_iter().map(|e| (e.object_ref(), e)).collect(),
+    };
+    let one = inventory(vec![entry("a", "h1"), entry("b", "h2")]);
+    let same = inventory(vec![entry("b", "h2"), entry("a", "h1")]);
+    let other_content = inventory(vec![entry("a", "h1"), entry("b", "h3")]);
+    let fewer = inventory(vec![entry("a", "h1")]);
+    assert_eq!(one.set_hash(), same.set_hash());
+    assert_ne!(one.set_hash(), other_content.set_hash());
+    assert_ne!(one.set_hash(), fewer.set_hash());
+}
+
+#[test]
+fn label_selectors_are_percent_encoded() {
+    assert_eq!(
+        percent_encode("flotilla.dev/inventory=prod"),
+        "flotilla.dev%2Finventory%3Dprod"
+    );
+}
+
+#[test]
+fn apply_queries_force_the_flotilla_field_manager() {
+    assert_eq!(apply_query(false), "fieldManager=flotilla&force=true");
+    assert_eq!(
+        apply_query(true),
+        "fieldManager=flotilla&force=true&dryRun=All"
+    );
+}

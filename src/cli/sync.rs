@@ -187,7 +187,14 @@ fn status_word(status: ClusterStatus) -> &'static str {
 pub fn sync_table(reports: &[ClusterReport]) -> String {
     let mut rows = vec![
         [
-            "CLUSTER", "STATUS", "APPLIED", "UNCHANGED", "PRUNED", "FAILED", "WRITES", "SECONDS",
+            "CLUSTER",
+            "STATUS",
+            "APPLIED",
+            "UNCHANGED",
+            "PRUNED",
+            "FAILED",
+            "WRITES",
+            "SECONDS",
         ]
         .map(String::from),
     ];
@@ -211,7 +218,9 @@ pub fn sync_table(reports: &[ClusterReport]) -> String {
         for failed in &report.failed {
             out.push_str(&format!(
                 "\n{}: {}: {}",
-                report.cluster, failed.object, failed.reason
+                report.cluster,
+                failed.object,
+                shortened(&failed.reason)
             ));
         }
         for kept in &report.kept {
@@ -222,6 +231,19 @@ pub fn sync_table(reports: &[ClusterReport]) -> String {
         }
     }
     out
+}
+
+/// Apiserver messages can list hundreds of fields; the table shows the start of each.
+fn shortened(reason: &str) -> String {
+    const SHOWN: usize = 600;
+    match reason.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!(
+            "{}... ({} more characters; --output json has them all)",
+            &reason[..cut],
+            reason.len() - cut
+        ),
+        None => reason.to_string(),
+    }
 }
 
 /// `flotilla diff`.
@@ -291,7 +313,11 @@ pub fn diff_text(diffs: &[ClusterDiff]) -> String {
             out.push_str(&change.diff);
         }
         for failed in &diff.failed {
-            out.push_str(&format!("refused: {}: {}\n", failed.object, failed.reason));
+            out.push_str(&format!(
+                "refused: {}: {}\n",
+                failed.object,
+                shortened(&failed.reason)
+            ));
         }
     }
     out

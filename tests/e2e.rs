@@ -1,0 +1,550 @@
+//! End-to-end: the plan applied to real kube-apiservers (started by `tests/e2e/clusters.sh`).
+
+#[path = "e2e/harness.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use flotilla::apply::{ClusterReport, ClusterStatus, SyncOptions, member::connect_all, sync_fleet};
+use flotilla::placement::{Plan, plan};
+use flotilla::render::render_tree;
+use harness::{MEMBERS, clusters, flotilla, labelled_objects, write_fleet, writes};
+use serde_json::Value;
+
+fn plan_of(root: &Path) -> Plan {
+    let rendered = render_tree(root, Path::new(".")).expect("render");
+    plan(&rendered).expect("plan")
+}
+
+async fn sync(root: &Path, name: &str) -> (Plan, Vec<ClusterReport>) {
+    let plan = plan_of(root);
+    let names: Vec<String> = plan.desired.keys().cloned().collect();
+    let members = connect_all(&clusters().kubeconfig, &names)
+        .await
+        .expect("kubeconfig");
+    let options = SyncOptions {
+        name: name.into(),
+        ..SyncOptions::default()
+    };
+    let reports = sync_fleet(&plan, &members, &options, |_| {}).await;
+    (plan, reports)
+}
+
+fn report<'a>(reports: &'a [ClusterReport], cluster: &str) -> &'a ClusterReport {
+    reports
+        .iter()
+        .find(|report| report.cluster == cluster)
+        .unwrap_or_else(|| panic!("no report for {cluster}"))
+}
+
+fn assert_all_synced(reports: &[ClusterReport]) {
+    for report in reports {
+        assert_eq!(
+            report.status,
+            ClusterStatus::Synced,
+            "{}: {:?} {:?}",
+            report.cluster,
+            report.error,
+            report.failed
+        );
+    }
+}
+
+/// "Kind namespace/name" of a planned object, as `labelled_objects` keys it.
+fn key(object: &flotilla::object::Object) -> String {
+    format!("{} {}/{}", object.kind(), object.namespace(), object.name())
+}
+
+fn pod_containers(object: &Value) -> Vec<(String, String, Value)> {
+    object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|container| {
+            (
+                container["name"].as_str().unwrap_or_default().to_string(),
+                container["image"].as_str().unwrap_or_default().to_string(),
+                container.get("args").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_fleet_applies_exactly_as_planned_with_crds_and_custom_resources() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo");
+    let (plan, reports) = sync(&root, "example").await;
+    assert_all_synced(&reports);
+
+    let mut custom_resources = BTreeSet::new();
+    for cluster in MEMBERS {
+        let client = clusters.client(cluster).await;
+        let live = labelled_objects(&client, "example").await;
+        let planned = &plan.desired[cluster];
+        let planned_keys: BTreeSet<String> = planned.iter().map(key).collect();
+        let live_keys: BTreeSet<String> = live.keys().cloned().collect();
+        assert_eq!(live_keys, planned_keys, "{cluster} holds exactly its plan");
+        for object in planned {
+            let live = &live[&key(object)];
+            if object.kind() == "Deployment" {
+                assert_eq!(
+                    live.pointer("/spec/replicas"),
+                    object.value.pointer("/spec/replicas"),
+                    "{cluster} {}",
+                    key(object)
+                );
+                assert_eq!(
+                    pod_containers(live),
+                    pod_containers(&object.value),
+                    "{cluster} {}: images and args",
+                    key(object)
+                );
+            }
+            if matches!(object.kind(), "VirtualService" | "CephBlockPool") {
+                assert_eq!(live.get("spec"), object.value.get("spec"), "{cluster}");
+                custom_resources.insert(object.kind().to_string());
+            }
+        }
+    }
+    assert_eq!(
+        custom_resources,
+        BTreeSet::from(["CephBlockPool".to_string(), "VirtualService".to_string()]),
+        "the CRDs and their custom resources came in one sync"
+    );
+    // The documented figures, checked live: nginx 6/4.
+    let replicas = |cluster: &str| {
+        plan.desired[cluster]
+            .iter()
+            .find(|o| o.kind() == "Deployment" && o.name() == "nginx")
+            .and_then(|o| o.value.pointer("/spec/replicas").cloned())
+    };
+    assert_eq!(replicas("cluster-hangzhou"), Some(6.into()));
+    assert_eq!(replicas("cluster-shanghai"), Some(4.into()));
+}
+
+/// A fleet of three of the members with one app divided by weight, a ConfigMap kept from
+/// pruning by annotation, and a ConfigMap that existed before Flotilla.
+fn weighted_fleet(namespace: &str, weights: Option<(u32, u32)>) -> tempfile::TempDir {
+    let fleet = r#"
+apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {name: weights, namespace: flotilla-system}
+spec:
+  clusters:
+    - {name: cluster-hangzhou, kind: AttachedCluster}
+    - {name: cluster-shanghai, kind: AttachedCluster}
+    - {name: cluster-frankfurt, kind: AttachedCluster}
+"#;
+    let mut files = vec![("fleet.yaml", fleet.to_string())];
+    if let Some((a, b)) = weights {
+        files.push((
+            "app.yaml",
+            format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  replicas: 10
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27.3
+          ports: [{{containerPort: 80}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: keep-me
+  namespace: {namespace}
+  annotations: {{flotilla.dev/prune: disabled}}
+data: {{a: "1"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: pre-existing, namespace: {namespace}}}
+data: {{owner: flotilla-now}}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  resourceSelectors:
+    - {{apiVersion: apps/v1, kind: Deployment, name: web}}
+    - {{apiVersion: v1, kind: ConfigMap}}
+  placement:
+    clusterAffinity:
+      clusterNames: [cluster-hangzhou, cluster-shanghai, cluster-frankfurt]
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      replicaDivisionPreference: Weighted
+      weightPreference:
+        staticWeightList:
+          - {{targetCluster: {{clusterNames: [cluster-hangzhou]}}, weight: {a}}}
+          - {{targetCluster: {{clusterNames: [cluster-shanghai]}}, weight: {b}}}
+"#
+            ),
+        ));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    write_fleet(&files)
+}
+
+async fn deployment_replicas(cluster: &str, namespace: &str, name: &str) -> Option<i64> {
+    let client = clusters().client(cluster).await;
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, namespace);
+    api.get_opt(name)
+        .await
+        .expect("GET deployment")
+        .and_then(|d| d.spec.replicas.map(i64::from))
+}
+
+async fn config_map_exists(cluster: &str, namespace: &str, name: &str) -> bool {
+    let client = clusters().client(cluster).await;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, namespace);
+    api.get_opt(name).await.expect("GET configmap").is_some()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_weights_moves_replicas_and_removing_the_app_prunes_it_everywhere() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-weights";
+    // A ConfigMap someone created before Flotilla managed it: Flotilla adopts it but never
+    // deletes it.
+    {
+        let client = clusters.client("cluster-frankfurt").await;
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(client.clone());
+        let params = kube::api::PostParams::default();
+        let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+            .expect("namespace");
+        namespaces
+            .create(&params, &ns)
+            .await
+            .expect("create namespace");
+        let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, namespace);
+        let cm = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pre-existing"}, "data": {"owner": "someone"}
+        }))
+        .expect("configmap");
+        config_maps
+            .create(&params, &cm)
+            .await
+            .expect("create configmap");
+    }
+
+    let fleet = weighted_fleet(namespace, Some((60, 40)));
+    let (_, reports) = sync(fleet.path(), "weights").await;
+    assert_all_synced(&reports);
+    assert_eq!(
+        deployment_replicas("cluster-hangzhou", namespace, "web").await,
+        Some(6)
+    );
+    assert_eq!(
+        deployment_replicas("cluster-shanghai", namespace, "web").await,
+        Some(4)
+    );
+    assert_eq!(
+        deployment_replicas("cluster-frankfurt", namespace, "web").await,
+        None
+    );
+
+    let fleet = weighted_fleet(namespace, Some((30, 70)));
+    let (_, reports) = sync(fleet.path(), "weights").await;
+    assert_all_synced(&reports);
+    assert_eq!(
+        deployment_replicas("cluster-hangzhou", namespace, "web").await,
+        Some(3)
+    );
+    assert_eq!(
+        deployment_replicas("cluster-shanghai", namespace, "web").await,
+        Some(7)
+    );
+    let hangzhou = report(&reports, "cluster-hangzhou");
+    assert_eq!(
+        hangzhou.applied.len(),
+        1,
+        "only the Deployment changed: {hangzhou:?}"
+    );
+    assert_eq!(hangzhou.unchanged.len(), 3, "{hangzhou:?}");
+
+    let fleet = weighted_fleet(namespace, None);
+    let (_, reports) = sync(fleet.path(), "weights").await;
+    assert_all_synced(&reports);
+    for cluster in ["cluster-hangzhou", "cluster-shanghai"] {
+        assert_eq!(
+            deployment_replicas(cluster, namespace, "web").await,
+            None,
+            "{cluster}"
+        );
+        assert!(!config_map_exists(cluster, namespace, "pre-existing").await);
+        assert!(
+            config_map_exists(cluster, namespace, "keep-me").await,
+            "{cluster}"
+        );
+        let report = report(&reports, cluster);
+        assert!(
+            report.kept.iter().any(|kept| kept.object.name == "keep-me"),
+            "{report:?}"
+        );
+    }
+    // Flotilla created the Namespace in hangzhou and shanghai, so it goes; in frankfurt it
+    // existed before, so it stays, with the ConfigMap Flotilla did not create.
+    assert!(config_map_exists("cluster-frankfurt", namespace, "pre-existing").await);
+    let frankfurt = report(&reports, "cluster-frankfurt");
+    assert!(
+        frankfurt.kept.iter().any(
+            |kept| kept.object.name == "pre-existing" && kept.reason.contains("existed before")
+        ),
+        "{frankfurt:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sync_of_the_same_commit_sends_no_write_to_any_apiserver() {
+    let clusters = clusters();
+    // Alone: other tests' writes would show in the same counters.
+    let _alone = clusters.exclusive().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo");
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let root_arg = root.to_string_lossy().into_owned();
+    let sync_args = |force: bool| {
+        let mut args = vec![
+            "sync",
+            "--once",
+            root_arg.as_str(),
+            "--kubeconfig",
+            kubeconfig.as_str(),
+            "--name",
+            "noop",
+        ];
+        if force {
+            args.push("--force");
+        }
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = flotilla(&args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        stdout
+    };
+
+    // A forced sync writes every object: the counters see Flotilla's writes.
+    let before_force = counters(clusters).await;
+    run(sync_args(true));
+    let after_force = counters(clusters).await;
+    let plan = plan_of(&root);
+    for cluster in MEMBERS {
+        let written = writes(&after_force[cluster]) - writes(&before_force[cluster]);
+        assert!(
+            written >= plan.desired[cluster].len() as f64,
+            "{cluster}: {written} writes counted for {} objects",
+            plan.desired[cluster].len()
+        );
+    }
+
+    // The controller-managers react to the first sync (ReplicaSets, Pods); let them finish.
+    let settled = settle(clusters).await;
+    let stdout = run(sync_args(false));
+    let after = counters(clusters).await;
+    for cluster in MEMBERS {
+        let written = writes(&after[cluster]) - writes(&settled[cluster]);
+        assert_eq!(
+            written, 0.0,
+            "{cluster}: writes during a no-op sync\n{stdout}"
+        );
+        let reads = after[cluster].get("GET").copied().unwrap_or(0.0)
+            + after[cluster].get("LIST").copied().unwrap_or(0.0)
+            - settled[cluster].get("GET").copied().unwrap_or(0.0)
+            - settled[cluster].get("LIST").copied().unwrap_or(0.0);
+        assert!(reads >= 1.0, "{cluster}: the no-op sync read its inventory");
+    }
+    assert!(stdout.contains("synced"), "{stdout}");
+}
+
+async fn counters(clusters: &harness::Clusters) -> BTreeMap<&'static str, BTreeMap<String, f64>> {
+    let mut all = BTreeMap::new();
+    for cluster in MEMBERS {
+        all.insert(cluster, clusters.requests_by_verb(cluster).await);
+    }
+    all
+}
+
+/// Waits until no apiserver counts a new write for two seconds.
+async fn settle(clusters: &harness::Clusters) -> BTreeMap<&'static str, BTreeMap<String, f64>> {
+    let mut last = counters(clusters).await;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let now = counters(clusters).await;
+        if MEMBERS
+            .iter()
+            .all(|cluster| writes(&now[cluster]) == writes(&last[cluster]))
+        {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the apiservers kept counting writes for two minutes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_cluster_is_named_and_the_others_still_sync_then_it_converges() {
+    let clusters = clusters();
+    let _alone = clusters.exclusive().await;
+    let namespace = "e2e-dead";
+    let fleet = write_fleet(&[(
+        "fleet.yaml",
+        &format!(
+            r#"
+apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: dead, namespace: flotilla-system}}
+spec:
+  clusters:
+    - {{name: cluster-hangzhou, kind: AttachedCluster}}
+    - {{name: spot-cluster, kind: AttachedCluster}}
+    - {{name: ondemand-cluster, kind: AttachedCluster}}
+  placement: {{}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {namespace}}}
+data: {{level: info}}
+"#
+        ),
+    )]);
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let path = fleet.path().to_string_lossy().into_owned();
+    let args = [
+        "sync",
+        "--once",
+        path.as_str(),
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--name",
+        "dead",
+    ];
+
+    clusters.stop("spot-cluster");
+    let (code, stdout, stderr) = flotilla(&args);
+    assert_eq!(
+        code, 1,
+        "a failed cluster fails the sync\n{stdout}\n{stderr}"
+    );
+    let spot_line = stdout
+        .lines()
+        .find(|line| line.starts_with("spot-cluster "))
+        .unwrap_or_else(|| panic!("no row for spot-cluster\n{stdout}"));
+    assert!(spot_line.contains("failed"), "{stdout}");
+    assert!(stdout.contains("spot-cluster: unreachable"), "{stdout}");
+    for cluster in ["cluster-hangzhou", "ondemand-cluster"] {
+        assert!(
+            config_map_exists(cluster, namespace, "settings").await,
+            "{cluster}"
+        );
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(cluster))
+            .expect("row");
+        assert!(row.contains("synced"), "{stdout}");
+    }
+
+    clusters.start_again("spot-cluster");
+    let (code, stdout, stderr) = flotilla(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(config_map_exists("spot-cluster", namespace, "settings").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_shows_a_changed_field_and_a_refused_crd_fails_only_itself() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-diff";
+    let crd = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/third-party/volcano-job-crd.yaml"),
+    )
+    .expect("the upstream Volcano CRD in shared/testdata");
+    let fleet_yaml = format!(
+        r#"
+apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: diff, namespace: flotilla-system}}
+spec:
+  clusters:
+    - {{name: cluster-shanghai, kind: AttachedCluster}}
+  placement: {{}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api, namespace: {namespace}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers: [{{name: api, image: "registry.example.com/api:1.0"}}]
+"#
+    );
+    let fleet = write_fleet(&[("fleet.yaml", &fleet_yaml), ("crd.yaml", &crd)]);
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let path = fleet.path().to_string_lossy().into_owned();
+    let (code, stdout, stderr) = flotilla(&[
+        "sync",
+        "--once",
+        &path,
+        "--kubeconfig",
+        &kubeconfig,
+        "--name",
+        "diff",
+    ]);
+    // Kubernetes 1.20 refuses this upstream CRD (`default: ""` it reads as null); only it
+    // fails, and the Deployment is applied.
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("cluster-shanghai: CustomResourceDefinition.apiextensions.k8s.io/jobs.batch.volcano.sh: 422"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("degraded"), "{stdout}");
+    assert_eq!(
+        deployment_replicas("cluster-shanghai", namespace, "api").await,
+        Some(2),
+        "{stdout}\n{stderr}"
+    );
+
+    std::fs::write(
+        fleet.path().join("fleet.yaml"),
+        fleet_yaml
+            .replace("replicas: 2", "replicas: 5")
+            .replace("api:1.0", "api:1.1"),
+    )
+    .expect("edit fleet");
+    let (_, diff, stderr) =
+        flotilla(&["diff", &path, "--kubeconfig", &kubeconfig, "--name", "diff"]);
+    assert!(
+        diff.contains("-  replicas: 2\n+  replicas: 5\n"),
+        "{diff}\n{stderr}"
+    );
+    assert!(diff.contains("registry.example.com/api:1.1"), "{diff}");
+    assert!(!diff.contains("managedFields"), "{diff}");
+    assert!(!diff.contains("resourceVersion"), "{diff}");
+    assert!(diff.contains("1 to update"), "{diff}");
+    // The diff wrote nothing.
+    assert_eq!(
+        deployment_replicas("cluster-shanghai", namespace, "api").await,
+        Some(2)
+    );
+}

@@ -1,0 +1,234 @@
+//! Real member clusters for the end-to-end tests, started by `tests/e2e/clusters.sh`.
+//!
+//! One set of apiservers serves every test of the binary: tests keep to their own namespaces
+//! and sync names and share the clusters (a read lock); a test that stops an apiserver or
+//! counts an apiserver's requests holds the write lock. The supervisor script stops everything
+//! when this process's end closes its stdin, whatever way the process ends.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+
+/// The member clusters: the example fleet's names, so the example applies as written.
+pub const MEMBERS: [&str; 5] = [
+    "cluster-hangzhou",
+    "cluster-shanghai",
+    "cluster-frankfurt",
+    "spot-cluster",
+    "ondemand-cluster",
+];
+
+/// Started clusters and the supervisor that owns them.
+pub struct Clusters {
+    /// The kubeconfig with one context per cluster.
+    pub kubeconfig: PathBuf,
+    supervisor: Mutex<Supervisor>,
+    lock: RwLock<()>,
+}
+
+struct Supervisor {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// The shared clusters, started on first use.
+pub fn clusters() -> &'static Clusters {
+    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+    CLUSTERS.get_or_init(|| Clusters::start(&MEMBERS))
+}
+
+impl Clusters {
+    /// Starts a new set of clusters with these names (most callers want [`clusters`]).
+    pub fn start(names: &[&str]) -> Clusters {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/clusters.sh");
+        let state = std::env::temp_dir().join(format!("flotilla-e2e-{}", std::process::id()));
+        let mut child = Command::new(&script)
+            .arg("up")
+            .arg("--state")
+            .arg(&state)
+            .args(names)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", script.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading clusters.sh");
+        let kubeconfig = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("clusters.sh did not start the clusters: {line:?}"))
+            .trim()
+            .into();
+        Clusters {
+            kubeconfig,
+            supervisor: Mutex::new(Supervisor {
+                _child: child,
+                stdin,
+                stdout,
+            }),
+            lock: RwLock::new(()),
+        }
+    }
+
+    /// For a test that shares the clusters with others.
+    pub async fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.lock.read().await
+    }
+
+    /// For a test that must be alone on the clusters (stops one, or counts requests).
+    pub async fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.lock.write().await
+    }
+
+    fn command(&self, verb: &str, name: &str) {
+        let mut supervisor = self.supervisor.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(supervisor.stdin, "{verb} {name}").expect("writing to clusters.sh");
+        supervisor.stdin.flush().expect("flushing clusters.sh");
+        let mut line = String::new();
+        supervisor
+            .stdout
+            .read_line(&mut line)
+            .expect("reading clusters.sh");
+        assert_eq!(
+            line.trim(),
+            format!("ok {name}"),
+            "clusters.sh {verb} {name}"
+        );
+    }
+
+    /// Kills the apiserver and controller-manager of one cluster.
+    pub fn stop(&self, name: &str) {
+        self.command("stop", name);
+    }
+
+    /// Starts a stopped cluster again and waits until it is ready.
+    pub fn start_again(&self, name: &str) {
+        self.command("start", name);
+    }
+
+    /// A kube client for one cluster.
+    pub async fn client(&self, name: &str) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let options = KubeConfigOptions {
+            context: Some(name.to_string()),
+            ..KubeConfigOptions::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .expect("kubeconfig context");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// The apiserver's `apiserver_request_total` counters, summed per verb.
+    pub async fn requests_by_verb(&self, name: &str) -> BTreeMap<String, f64> {
+        let client = self.client(name).await;
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("request");
+        let text = client.request_text(request).await.expect("GET /metrics");
+        let mut totals = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let verb = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("verb=\""))
+                .map(|verb| verb.trim_end_matches('"').to_string())
+                .unwrap_or_default();
+            let value: f64 = value.trim().parse().unwrap_or(0.0);
+            *totals.entry(verb).or_insert(0.0) += value;
+        }
+        totals
+    }
+}
+
+/// The write verbs of `apiserver_request_total` (server-side apply is `APPLY`).
+pub const WRITE_VERBS: [&str; 6] = [
+    "APPLY",
+    "CREATE",
+    "DELETE",
+    "DELETECOLLECTION",
+    "PATCH",
+    "UPDATE",
+];
+
+/// Sums the write verbs.
+pub fn writes(counters: &BTreeMap<String, f64>) -> f64 {
+    WRITE_VERBS
+        .iter()
+        .filter_map(|verb| counters.get(*verb))
+        .sum()
+}
+
+/// Every object labelled with a sync name in one cluster, by "Kind namespace/name", found by
+/// listing each served kind (kube's own discovery, not Flotilla's).
+pub async fn labelled_objects(client: &kube::Client, sync_name: &str) -> BTreeMap<String, Value> {
+    use kube::api::{Api, DynamicObject, ListParams};
+    use kube::discovery::{Discovery, verbs};
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let params = ListParams::default().labels(&format!("flotilla.dev/inventory={sync_name}"));
+    let mut objects = BTreeMap::new();
+    for group in discovery.groups() {
+        for (resource, capabilities) in group.recommended_resources() {
+            if !capabilities.supports_operation(verbs::LIST) {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let Ok(list) = api.list(&params).await else {
+                continue;
+            };
+            for object in list.items {
+                let key = format!(
+                    "{} {}/{}",
+                    resource.kind,
+                    object.metadata.namespace.clone().unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default()
+                );
+                objects.insert(key, serde_json::to_value(&object).expect("json"));
+            }
+        }
+    }
+    objects
+}
+
+/// Runs the `flotilla` binary; returns exit code, stdout and stderr.
+pub fn flotilla(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .env("FLOTILLA_LOG", "warn")
+        .output()
+        .expect("running flotilla");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Writes files (path -> content) under a new directory, for a test fleet.
+pub fn write_fleet(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write");
+    }
+    dir
+}
