@@ -3,8 +3,10 @@
 //!
 //! Each tool gets its own copy of the objects (other namespaces), rendered by `flotilla
 //! render --out`; kubectl applies them cluster by cluster, as a user scripting it would.
-//! Both run as fresh processes with warm discovery caches. The no-op re-sync is measured in
-//! time and in write requests, counted by each apiserver (`apiserver_request_total`).
+//! Both run as fresh processes with warm discovery caches, in rounds that alternate which tool
+//! goes first, each after the controller-managers have finished reacting to the previous
+//! one. The no-op re-sync is measured in time and in write requests, counted by each
+//! apiserver (`apiserver_request_total`).
 //! Targets: first apply >= 5x faster than kubectl; no-op re-sync 0 writes.
 
 #[path = "../tests/e2e/harness.rs"]
@@ -21,23 +23,13 @@ use harness::{Clusters, writes};
 const CLUSTERS: [&str; 5] = ["bench-1", "bench-2", "bench-3", "bench-4", "bench-5"];
 /// Objects per cluster: a Namespace, then ConfigMaps, Deployments and Services.
 const OBJECTS: usize = 50;
+/// Rounds of both tools; the medians are reported.
+const ROUNDS: usize = 3;
 
 fn main() {
     let clusters = Clusters::start(&CLUSTERS);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
-
-    let flotilla_fleet = tempfile::tempdir().expect("tempdir");
-    write_fleet(flotilla_fleet.path(), "flotilla-bench");
-    let kubectl_fleet = tempfile::tempdir().expect("tempdir");
-    write_fleet(kubectl_fleet.path(), "kubectl-bench");
-    let rendered = tempfile::tempdir().expect("tempdir");
-    let out = rendered.path().join("out");
-    run(Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["render"])
-        .arg(kubectl_fleet.path())
-        .arg("--out")
-        .arg(&out));
 
     // Warm both tools' paths: kubectl's discovery cache, and each apiserver's first requests.
     for cluster in CLUSTERS {
@@ -51,33 +43,6 @@ fn main() {
             "name",
         ]));
     }
-
-    let kubectl_apply = || {
-        let started = Instant::now();
-        for cluster in CLUSTERS {
-            run(Command::new("kubectl")
-                .args(["--kubeconfig", &kubeconfig, "--context", cluster])
-                .args([
-                    "apply",
-                    "--server-side",
-                    "--field-manager",
-                    "kubectl-bench",
-                    "-R",
-                    "-f",
-                ])
-                .arg(out.join(cluster)));
-        }
-        started.elapsed()
-    };
-    let flotilla_sync = || {
-        let started = Instant::now();
-        run(Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["sync", "--once"])
-            .arg(flotilla_fleet.path())
-            .args(["--kubeconfig", &kubeconfig, "--name", "bench"])
-            .env("FLOTILLA_LOG", "warn"));
-        started.elapsed()
-    };
     let count_writes = || {
         runtime.block_on(async {
             let mut total = 0.0;
@@ -88,33 +53,116 @@ fn main() {
         })
     };
 
-    let kubectl_first = kubectl_apply();
-    let flotilla_first = flotilla_sync();
-    // Let the controller-managers finish their ReplicaSets and Pods before counting.
-    let settled = settle(&count_writes);
-    let flotilla_noop = flotilla_sync();
-    let flotilla_noop_writes = count_writes() - settled;
-    let settled = settle(&count_writes);
-    let kubectl_again = kubectl_apply();
-    let kubectl_again_writes = count_writes() - settled;
+    // Each round applies new objects (new namespaces) with both tools, alternating which goes
+    // first, and lets the controller-managers finish reacting before the next measurement.
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        let flotilla_fleet = tempfile::tempdir().expect("tempdir");
+        write_fleet(flotilla_fleet.path(), &format!("flotilla-bench-{round}"));
+        let kubectl_fleet = tempfile::tempdir().expect("tempdir");
+        write_fleet(kubectl_fleet.path(), &format!("kubectl-bench-{round}"));
+        let out = kubectl_fleet.path().join("out");
+        run(Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("render")
+            .arg(kubectl_fleet.path())
+            .arg("--out")
+            .arg(&out));
+        let sync_name = format!("bench-{round}");
+        let flotilla_sync = || {
+            let started = Instant::now();
+            run(Command::new(env!("CARGO_BIN_EXE_flotilla"))
+                .args(["sync", "--once"])
+                .arg(flotilla_fleet.path())
+                .args(["--kubeconfig", &kubeconfig, "--name", &sync_name])
+                .env("FLOTILLA_LOG", "warn"));
+            started.elapsed()
+        };
+        let kubectl_apply = || {
+            let started = Instant::now();
+            for cluster in CLUSTERS {
+                run(Command::new("kubectl")
+                    .args(["--kubeconfig", &kubeconfig, "--context", cluster])
+                    .args(["apply", "--server-side", "--field-manager", "kubectl-bench"])
+                    .args(["-R", "-f"])
+                    .arg(out.join(cluster)));
+            }
+            started.elapsed()
+        };
+
+        settle(&count_writes);
+        let (flotilla_first, kubectl_first) = if round % 2 == 0 {
+            let kubectl = kubectl_apply();
+            settle(&count_writes);
+            (flotilla_sync(), kubectl)
+        } else {
+            let flotilla = flotilla_sync();
+            settle(&count_writes);
+            (flotilla, kubectl_apply())
+        };
+        let settled = settle(&count_writes);
+        let flotilla_noop = flotilla_sync();
+        let flotilla_noop_writes = count_writes() - settled;
+        let settled = settle(&count_writes);
+        let kubectl_again = kubectl_apply();
+        let kubectl_again_writes = count_writes() - settled;
+        rounds.push(Round {
+            flotilla_first,
+            kubectl_first,
+            flotilla_noop,
+            flotilla_noop_writes,
+            kubectl_again,
+            kubectl_again_writes,
+        });
+    }
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = |pick: &dyn Fn(&Round) -> Duration| {
+        let mut values: Vec<Duration> = rounds.iter().map(pick).collect();
+        values.sort();
+        values[values.len() / 2]
+    };
     println!(
-        "sync of {} clusters x {OBJECTS} objects, same apiservers:",
+        "sync of {} clusters x {OBJECTS} objects, same apiservers, {ROUNDS} rounds:",
         CLUSTERS.len()
     );
+    for (i, round) in rounds.iter().enumerate() {
+        println!(
+            "  round {i}: first apply flotilla {:>5.0} ms, kubectl {:>5.0} ms ({:.1}x); no-op flotilla {:>4.0} ms / {} writes, kubectl {:>5.0} ms / {} writes",
+            ms(round.flotilla_first),
+            ms(round.kubectl_first),
+            round.kubectl_first.as_secs_f64() / round.flotilla_first.as_secs_f64(),
+            ms(round.flotilla_noop),
+            round.flotilla_noop_writes,
+            ms(round.kubectl_again),
+            round.kubectl_again_writes,
+        );
+    }
+    let (flotilla_first, kubectl_first) =
+        (median(&|r| r.flotilla_first), median(&|r| r.kubectl_first));
+    let (flotilla_noop, kubectl_again) =
+        (median(&|r| r.flotilla_noop), median(&|r| r.kubectl_again));
+    let noop_writes: f64 = rounds.iter().map(|r| r.flotilla_noop_writes).sum();
     println!(
-        "  first apply:  flotilla {:>7.0} ms   kubectl apply --server-side (cluster by cluster) {:>7.0} ms   kubectl/flotilla {:.1}x (target >= 5x)",
+        "  median first apply:  flotilla {:>5.0} ms   kubectl apply --server-side (cluster by cluster) {:>5.0} ms   kubectl/flotilla {:.1}x (target >= 5x)",
         ms(flotilla_first),
         ms(kubectl_first),
         kubectl_first.as_secs_f64() / flotilla_first.as_secs_f64()
     );
     println!(
-        "  re-sync, nothing changed:  flotilla {:>7.0} ms, {flotilla_noop_writes} writes (target 0)   kubectl {:>7.0} ms, {kubectl_again_writes} writes   kubectl/flotilla {:.1}x",
+        "  median re-sync, nothing changed:  flotilla {:>4.0} ms, {noop_writes} writes in all rounds (target 0)   kubectl {:>5.0} ms   kubectl/flotilla {:.1}x",
         ms(flotilla_noop),
         ms(kubectl_again),
         kubectl_again.as_secs_f64() / flotilla_noop.as_secs_f64()
     );
+}
+
+struct Round {
+    flotilla_first: Duration,
+    kubectl_first: Duration,
+    flotilla_noop: Duration,
+    flotilla_noop_writes: f64,
+    kubectl_again: Duration,
+    kubectl_again_writes: f64,
 }
 
 /// Waits until the apiservers count no new write for two seconds; returns the count.

@@ -101,7 +101,7 @@ pub async fn diff_cluster(
         failed: Vec::new(),
     };
     let inventory = match Inventory::load(member, &options.name).await {
-        Ok(inventory) => inventory,
+        Ok(inventory) => inventory.unwrap_or_default(),
         Err(error) => {
             result.error = Some(error.to_string());
             return result;

@@ -76,7 +76,7 @@ pub enum InventoryError {
     /// The apiserver refused.
     #[error("{action} ConfigMap {INVENTORY_NAMESPACE}/{name}: {status}: {message}")]
     Refused {
-        /// `reading` or `writing`.
+        /// What was being done.
         action: &'static str,
         /// The ConfigMap's name.
         name: String,
@@ -119,12 +119,12 @@ impl Inventory {
         hex(&hasher.finalize())
     }
 
-    /// Reads the inventory from the cluster; empty when there is none yet.
-    pub async fn load(member: &Member, sync_name: &str) -> Result<Self, InventoryError> {
+    /// Reads the inventory from the cluster; `None` when there is none yet.
+    pub async fn load(member: &Member, sync_name: &str) -> Result<Option<Self>, InventoryError> {
         let name = config_map_name(sync_name);
         let path = format!("/api/v1/namespaces/{INVENTORY_NAMESPACE}/configmaps/{name}");
         let Some(reply) = member.get(&path).await? else {
-            return Ok(Inventory::default());
+            return Ok(None);
         };
         if !reply.status.is_success() {
             return Err(InventoryError::Refused {
@@ -149,13 +149,38 @@ impl Inventory {
                 name: name.clone(),
                 problem: error.to_string(),
             })?;
-        Ok(Inventory {
+        Ok(Some(Inventory {
             entries: stored
                 .objects
                 .into_iter()
                 .map(|entry| (entry.object_ref(), entry))
                 .collect(),
-        })
+        }))
+    }
+
+    /// Creates the inventories' namespace (server-side apply: harmless when it exists).
+    pub async fn ensure_namespace(member: &Member) -> Result<(), InventoryError> {
+        let namespace = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": INVENTORY_NAMESPACE},
+        });
+        let path = format!(
+            "/api/v1/namespaces/{INVENTORY_NAMESPACE}?{}",
+            apply_query(false)
+        );
+        let reply = member
+            .apply_patch(&path, namespace.to_string().as_bytes())
+            .await?;
+        if !reply.status.is_success() {
+            return Err(InventoryError::Refused {
+                action: "creating the namespace of",
+                name: INVENTORY_NAMESPACE.into(),
+                status: reply.status,
+                message: reply.message(),
+            });
+        }
+        Ok(())
     }
 
     /// Writes the inventory with server-side apply, creating its namespace when missing.
@@ -188,19 +213,8 @@ impl Inventory {
         let mut writes = 1;
         let mut reply = member.apply_patch(&path, body.as_bytes()).await?;
         if reply.status == StatusCode::NOT_FOUND {
-            // The first sync of this cluster: its namespace does not exist yet.
-            let namespace = serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": INVENTORY_NAMESPACE},
-            });
-            let namespace_path = format!(
-                "/api/v1/namespaces/{INVENTORY_NAMESPACE}?{}",
-                apply_query(false)
-            );
-            member
-                .apply_patch(&namespace_path, namespace.to_string().as_bytes())
-                .await?;
+            // Its namespace is missing (deleted since, or this is the first sync).
+            Inventory::ensure_namespace(member).await?;
             reply = member.apply_patch(&path, body.as_bytes()).await?;
             writes += 2;
         }

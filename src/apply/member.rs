@@ -19,6 +19,12 @@ use super::ApplyError;
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Ask for metadata only, or plain JSON where the apiserver cannot transform.
+const PARTIAL_METADATA: &str =
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+const PARTIAL_METADATA_LIST: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+
 /// Retries of 429, 5xx and connection errors: 100 ms doubling to 2 s with jitter, 4 retries,
 /// so a dead apiserver is given up on after about 3 s.
 fn retry_policy() -> ExponentialBuilder {
@@ -216,16 +222,27 @@ impl Member {
         .await
     }
 
+    /// [`Member::apply_patch`] answered with the object's metadata only: the apiserver skips
+    /// encoding the whole object, which is much of its work on a sync.
+    pub async fn apply_patch_for_metadata(
+        &self,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<Reply, RequestError> {
+        self.send_accepting(
+            Method::PATCH,
+            path_and_query,
+            Some("application/apply-patch+yaml"),
+            Some(body),
+            PARTIAL_METADATA,
+        )
+        .await
+    }
+
     /// Lists a collection as metadata only (names, uids, labels); `Ok(None)` for 404.
     pub async fn list_metadata(&self, path: &str) -> Result<Option<Reply>, RequestError> {
         let reply = self
-            .send_accepting(
-                Method::GET,
-                path,
-                None,
-                None,
-                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
-            )
+            .send_accepting(Method::GET, path, None, None, PARTIAL_METADATA_LIST)
             .await?;
         Ok((reply.status != StatusCode::NOT_FOUND).then_some(reply))
     }

@@ -7,8 +7,8 @@
 //! 3. leave alone every object whose hash is the one in the inventory and that still exists
 //!    with the uid Flotilla got for it: nothing changed, nothing is sent;
 //! 4. server-side apply the rest in waves (CRDs, then wait until they are Established;
-//!    Namespaces; other cluster-scoped objects; namespaced built-ins; custom resources), each
-//!    wave with at most `concurrency` requests in flight;
+//!    Namespaces; other cluster-scoped objects; namespaced built-ins; workloads; custom
+//!    resources), each wave with at most `concurrency` requests in flight;
 //! 5. prune what the inventory holds and the plan no longer does, unless Flotilla did not
 //!    create it or it is annotated `flotilla.dev/prune: disabled`;
 //! 6. write the inventory back, only when it changed.
@@ -192,15 +192,31 @@ pub fn apply_query(dry_run: bool) -> String {
 }
 
 /// The order of apply waves: CRDs, Namespaces, other cluster-scoped, namespaced built-ins,
-/// custom resources.
+/// then workloads, then custom resources. Workloads come after the ConfigMaps, Secrets and
+/// Services they use (as in Helm's install order), so their Pods start with what they need,
+/// and the controllers' reaction to them does not compete with the rest of the sync.
 fn wave(object_ref: &ObjectRef, resource: Option<&Resource>) -> u8 {
     match (object_ref.group.as_str(), object_ref.kind.as_str()) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
         ("", "Namespace") => 1,
-        (group, _) if !is_builtin_group(group) => 4,
+        (group, _) if !is_builtin_group(group) => 5,
         _ if resource.is_some_and(|resource| !resource.namespaced) => 2,
+        (group, kind) if is_workload(group, kind) => 4,
         _ => 3,
     }
+}
+
+/// Kinds whose controllers start Pods.
+fn is_workload(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("", "Pod" | "ReplicationController")
+            | (
+                "apps",
+                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+            )
+            | ("batch", "Job" | "CronJob")
+    )
 }
 
 /// A planned object, ready to send.
@@ -402,8 +418,9 @@ pub async fn sync_cluster(
 ) -> ClusterReport {
     let started = Instant::now();
     let mut report = ClusterReport::new(&member.name);
-    let previous = match Inventory::load(member, &options.name).await {
-        Ok(inventory) => inventory,
+    let (previous, first_sync) = match Inventory::load(member, &options.name).await {
+        Ok(Some(inventory)) => (inventory, false),
+        Ok(None) => (Inventory::default(), true),
         Err(error) => return ClusterReport::failed_with(&member.name, error.to_string(), started),
     };
 
@@ -436,7 +453,31 @@ pub async fn sync_cluster(
         Err(error) => return ClusterReport::failed_with(&member.name, error.to_string(), started),
     };
 
-    apply_in_waves(member, to_apply, &previous, &mut next, &mut report, options).await;
+    tracing::debug!(
+        cluster = %member.name,
+        unchanged = report.unchanged.len(),
+        to_apply = to_apply.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "compared with the inventory"
+    );
+    // On a first sync, the inventory's namespace is made while the objects are applied.
+    let inventory_namespace = async {
+        if first_sync {
+            Some(Inventory::ensure_namespace(member).await)
+        } else {
+            None
+        }
+    };
+    let ((), namespace_made) = tokio::join!(
+        apply_in_waves(member, to_apply, &previous, &mut next, &mut report, options),
+        inventory_namespace
+    );
+    if let Some(result) = namespace_made {
+        report.writes += 1;
+        if let Err(error) = result {
+            tracing::debug!(cluster = %member.name, %error, "inventory namespace");
+        }
+    }
 
     // Prune what the plan no longer holds for this cluster.
     let leaving: Vec<&Entry> = previous
@@ -458,6 +499,11 @@ pub async fn sync_cluster(
     }
     prune(member, leaving, &mut next, &mut report).await;
 
+    tracing::debug!(
+        cluster = %member.name,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "applied and pruned"
+    );
     report.set_hash = next.set_hash();
     if next != previous {
         match next.store(member, &options.name).await {
@@ -600,6 +646,7 @@ async fn apply_in_waves(
             .buffer_unordered(options.concurrency.max(1))
             .collect()
             .await;
+        tracing::debug!(cluster = %member.name, wave, objects = results.len(), "wave applied");
         let mut established = Vec::new();
         for (object, result) in results {
             match result {
@@ -678,7 +725,7 @@ pub struct Applied {
     pub created: bool,
     /// The object's uid.
     pub uid: String,
-    /// The object as the apiserver returned it.
+    /// The object as the apiserver returned it: whole for a dry-run, else its metadata.
     pub live: Value,
 }
 
@@ -717,10 +764,15 @@ pub async fn apply_one(
         object_path(object_ref, &resource),
         apply_query(dry_run)
     );
-    let reply = member
-        .apply_patch(&path, body.to_string().as_bytes())
-        .await
-        .map_err(|error| ApplyFailure::unsent(error.to_string()))?;
+    let body = body.to_string();
+    let reply = if dry_run {
+        member.apply_patch(&path, body.as_bytes()).await
+    } else {
+        member
+            .apply_patch_for_metadata(&path, body.as_bytes())
+            .await
+    }
+    .map_err(|error| ApplyFailure::unsent(error.to_string()))?;
     if !reply.status.is_success() {
         return Err(ApplyFailure {
             reason: format!("{} {}", reply.status.as_u16(), reply.message()),

@@ -84,7 +84,7 @@ fn prepare_turns_numeric_quantities_into_strings() {
 }
 
 #[test]
-fn waves_put_crds_first_and_custom_resources_last() {
+fn waves_put_crds_first_workloads_after_their_config_and_custom_resources_last() {
     let namespaced = Resource {
         plural: "x".into(),
         namespaced: true,
@@ -101,16 +101,18 @@ fn waves_put_crds_first_and_custom_resources_last() {
     );
     let namespace = object_ref("v1", "Namespace", "", "web");
     let role = object_ref("rbac.authorization.k8s.io/v1", "ClusterRole", "", "r");
+    let config_map = object_ref("v1", "ConfigMap", "web", "c");
     let deployment = object_ref("apps/v1", "Deployment", "web", "d");
     let custom = object_ref("networking.istio.io/v1beta1", "VirtualService", "web", "v");
     let waves = [
         wave(&crd, Some(&cluster_scoped)),
         wave(&namespace, Some(&cluster_scoped)),
         wave(&role, Some(&cluster_scoped)),
+        wave(&config_map, Some(&namespaced)),
         wave(&deployment, Some(&namespaced)),
         wave(&custom, None),
     ];
-    assert_eq!(waves, [0, 1, 2, 3, 4]);
+    assert_eq!(waves, [0, 1, 2, 3, 4, 5]);
 }
 
 #[test]

@@ -54,7 +54,7 @@ start_apiserver() {
         --service-account-signing-key-file="$state/sa.key" \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --api-audiences=https://kubernetes.default.svc.cluster.local \
-        --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
+        --service-cluster-ip-range=10.0.0.0/20 --endpoint-reconciler-type=none \
         --allow-privileged=true >"$dir/apiserver.pid"
 }
 
