@@ -8,10 +8,10 @@ default:
 demo:
     cargo build --quiet
     @echo "== flotilla plan examples/fleet-repo"
-    ./target/debug/flotilla plan examples/fleet-repo
+    cargo run --quiet -- plan examples/fleet-repo
     @echo
     @echo "== flotilla render examples/fleet-repo --out out/"
-    ./target/debug/flotilla render examples/fleet-repo --out out
+    cargo run --quiet -- render examples/fleet-repo --out out
     @find out -name '*.yaml' | sort | sed 's/^/  /'
     @echo
     @echo "== what cluster-frankfurt gets for global-web (overrides applied)"

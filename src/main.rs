@@ -7,14 +7,17 @@ use flotilla::cli::{Cli, Outcome, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kube logs every non-2xx answer at ERROR; Flotilla reports them itself, with context.
+    let directives = match std::env::var("FLOTILLA_LOG") {
+        Ok(directives) if directives.contains("kube_client") => directives,
+        Ok(directives) => format!("{directives},kube_client::client::builder=off"),
+        Err(_) => "info,kube_client::client::builder=off".to_string(),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
-                // kube logs every non-2xx answer at ERROR; Flotilla reports them itself.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
-                }),
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     match run(cli, &mut std::io::stdout().lock()).map_err(anyhow::Error::from) {

@@ -19,7 +19,7 @@ pub mod diff;
 pub mod inventory;
 pub mod member;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -559,21 +559,18 @@ async fn unchanged_objects<'a>(
         }
     }
     let selector = format!("{INVENTORY_LABEL}={}", options.name);
-    let lists = kinds.iter().map(|((api_version, kind), resource)| {
+    let lists = kinds.iter().map(|((api_version, _), resource)| {
         let path = format!(
             "{}?labelSelector={}",
             member::collection_path(api_version, resource, ""),
             percent_encode(&selector)
         );
-        async move {
-            let reply = member.list_metadata(&path).await?;
-            Ok::<_, RequestError>((kind.clone(), reply))
-        }
+        async move { member.list_metadata(&path).await }
     });
-    let mut live: HashMap<(String, String, String), String> = HashMap::new();
-    for result in futures::future::join_all(lists).await {
-        let (kind, reply) = result?;
-        let Some(reply) = reply else { continue };
+    // uids are unique in a cluster: the uid alone says the very object is still there.
+    let mut live_uids: HashSet<String> = HashSet::new();
+    for reply in futures::future::join_all(lists).await {
+        let Some(reply) = reply? else { continue };
         for item in reply
             .json()
             .get("items")
@@ -581,29 +578,14 @@ async fn unchanged_objects<'a>(
             .into_iter()
             .flatten()
         {
-            let field = |name: &str| {
-                item.pointer(&format!("/metadata/{name}"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            live.insert(
-                (kind.clone(), field("namespace"), field("name")),
-                field("uid"),
-            );
+            if let Some(uid) = item.pointer("/metadata/uid").and_then(Value::as_str) {
+                live_uids.insert(uid.to_string());
+            }
         }
     }
     Ok(candidates
         .into_iter()
-        .filter(|(object, entry)| {
-            let object_ref = &object.object_ref;
-            let key = (
-                object_ref.kind.clone(),
-                object_ref.namespace.clone(),
-                object_ref.name.clone(),
-            );
-            live.get(&key) == Some(&entry.uid)
-        })
+        .filter(|(_, entry)| live_uids.contains(&entry.uid))
         .map(|(object, entry)| (object.object_ref.clone(), entry))
         .collect())
 }
@@ -793,35 +775,62 @@ pub async fn apply_one(
 }
 
 impl Member {
-    /// Waits until a CRD is Established, then forgets what discovery said of its group, so
-    /// that its custom resources are found.
+    /// Waits until a CRD is Established and discovery lists its kind in every served version,
+    /// so that its custom resources, applied next, are found.
     async fn wait_established(&self, crd: &str) -> Result<(), String> {
         let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}");
         let deadline = Instant::now() + ESTABLISH_TIMEOUT;
         loop {
             let reply = self.get(&path).await.map_err(|error| error.to_string())?;
-            let established = reply.map(|reply| reply.json()).is_some_and(|crd| {
-                crd.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .any(|condition| {
-                        condition.get("type") == Some(&json!("Established"))
-                            && condition.get("status") == Some(&json!("True"))
-                    })
-            });
-            if established {
+            if let Some(crd) = reply.map(|reply| reply.json())
+                && is_established(&crd)
+                && self.serves_every_version(&crd).await
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "not Established after {} s",
+                    "not Established and served after {} s",
                     ESTABLISH_TIMEOUT.as_secs()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Whether discovery lists the CRD's kind in each version it serves.
+    async fn serves_every_version(&self, crd: &Value) -> bool {
+        let group = crd.pointer("/spec/group").and_then(Value::as_str);
+        let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str);
+        let (Some(group), Some(kind)) = (group, kind) else {
+            return false;
+        };
+        for version in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|version| version.get("served") == Some(&json!(true)))
+            .filter_map(|version| version.get("name").and_then(Value::as_str))
+        {
+            let api_version = format!("{group}/{version}");
+            if !matches!(self.resource(&api_version, kind).await, Ok(Some(_))) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn is_established(crd: &Value) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|condition| {
+            condition.get("type") == Some(&json!("Established"))
+                && condition.get("status") == Some(&json!("True"))
+        })
 }
 
 /// Deletes the objects that left the plan, newest wave first (custom resources before their

@@ -138,7 +138,6 @@ pub fn sync_command(args: SyncArgs, stdout: &mut dyn Write) -> Result<Outcome, C
         options,
     } = prepare(&args.source, &args.target, args.force)?;
     print_plan_errors(&plan);
-    let options = SyncOptions { ..options };
     let reports = runtime.block_on(sync_fleet(&plan, &members, &options, |report| {
         eprintln!("{}", progress_line(report));
     }));
