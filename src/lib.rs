@@ -26,9 +26,13 @@
 // are built only on failure, so their size never costs a successful run.
 #![allow(clippy::result_large_err)]
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod labels;
+pub mod metrics;
 pub mod object;
 pub mod placement;
 pub mod render;
+pub mod server;
+pub mod source;

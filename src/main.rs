@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use flotilla::cli::{Cli, Outcome, run};
+use flotilla::cli::{Cli, LogFormat, Outcome, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,13 +13,15 @@ fn main() -> ExitCode {
         Ok(directives) => format!("{directives},kube_client::client::builder=off"),
         Err(_) => "info,kube_client::client::builder=off".to_string(),
     };
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&directives)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli, &mut std::io::stdout().lock()).map_err(anyhow::Error::from) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),

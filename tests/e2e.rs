@@ -548,3 +548,286 @@ spec:
         Some(2)
     );
 }
+
+/// The agent (`flotilla run`) as a child process, killed when dropped; it also dies with the
+/// test thread (PR_SET_PDEATHSIG).
+struct Agent {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Agent {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("setpriv")
+            .args([
+                "--pdeathsig",
+                "KILL",
+                "--",
+                env!("CARGO_BIN_EXE_flotilla"),
+                "run",
+            ])
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("FLOTILLA_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("flotilla run");
+        Agent { child, port }
+    }
+
+    /// One HTTP/1.1 request; returns the status code and body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).expect("write");
+        stream.write_all(body).expect("write body");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.request("GET", "/readyz", &[], b"").0 == 200
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!(
+            "the agent was not ready after 60 s: {:?}",
+            self.request("GET", "/readyz", &[], b"")
+        );
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("key");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+async fn config_map_level(cluster: &str, namespace: &str) -> Option<String> {
+    let client = clusters().client(cluster).await;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, namespace);
+    api.get_opt("settings")
+        .await
+        .expect("GET configmap")
+        .and_then(|cm| cm.data?.get("level").cloned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_applies_a_pushed_commit_on_a_signed_github_webhook_and_refuses_a_forged_one() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-agent";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", "remote.git"],
+    );
+    git(&work, &["init", "-q", "-b", "main"]);
+    let fleet = |level: &str| {
+        format!(
+            r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: agent, namespace: flotilla-system}}
+spec:
+  clusters:
+    - {{name: cluster-hangzhou, kind: AttachedCluster}}
+    - {{name: cluster-frankfurt, kind: AttachedCluster}}
+  placement: {{}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {namespace}}}
+data: {{level: {level}}}
+"#
+        )
+    };
+    let push = |level: &str| {
+        std::fs::write(work.join("fleet.yaml"), fleet(level)).expect("write");
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", level]);
+        git(
+            &work,
+            &[
+                "push",
+                "-q",
+                "-f",
+                dir.path().join("remote.git").to_str().expect("utf-8"),
+                "HEAD:main",
+            ],
+        );
+        git(&work, &["rev-parse", "HEAD"])
+    };
+    push("info");
+    let secret_file = dir.path().join("github-secret");
+    std::fs::write(&secret_file, "webhook-secret\n").expect("write secret");
+    let repo_url = format!("file://{}", dir.path().join("remote.git").display());
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let cache = dir.path().join("cache");
+    let agent = Agent::start(&[
+        "--repo",
+        &repo_url,
+        "--kubeconfig",
+        &kubeconfig,
+        // Only webhooks may trigger the second sync.
+        "--interval",
+        "1h",
+        "--github-secret-file",
+        secret_file.to_str().expect("utf-8"),
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+        "--name",
+        "agent",
+    ]);
+    tokio::task::block_in_place(|| agent.wait_ready());
+    for cluster in ["cluster-hangzhou", "cluster-frankfurt"] {
+        assert_eq!(
+            config_map_level(cluster, namespace).await.as_deref(),
+            Some("info")
+        );
+    }
+
+    let second = push("debug");
+    let body = br#"{"ref":"refs/heads/main","after":"x"}"#;
+    let forged = github_signature(b"wrong-secret", body);
+    let (code, _) = tokio::task::block_in_place(|| {
+        agent.request(
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "forged-1"),
+                ("X-Hub-Signature-256", &forged),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    });
+    assert_eq!(code, 401, "a forged signature is refused");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        config_map_level("cluster-hangzhou", namespace)
+            .await
+            .as_deref(),
+        Some("info"),
+        "a forged webhook changes nothing"
+    );
+
+    let signature = github_signature(b"webhook-secret", body);
+    let (code, answer) = tokio::task::block_in_place(|| {
+        agent.request(
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "delivery-1"),
+                ("X-Hub-Signature-256", &signature),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    });
+    assert_eq!(code, 202, "{answer}");
+    let mut reflected = false;
+    for _ in 0..150 {
+        let mut all = true;
+        for cluster in ["cluster-hangzhou", "cluster-frankfurt"] {
+            all &= config_map_level(cluster, namespace).await.as_deref() == Some("debug");
+        }
+        if all {
+            reflected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(reflected, "every member cluster reflects the pushed commit");
+
+    let (code, status) = tokio::task::block_in_place(|| agent.request("GET", "/status", &[], b""));
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["commit"], Value::String(second.clone()), "{status}");
+    assert_eq!(
+        status["clusters"]["cluster-frankfurt"]["status"], "synced",
+        "{status}"
+    );
+    let (_, metrics) = tokio::task::block_in_place(|| agent.request("GET", "/metrics", &[], b""));
+    assert!(
+        metrics.contains(
+            r#"flotilla_webhook_requests_total{provider="github",result="unauthorized"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"flotilla_webhook_requests_total{provider="github",result="accepted"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&second), "no commit hash in metrics");
+}

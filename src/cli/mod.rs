@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+mod run;
 mod sync;
 
 pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
@@ -24,6 +25,18 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOTILLA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Formats of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -37,6 +50,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Apply the plan to every member cluster with server-side apply, and prune.
     Sync(SyncArgs),
+    /// Run the agent: follow a Git repo (poll and webhooks) and sync every new commit.
+    Run(run::RunArgs),
 }
 
 /// Arguments shared by commands that read a fleet path.
@@ -148,6 +163,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Plan(args) => plan_command(args, stdout),
         Command::Diff(args) => sync::diff_command(args, stdout),
         Command::Sync(args) => sync::sync_command(args, stdout),
+        Command::Run(args) => run::run_command(args),
     }
 }
 
