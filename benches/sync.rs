@@ -168,7 +168,7 @@ struct Round {
 /// Waits until the apiservers count no new write for two seconds; returns the count.
 fn settle(count_writes: &dyn Fn() -> f64) -> f64 {
     let mut last = count_writes();
-    loop {
+    for _ in 0..60 {
         std::thread::sleep(Duration::from_secs(2));
         let now = count_writes();
         if now == last {
@@ -176,6 +176,7 @@ fn settle(count_writes: &dyn Fn() -> f64) -> f64 {
         }
         last = now;
     }
+    panic!("the apiservers kept counting writes for two minutes");
 }
 
 fn run(command: &mut Command) {

@@ -299,8 +299,20 @@ async fn changing_weights_moves_replicas_and_removing_the_app_prunes_it_everywhe
             "{report:?}"
         );
     }
-    // Flotilla created the Namespace in hangzhou and shanghai, so it goes; in frankfurt it
-    // existed before, so it stays, with the ConfigMap Flotilla did not create.
+    // Flotilla created the Namespace in hangzhou and shanghai, but it still holds the
+    // annotated ConfigMap, so it stays: deleting it would delete that ConfigMap too.
+    for cluster in ["cluster-hangzhou", "cluster-shanghai"] {
+        let report = report(&reports, cluster);
+        assert!(
+            report
+                .kept
+                .iter()
+                .any(|kept| kept.object.kind == "Namespace" && kept.reason.contains("keep-me")),
+            "{report:?}"
+        );
+    }
+    // In frankfurt the Namespace existed before, so it stays, with the ConfigMap Flotilla did
+    // not create.
     assert!(config_map_exists("cluster-frankfurt", namespace, "pre-existing").await);
     let frankfurt = report(&reports, "cluster-frankfurt");
     assert!(
@@ -438,6 +450,16 @@ data: {{level: info}}
     ];
 
     clusters.stop("spot-cluster");
+    // Should an assertion fail, the cluster starts again for the tests after this one.
+    struct StartAgain(&'static harness::Clusters);
+    impl Drop for StartAgain {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.start_again("spot-cluster");
+            }
+        }
+    }
+    let restart_guard = StartAgain(clusters);
     let (code, stdout, stderr) = flotilla(&args);
     assert_eq!(
         code, 1,
@@ -461,6 +483,7 @@ data: {{level: info}}
         assert!(row.contains("synced"), "{stdout}");
     }
 
+    std::mem::forget(restart_guard);
     clusters.start_again("spot-cluster");
     let (code, stdout, stderr) = flotilla(&args);
     assert_eq!(code, 0, "{stdout}\n{stderr}");

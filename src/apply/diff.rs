@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    Inventory, Member, ObjectProblem, PruneCheck, SyncOptions, apply_one, object_path, prune_check,
+    Inventory, Member, ObjectProblem, PruneCheck, SyncOptions, apply_one, is_kept, object_path,
+    prune_check,
 };
 use crate::object::{Object, ObjectRef};
 
@@ -127,12 +128,21 @@ pub async fn diff_cluster(
                 diff: unified(&object.object_ref, "", &to_yaml(&object.body)),
             }));
         };
-        let live = member
+        let live = match member
             .get(&object_path(&object.object_ref, resource))
             .await
             .map_err(|error| error.to_string())?
-            .filter(|reply| reply.status.is_success())
-            .map(|reply| normalize(reply.json()));
+        {
+            None => None,
+            Some(reply) if reply.status.is_success() => Some(normalize(reply.json())),
+            Some(reply) => {
+                return Err(format!(
+                    "reading the live object: {} {}",
+                    reply.status.as_u16(),
+                    reply.message()
+                ));
+            }
+        };
         let dry_run = apply_one(member, object, true)
             .await
             .map_err(|failure| failure.reason)?;
@@ -168,16 +178,16 @@ pub async fn diff_cluster(
 
     let planned: BTreeSet<ObjectRef> = prepared.iter().map(|o| o.object_ref.clone()).collect();
     for (object_ref, entry) in &inventory.entries {
-        if planned.contains(object_ref) || keep.contains(object_ref) {
+        if planned.contains(object_ref) || is_kept(keep, object_ref) {
             continue;
         }
-        match prune_check(member, entry).await {
+        match prune_check(member, entry, &options.name).await {
             Ok(PruneCheck::Delete { live, .. }) => result.changes.push(ObjectDiff {
                 object: object_ref.clone(),
                 change: Change::Delete,
                 diff: unified(object_ref, &to_yaml(&normalize(live)), ""),
             }),
-            Ok(PruneCheck::Gone | PruneCheck::Kept(_)) => {}
+            Ok(PruneCheck::Gone | PruneCheck::Kept { .. }) => {}
             Err(reason) => result.failed.push(ObjectProblem {
                 object: object_ref.clone(),
                 reason,

@@ -25,8 +25,9 @@ const PARTIAL_METADATA: &str =
 const PARTIAL_METADATA_LIST: &str =
     "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
 
-/// Retries of 429, 5xx and connection errors: 100 ms doubling to 2 s with jitter, 4 retries,
-/// so a dead apiserver is given up on after about 3 s.
+/// Retries of 429, 5xx and connection errors: 100 ms doubling to 2 s with jitter, 4 retries.
+/// An apiserver that refuses connections is given up on after about 3 s; one that drops them
+/// costs up to 5 connect timeouts.
 fn retry_policy() -> ExponentialBuilder {
     ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(100))
@@ -89,6 +90,16 @@ pub enum RequestError {
     /// No answer: connection refused, reset or timed out.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The apiserver answered, but not with what was asked (discovery refused, say).
+    #[error("{path}: {status}: {message}")]
+    Refused {
+        /// What was asked for.
+        path: String,
+        /// The answer's code.
+        status: StatusCode,
+        /// The answer's message.
+        message: String,
+    },
     /// The apiserver kept answering 429 or 5xx.
     #[error("{status}: {message}")]
     Overloaded {
@@ -274,7 +285,16 @@ impl Member {
         };
         let served = match self.get(&path).await? {
             Some(reply) if reply.status.is_success() => parse_resource_list(&reply.json()),
-            _ => ServedKinds::default(),
+            // 404: the version is not served (yet).
+            None => ServedKinds::default(),
+            // Anything else (403, say) is not an answer about the API: never cache it.
+            Some(reply) => {
+                return Err(RequestError::Refused {
+                    path,
+                    status: reply.status,
+                    message: reply.message(),
+                });
+            }
         };
         let resource = served.kinds.get(kind).cloned();
         cache.insert(api_version.to_string(), Arc::new(served));

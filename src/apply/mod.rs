@@ -222,7 +222,8 @@ fn is_workload(group: &str, kind: &str) -> bool {
 /// A planned object, ready to send.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// Where it goes (namespace defaulted to `default` for namespaced kinds, as kubectl does).
+    /// Where it goes: once its kind is known, a namespaced object without a namespace goes to
+    /// `default`, as with kubectl.
     pub object_ref: ObjectRef,
     /// The apply body.
     pub body: Value,
@@ -409,6 +410,18 @@ pub fn kept_by_plan_errors(plan: &Plan, cluster: &str) -> BTreeSet<ObjectRef> {
         .collect()
 }
 
+/// Whether a plan error keeps this object. The error names the template as written, whose
+/// namespace may be empty where the cluster's object has `default`.
+pub fn is_kept(keep: &BTreeSet<ObjectRef>, object_ref: &ObjectRef) -> bool {
+    keep.contains(object_ref)
+        || keep.iter().any(|kept| {
+            kept.namespace.is_empty()
+                && kept.group == object_ref.group
+                && kept.kind == object_ref.kind
+                && kept.name == object_ref.name
+        })
+}
+
 /// Syncs one cluster to `desired`. Objects in `keep` are neither applied nor pruned.
 pub async fn sync_cluster(
     member: &Member,
@@ -486,18 +499,18 @@ pub async fn sync_cluster(
         .filter(|(object_ref, _)| !next.entries.contains_key(*object_ref))
         .filter(|(object_ref, _)| {
             // Failed applies and plan errors keep their old entry: still Flotilla's to prune.
-            !planned.contains(*object_ref) && !keep.contains(*object_ref)
+            !planned.contains(*object_ref) && !is_kept(keep, object_ref)
         })
         .map(|(_, entry)| entry)
         .collect();
     for (object_ref, entry) in &previous.entries {
         if !next.entries.contains_key(object_ref)
-            && (planned.contains(object_ref) || keep.contains(object_ref))
+            && (planned.contains(object_ref) || is_kept(keep, object_ref))
         {
             next.entries.insert(object_ref.clone(), entry.clone());
         }
     }
-    prune(member, leaving, &mut next, &mut report).await;
+    prune(member, leaving, &mut next, &mut report, &options.name).await;
 
     tracing::debug!(
         cluster = %member.name,
@@ -634,27 +647,28 @@ async fn apply_in_waves(
             match result {
                 Ok(applied) => {
                     report.writes += 1;
+                    let object_ref = applied.object_ref;
                     let created = applied.created
                         || previous
                             .entries
-                            .get(&object.object_ref)
+                            .get(&object_ref)
                             .is_some_and(|entry| entry.created && entry.uid == applied.uid);
                     next.entries.insert(
-                        object.object_ref.clone(),
+                        object_ref.clone(),
                         Entry {
-                            api_version: object.object_ref.api_version(),
-                            kind: object.object_ref.kind.clone(),
-                            namespace: object.object_ref.namespace.clone(),
-                            name: object.object_ref.name.clone(),
-                            hash: object.hash.clone(),
+                            api_version: object_ref.api_version(),
+                            kind: object_ref.kind.clone(),
+                            namespace: object_ref.namespace.clone(),
+                            name: object_ref.name.clone(),
+                            hash: applied.hash,
                             uid: applied.uid,
                             created,
                         },
                     );
                     if wave == 0 {
-                        established.push(object.object_ref.name.clone());
+                        established.push(object_ref.name.clone());
                     }
-                    report.applied.push(object.object_ref);
+                    report.applied.push(object_ref);
                 }
                 Err(failure) => {
                     report.writes += usize::from(failure.sent);
@@ -703,6 +717,10 @@ impl ApplyFailure {
 /// The result of one server-side apply.
 #[derive(Debug)]
 pub struct Applied {
+    /// Where it went (a custom resource's namespace is known only once its kind is served).
+    pub object_ref: ObjectRef,
+    /// sha256 of the body sent.
+    pub hash: String,
     /// Whether the apply created the object (201).
     pub created: bool,
     /// The object's uid.
@@ -746,6 +764,7 @@ pub async fn apply_one(
         object_path(object_ref, &resource),
         apply_query(dry_run)
     );
+    let hash = content_hash(body);
     let body = body.to_string();
     let reply = if dry_run {
         member.apply_patch(&path, body.as_bytes()).await
@@ -754,7 +773,11 @@ pub async fn apply_one(
             .apply_patch_for_metadata(&path, body.as_bytes())
             .await
     }
-    .map_err(|error| ApplyFailure::unsent(error.to_string()))?;
+    .map_err(|error| ApplyFailure {
+        // An overloaded apiserver did answer: the request was sent.
+        sent: matches!(error, RequestError::Overloaded { .. }),
+        reason: error.to_string(),
+    })?;
     if !reply.status.is_success() {
         return Err(ApplyFailure {
             reason: format!("{} {}", reply.status.as_u16(), reply.message()),
@@ -768,6 +791,8 @@ pub async fn apply_one(
         .unwrap_or_default()
         .to_string();
     Ok(Applied {
+        object_ref: object_ref.clone(),
+        hash,
         created: reply.status == StatusCode::CREATED,
         uid,
         live,
@@ -840,20 +865,37 @@ async fn prune(
     mut leaving: Vec<&Entry>,
     next: &mut Inventory,
     report: &mut ClusterReport,
+    sync_name: &str,
 ) {
+    // An object applied under another apiVersion (an Ingress moved from extensions to
+    // networking.k8s.io) keeps its uid: it is not leaving.
+    let staying_uids: HashSet<String> = next.entries.values().map(|e| e.uid.clone()).collect();
+    leaving.retain(|entry| !staying_uids.contains(&entry.uid));
     leaving.sort_by_key(|entry| std::cmp::Reverse(wave(&entry.object_ref(), None)));
     for entry in leaving {
         let object_ref = entry.object_ref();
-        match prune_one(member, entry).await {
+        let outcome = match namespace_still_holding(entry, next, report) {
+            Some(reason) => Ok(PruneOutcome::Kept {
+                reason,
+                retain: true,
+            }),
+            None => prune_one(member, entry, sync_name).await,
+        };
+        match outcome {
             Ok(PruneOutcome::Deleted) => {
                 report.writes += 1;
                 report.pruned.push(object_ref);
             }
             Ok(PruneOutcome::Gone) => {}
-            Ok(PruneOutcome::Kept(reason)) => report.kept.push(ObjectProblem {
-                object: object_ref,
-                reason,
-            }),
+            Ok(PruneOutcome::Kept { reason, retain }) => {
+                if retain {
+                    next.entries.insert(object_ref.clone(), entry.clone());
+                }
+                report.kept.push(ObjectProblem {
+                    object: object_ref,
+                    reason,
+                });
+            }
             Err(reason) => {
                 report.failed.push(ObjectProblem {
                     object: object_ref.clone(),
@@ -865,20 +907,51 @@ async fn prune(
     }
 }
 
+/// Deleting a Namespace deletes everything in it: a Namespace that still holds an object this
+/// sync keeps (planned, annotated, or failing to prune) stays, and says why.
+fn namespace_still_holding(
+    entry: &Entry,
+    next: &Inventory,
+    report: &ClusterReport,
+) -> Option<String> {
+    if !(entry.api_version == "v1" && entry.kind == "Namespace") {
+        return None;
+    }
+    let inside = |object: &ObjectRef| object.namespace == entry.name;
+    let holder = next
+        .entries
+        .keys()
+        .find(|object| inside(object))
+        .or_else(|| report.kept.iter().map(|k| &k.object).find(|o| inside(o)))
+        .or_else(|| report.failed.iter().map(|f| &f.object).find(|o| inside(o)))?;
+    Some(format!(
+        "still holds {holder}, which stays; deleting the Namespace would delete it"
+    ))
+}
+
 enum PruneOutcome {
     Deleted,
     /// Already deleted by someone else.
     Gone,
-    /// Left in place, with the reason.
-    Kept(String),
+    /// Left in place, with the reason; `retain` keeps it in the inventory, so that it is pruned
+    /// once the reason goes (the annotation is removed).
+    Kept {
+        reason: String,
+        retain: bool,
+    },
 }
 
 /// What pruning would do to one inventory entry, before anything is deleted.
 pub enum PruneCheck {
     /// The object is gone already.
     Gone,
-    /// The object stays, for this reason.
-    Kept(String),
+    /// The object stays, for this reason; `retain`: it is still Flotilla's, to prune later.
+    Kept {
+        /// Why it stays.
+        reason: String,
+        /// Whether it stays in the inventory.
+        retain: bool,
+    },
     /// The object is Flotilla's to delete: its URL and live state.
     Delete {
         /// The object's URL path.
@@ -890,7 +963,11 @@ pub enum PruneCheck {
 
 /// Decides whether an inventory entry that left the plan may be deleted: only the very object
 /// Flotilla created (same uid), and not when annotated `flotilla.dev/prune: disabled`.
-pub async fn prune_check(member: &Member, entry: &Entry) -> Result<PruneCheck, String> {
+pub async fn prune_check(
+    member: &Member,
+    entry: &Entry,
+    sync_name: &str,
+) -> Result<PruneCheck, String> {
     let resource = match member.resource(&entry.api_version, &entry.kind).await {
         Ok(Some(resource)) => resource,
         // The kind is not served any more (its CRD was deleted): so is the object.
@@ -907,14 +984,16 @@ pub async fn prune_check(member: &Member, entry: &Entry) -> Result<PruneCheck, S
     let live = reply.json();
     let uid = live.pointer("/metadata/uid").and_then(Value::as_str);
     if uid != Some(entry.uid.as_str()) {
-        return Ok(PruneCheck::Kept(
-            "not the object Flotilla applied (its uid changed): left in place".into(),
-        ));
+        return Ok(PruneCheck::Kept {
+            reason: "not the object Flotilla applied (its uid changed): left in place".into(),
+            retain: false,
+        });
     }
     if !entry.created {
-        return Ok(PruneCheck::Kept(
-            "existed before Flotilla applied it: left in place".into(),
-        ));
+        return Ok(PruneCheck::Kept {
+            reason: "existed before Flotilla applied it: left in place".into(),
+            retain: false,
+        });
     }
     let annotation = live
         .pointer(&format!(
@@ -923,17 +1002,34 @@ pub async fn prune_check(member: &Member, entry: &Entry) -> Result<PruneCheck, S
         ))
         .and_then(Value::as_str);
     if annotation == Some("disabled") {
-        return Ok(PruneCheck::Kept(format!(
-            "annotated {PRUNE_ANNOTATION}: disabled"
-        )));
+        return Ok(PruneCheck::Kept {
+            reason: format!("annotated {PRUNE_ANNOTATION}: disabled"),
+            retain: true,
+        });
+    }
+    let owner = live
+        .pointer(&format!(
+            "/metadata/labels/{}",
+            INVENTORY_LABEL.replace('/', "~1")
+        ))
+        .and_then(Value::as_str);
+    if let Some(owner) = owner.filter(|owner| *owner != sync_name) {
+        return Ok(PruneCheck::Kept {
+            reason: format!("now applied by the sync named {owner}: left to it"),
+            retain: false,
+        });
     }
     Ok(PruneCheck::Delete { path, live })
 }
 
-async fn prune_one(member: &Member, entry: &Entry) -> Result<PruneOutcome, String> {
-    let path = match prune_check(member, entry).await? {
+async fn prune_one(
+    member: &Member,
+    entry: &Entry,
+    sync_name: &str,
+) -> Result<PruneOutcome, String> {
+    let path = match prune_check(member, entry, sync_name).await? {
         PruneCheck::Gone => return Ok(PruneOutcome::Gone),
-        PruneCheck::Kept(reason) => return Ok(PruneOutcome::Kept(reason)),
+        PruneCheck::Kept { reason, retain } => return Ok(PruneOutcome::Kept { reason, retain }),
         PruneCheck::Delete { path, .. } => path,
     };
     let options = json!({

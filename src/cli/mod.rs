@@ -51,7 +51,7 @@ pub enum Command {
     /// Apply the plan to every member cluster with server-side apply, and prune.
     Sync(SyncArgs),
     /// Run the agent: follow a Git repo (poll and webhooks) and sync every new commit.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 /// Arguments shared by commands that read a fleet path.
@@ -163,7 +163,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Plan(args) => plan_command(args, stdout),
         Command::Diff(args) => sync::diff_command(args, stdout),
         Command::Sync(args) => sync::sync_command(args, stdout),
-        Command::Run(args) => run::run_command(args),
+        Command::Run(args) => run::run_command(*args),
     }
 }
 

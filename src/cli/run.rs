@@ -70,7 +70,7 @@ pub struct RunArgs {
     )]
     cache_dir: PathBuf,
     /// The sync's name (names the inventory in each cluster).
-    #[arg(long, default_value = "flotilla", env = "FLOTILLA_NAME")]
+    #[arg(long, default_value = "flotilla", env = "FLOTILLA_NAME", value_parser = super::sync::parse_sync_name)]
     name: String,
     /// Requests in flight per cluster.
     #[arg(long, default_value_t = 16, env = "FLOTILLA_CONCURRENCY")]

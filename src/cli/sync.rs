@@ -25,11 +25,30 @@ pub struct Target {
     /// The sync's name: it names the inventory kept in each cluster
     /// (ConfigMap flotilla-system/inventory-NAME). Syncs with different names never prune
     /// each other's objects.
-    #[arg(long, default_value = "flotilla", env = "FLOTILLA_NAME")]
+    #[arg(long, default_value = "flotilla", env = "FLOTILLA_NAME", value_parser = parse_sync_name)]
     name: String,
     /// Requests in flight per cluster.
     #[arg(long, default_value_t = 16, env = "FLOTILLA_CONCURRENCY")]
     concurrency: usize,
+}
+
+/// A sync's name goes into a ConfigMap name and a label value: a DNS label (RFC 1123), at most
+/// 53 characters so that `inventory-NAME` fits too.
+pub fn parse_sync_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 53
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?}: a sync name is 1-53 lower-case letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
 }
 
 /// `flotilla sync`.

@@ -33,9 +33,13 @@ if [ "${#need_packages[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >&2
 fi
 
-version="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2}' | sort -V | head -1)"
+version="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2}' | sort -V | tail -1)"
 [ -n "$version" ] || { log "no kubernetes source package found"; exit 1; }
 cache="$cache_root/kube-${version//[:~]/_}-$recipe"
+# One build at a time (tests and benchmarks may start together); the second reuses the first's.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.build.lock"
+flock 9
 if [ -x "$cache/kube-apiserver" ] && [ -x "$cache/kube-controller-manager" ]; then
     log "reusing $cache"
     echo "$cache"
@@ -47,6 +51,7 @@ trap 'rm -rf "$work"' EXIT
 log "building kubernetes $version in $work (several minutes)"
 (cd "$work" && apt-get source -qq "kubernetes=$version" >&2)
 tree="$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -1)"
+[ -n "$tree" ] || { log "apt-get source unpacked no kubernetes-* directory in $work"; exit 1; }
 
 # The vendored reflect2 1.0.1 crashes under Go >= 1.18 ("fatal error: fault" in mapiternext).
 reflect2_src=/usr/share/gocode/src/github.com/modern-go/reflect2
@@ -63,6 +68,7 @@ ln -s "$tree" "$gopath/src/k8s.io/kubernetes"
     export GOPATH="$gopath" HOME="$work/home" CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=on
     make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
 )
+rm -rf "$cache.partial"
 mkdir -p "$cache.partial"
 for bin in kube-apiserver kube-controller-manager; do
     cp "$(find "$tree/_output" -type f -name "$bin" -perm -u+x | head -1)" "$cache.partial/$bin"

@@ -17,6 +17,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 default_state="${XDG_CACHE_HOME:-$HOME/.cache}/flotilla/clusters"
 admin_token="flotilla-admin-token"
+marker=".flotilla-clusters"
 
 die() { echo "clusters.sh: $*" >&2; exit 2; }
 log() { echo "clusters.sh: $*" >&2; }
@@ -33,11 +34,12 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-# Runs a child that dies with this shell, its output in a log file; prints its pid.
+# Runs a child that dies with this shell (so never from a subshell), its output in a log
+# file and its pid in a pid file.
 spawn() {
-    local log_file="$1"; shift
+    local log_file="$1" pid_file="$2"; shift 2
     setpriv --pdeathsig KILL -- "$@" >"$log_file" 2>&1 </dev/null &
-    echo $!
+    echo $! >"$pid_file"
 }
 
 start_apiserver() {
@@ -45,7 +47,7 @@ start_apiserver() {
     port="$(cat "$state/$name/port")"
     dir="$state/$name"
     mkdir -p "$dir/certs"
-    spawn "$dir/apiserver.log" "$bin/kube-apiserver" \
+    spawn "$dir/apiserver.log" "$dir/apiserver.pid" "$bin/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$etcd_port" --etcd-prefix="/$name" \
         --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
         --secure-port="$port" --insecure-port=0 --cert-dir="$dir/certs" \
@@ -55,17 +57,17 @@ start_apiserver() {
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --api-audiences=https://kubernetes.default.svc.cluster.local \
         --service-cluster-ip-range=10.0.0.0/20 --endpoint-reconciler-type=none \
-        --allow-privileged=true >"$dir/apiserver.pid"
+        --allow-privileged=true
 }
 
 start_controller_manager() {
     local name="$1" dir="$state/$1"
-    spawn "$dir/controller-manager.log" "$bin/kube-controller-manager" \
+    spawn "$dir/controller-manager.log" "$dir/controller-manager.pid" "$bin/kube-controller-manager" \
         --kubeconfig="$dir/admin.kubeconfig" --leader-elect=false \
         --controllers=namespace,garbagecollector,deployment,replicaset,serviceaccount,serviceaccount-token \
         --service-account-private-key-file="$state/sa.key" \
         --root-ca-file="$dir/certs/apiserver.crt" \
-        --port=0 --secure-port=0 >"$dir/controller-manager.pid"
+        --port=0 --secure-port=0
 }
 
 wait_ready() {
@@ -146,6 +148,7 @@ EOF
 
 cleanup() {
     trap - EXIT INT TERM
+    [ -f "$state/$marker" ] || return 0
     for name in "${names[@]}"; do stop_cluster "$name"; done
     [ -n "${etcd_pid:-}" ] && kill -KILL "$etcd_pid" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -188,10 +191,18 @@ cmd_up() {
         return
     fi
 
-    [ ! -e "$state" ] || rm -rf "$state"
+    # The state directory is removed at the end: never take over one this script did not make.
+    if [ -e "$state" ]; then
+        [ -f "$state/$marker" ] || die "$state exists and was not made by clusters.sh; pick another --state"
+        [ ! -e "$state/supervisor.pid" ] || die "clusters are already up in $state (clusters.sh down first)"
+        rm -rf "$state"
+    fi
     mkdir -p "$state"
+    touch "$state/$marker"
     bin="$("$here/build-kube.sh")"
-    trap cleanup EXIT INT TERM
+    trap cleanup EXIT
+    trap 'cleanup; exit 130' INT
+    trap 'cleanup; exit 143' TERM
 
     echo "$admin_token,admin,admin,system:masters" >"$state/tokens.csv"
     openssl genrsa -out "$state/sa.key" 2048 2>/dev/null
@@ -202,10 +213,11 @@ cmd_up() {
     etcd_port="${ports[0]}"; etcd_peer_port="${ports[1]}"
     # etcd's data is throwaway: keep it in memory when /dev/shm exists.
     etcd_dir="$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "$state")/flotilla-etcd.XXXXXX")"
-    etcd_pid="$(spawn "$state/etcd.log" etcd --data-dir "$etcd_dir" \
+    spawn "$state/etcd.log" "$state/etcd.pid" etcd --data-dir "$etcd_dir" \
         --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
         --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-        --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" --quota-backend-bytes 4294967296)"
+        --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" --quota-backend-bytes 4294967296
+    etcd_pid="$(cat "$state/etcd.pid")"
     for name in "${names[@]}"; do
         mkdir -p "$state/$name"
         echo "${ports[$((i + 2))]}" >"$state/$name/port"
@@ -239,12 +251,13 @@ cmd_down() {
     done
     state="${state:-$default_state}"
     local pid
+    [ -f "$state/$marker" ] || die "no clusters are up in $state"
     pid="$(cat "$state/supervisor.pid" 2>/dev/null)" || die "no clusters are up in $state"
     # Killing the `sleep infinity | ...` pipeline closes the supervisor's stdin.
     pkill -TERM -P "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do [ -e "$state" ] || break; sleep 0.2; done
-    rm -rf "$state"
+    [ ! -f "$state/$marker" ] || rm -rf "$state"
     echo "clusters stopped"
 }
 
