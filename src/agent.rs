@@ -1,18 +1,30 @@
-//! The agent's reconcile loop: on each poll or webhook trigger, fetch the source; a new commit
-//! is checked out, rendered, placed and applied to every member cluster. The same commit does
-//! nothing once it is synced everywhere. A commit that fails to load, render or place applies
-//! nothing: the last good state stays, and the error shows in status, logs and metrics.
+//! The agent: a reconcile loop that follows the source, and one worker per member cluster.
+//!
+//! The loop fetches on each poll or webhook trigger. A new commit is checked out, rendered and
+//! placed, and each cluster's worker is handed its desired objects; the same commit does
+//! nothing. A commit that fails to load, render or place is handed to nobody: the last good
+//! state stays, and the error shows in status, logs and metrics.
+//!
+//! A worker syncs its cluster whenever it is handed new objects, retries with backoff while
+//! its cluster fails, and watches the kinds it manages for drift (see [`crate::drift`]),
+//! correcting or reporting it. A dead or slow cluster only ever holds up its own worker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kube::config::Kubeconfig;
 use serde::Serialize;
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::{Notify, RwLock, mpsc, watch};
 
-use crate::apply::{ClusterStatus, ObjectProblem, SyncOptions, member::connect_all, sync_fleet};
+use crate::apply::{
+    ClusterReport, ClusterStatus, Member, ObjectProblem, SyncOptions, apply_one,
+    kept_by_plan_errors, sync_cluster,
+};
+use crate::drift::{Drift, DriftMode, WatchedKind, watch_kinds};
 use crate::metrics::Metrics;
+use crate::object::{Object, ObjectRef};
 use crate::placement::{self, Plan};
 use crate::render;
 use crate::source::GitSource;
@@ -33,39 +45,40 @@ pub struct AgentConfig {
     pub source: Source,
     /// The fleet path inside the repo (`.` for its root).
     pub repo_path: PathBuf,
-    /// A kubeconfig with one context per member cluster; read again on every sync.
+    /// A kubeconfig with one context per member cluster; read again when a worker reconnects.
     pub kubeconfig: PathBuf,
     /// How often to poll without a trigger.
     pub interval: Duration,
     /// How to sync.
     pub sync: SyncOptions,
+    /// What to do about drift.
+    pub drift: DriftMode,
 }
 
 /// What `/status` shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
-    /// The commit last applied (or being applied).
+    /// The newest commit handed to the workers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// Unix time of the last sync.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_sync: Option<f64>,
-    /// Whether a sync has succeeded everywhere at least once.
+    /// Whether every cluster has synced successfully at least once.
     pub ready: bool,
     /// The last fetch, render or place error; cleared by the next good commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Per cluster, its last sync.
+    /// Per cluster, its last sync and drift.
     pub clusters: BTreeMap<String, ClusterView>,
 }
 
 /// One cluster in `/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterView {
-    /// `synced`, `degraded` or `failed`.
-    pub status: ClusterStatus,
-    /// The commit it holds.
-    pub commit: String,
+    /// `synced`, `degraded` or `failed`; none before the first sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<ClusterStatus>,
+    /// The commit it was last synced to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -77,16 +90,36 @@ pub struct ClusterView {
     pub pruned: usize,
     /// Objects that failed, and why.
     pub failed: Vec<ObjectProblem>,
-    /// Unix time of the cluster's last successful sync.
+    /// Unix time of the last sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<f64>,
+    /// Unix time of the last successful sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success: Option<f64>,
+    /// The latest drift seen (newest last), with whether it was corrected.
+    pub drift: Vec<DriftView>,
 }
 
-/// What the loop and the HTTP server share.
+/// One drift in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftView {
+    /// What drifted.
+    #[serde(flatten)]
+    pub drift: Drift,
+    /// Whether Flotilla re-applied the object.
+    pub corrected: bool,
+    /// Unix time it was seen.
+    pub seen: f64,
+}
+
+/// Drift entries kept per cluster in `/status`.
+const DRIFT_SHOWN: usize = 20;
+
+/// What the loop, the workers and the HTTP server share.
 pub struct Shared {
     /// The status.
     pub status: RwLock<Status>,
-    /// Wakes the loop; triggers that come while it syncs coalesce into one more sync.
+    /// Wakes the loop; triggers that come while it works coalesce into one more round.
     pub trigger: Notify,
     /// The metrics.
     pub metrics: Metrics,
@@ -99,8 +132,17 @@ fn unix_now() -> f64 {
         .unwrap_or_default()
 }
 
+/// One cluster's desired state, as handed to its worker.
+struct Desired {
+    commit: String,
+    first_seen: Instant,
+    objects: Vec<Object>,
+    keep: BTreeSet<ObjectRef>,
+}
+
 /// Runs the loop forever.
 pub async fn run(config: AgentConfig, shared: Arc<Shared>) {
+    let config = Arc::new(config);
     let mut state = LoopState::default();
     loop {
         reconcile(&config, &shared, &mut state).await;
@@ -118,14 +160,15 @@ pub async fn run(config: AgentConfig, shared: Arc<Shared>) {
 
 #[derive(Default)]
 struct LoopState {
-    /// The commit every cluster holds.
-    synced_commit: Option<String>,
-    /// When each commit was first seen, for commit-to-applied latency.
-    first_seen: HashMap<String, Instant>,
+    /// The commit last handed to the workers.
+    planned_commit: Option<String>,
+    /// When the newest commit was first seen, for commit-to-applied latency.
+    first_seen: Option<(String, Instant)>,
     fetch_failures: u32,
+    workers: HashMap<String, watch::Sender<Option<Arc<Desired>>>>,
 }
 
-async fn reconcile(config: &AgentConfig, shared: &Shared, state: &mut LoopState) {
+async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut LoopState) {
     let commit = match &config.source {
         Source::Git(git) => {
             let started = Instant::now();
@@ -157,12 +200,14 @@ async fn reconcile(config: &AgentConfig, shared: &Shared, state: &mut LoopState)
         // A directory has no commit: every trigger re-syncs, and a no-op sync costs reads only.
         Source::Directory(dir) => format!("dir:{}", dir.display()),
     };
-    state.first_seen.retain(|seen, _| *seen == commit);
-    let first_seen = *state
+    if state.first_seen.as_ref().map(|(c, _)| c) != Some(&commit) {
+        state.first_seen = Some((commit.clone(), Instant::now()));
+    }
+    let first_seen = state
         .first_seen
-        .entry(commit.clone())
-        .or_insert_with(Instant::now);
-    if matches!(config.source, Source::Git(_)) && state.synced_commit.as_ref() == Some(&commit) {
+        .as_ref()
+        .map_or_else(Instant::now, |(_, t)| *t);
+    if matches!(config.source, Source::Git(_)) && state.planned_commit.as_ref() == Some(&commit) {
         return;
     }
 
@@ -174,94 +219,53 @@ async fn reconcile(config: &AgentConfig, shared: &Shared, state: &mut LoopState)
                 .plan_failures
                 .with_label_values(&[stage])
                 .inc();
-            tracing::error!(commit = %commit, "{stage}: {error}; nothing applied");
-            return report_error(shared, format!("commit {commit}: {stage}: {error}")).await;
+            state.planned_commit = Some(commit.clone());
+            return report_error(
+                shared,
+                format!("commit {commit}: {stage}: {error}; nothing applied"),
+            )
+            .await;
         }
     };
     for error in &plan.errors {
         tracing::warn!(commit = %commit, "{error}");
     }
-
-    let names: Vec<String> = plan.desired.keys().cloned().collect();
-    let members = match connect_all(&config.kubeconfig, &names).await {
-        Ok(members) => members,
-        Err(error) => return report_error(shared, error.to_string()).await,
-    };
-    let metrics = &shared.metrics;
-    let reports = sync_fleet(&plan, &members, &config.sync, |report| {
-        let result = match report.status {
-            ClusterStatus::Synced => "synced",
-            ClusterStatus::Degraded => "degraded",
-            ClusterStatus::Failed => "failed",
-        };
-        let cluster = report.cluster.as_str();
-        metrics.syncs.with_label_values(&[cluster, result]).inc();
-        metrics
-            .sync_duration
-            .with_label_values(&[cluster])
-            .observe(report.duration.as_secs_f64());
-        metrics
-            .cluster_reachable
-            .with_label_values(&[cluster])
-            .set(i64::from(report.status != ClusterStatus::Failed));
-        if report.status == ClusterStatus::Synced {
-            metrics
-                .commit_to_applied
-                .with_label_values(&[cluster])
-                .observe(first_seen.elapsed().as_secs_f64());
-            metrics
-                .last_successful_sync
-                .with_label_values(&[cluster])
-                .set(unix_now());
-            metrics
-                .objects_managed
-                .with_label_values(&[cluster])
-                .set((report.applied.len() + report.unchanged.len()) as i64);
-        }
-        tracing::info!(
-            cluster,
-            commit = %commit,
-            result,
-            applied = report.applied.len(),
-            unchanged = report.unchanged.len(),
-            pruned = report.pruned.len(),
-            failed = report.failed.len(),
-            error = report.error.as_deref().unwrap_or(""),
-            "synced"
-        );
-    })
-    .await;
-
-    let all_synced = reports.iter().all(|r| r.status == ClusterStatus::Synced);
-    state.synced_commit = all_synced.then(|| commit.clone());
-    let mut status = shared.status.write().await;
-    status.commit = Some(commit.clone());
-    status.last_sync = Some(unix_now());
-    status.error = None;
-    status.ready |= all_synced;
-    let previous = std::mem::take(&mut status.clusters);
-    for report in reports {
-        let last_success = if report.status == ClusterStatus::Synced {
-            Some(unix_now())
-        } else {
-            previous
-                .get(&report.cluster)
-                .and_then(|view| view.last_success)
-        };
-        status.clusters.insert(
-            report.cluster.clone(),
-            ClusterView {
-                status: report.status,
-                commit: commit.clone(),
-                error: report.error,
-                applied: report.applied.len(),
-                unchanged: report.unchanged.len(),
-                pruned: report.pruned.len(),
-                failed: report.failed,
-                last_success,
-            },
-        );
+    {
+        let mut status = shared.status.write().await;
+        status.commit = Some(commit.clone());
+        status.error = None;
+        status
+            .clusters
+            .retain(|cluster, _| plan.desired.contains_key(cluster));
     }
+    // Clusters that left the fleet: their workers stop (nothing is deleted there).
+    state
+        .workers
+        .retain(|cluster, _| plan.desired.contains_key(cluster));
+    for (cluster, objects) in &plan.desired {
+        let desired = Arc::new(Desired {
+            commit: commit.clone(),
+            first_seen,
+            objects: objects.clone(),
+            keep: kept_by_plan_errors(&plan, cluster),
+        });
+        match state.workers.get(cluster) {
+            Some(sender) => {
+                let _ = sender.send(Some(desired));
+            }
+            None => {
+                let (sender, receiver) = watch::channel(Some(desired));
+                tokio::spawn(worker(
+                    cluster.clone(),
+                    config.clone(),
+                    shared.clone(),
+                    receiver,
+                ));
+                state.workers.insert(cluster.clone(), sender);
+            }
+        }
+    }
+    state.planned_commit = Some(commit);
 }
 
 /// Checks out, renders and places a commit, off the async threads.
@@ -287,4 +291,282 @@ async fn load_plan(config: &AgentConfig, commit: &str) -> Result<Plan, (&'static
 async fn report_error(shared: &Shared, error: String) {
     tracing::error!("{error}");
     shared.status.write().await.error = Some(error);
+}
+
+async fn connect(config: &AgentConfig, cluster: &str) -> Result<Member, String> {
+    let kubeconfig = Kubeconfig::read_from(&config.kubeconfig)
+        .map_err(|error| format!("{}: {error}", config.kubeconfig.display()))?;
+    Member::from_kubeconfig(&kubeconfig, &config.kubeconfig, cluster)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// One cluster's worker: syncs when handed new objects, retries while failing, and handles
+/// drift. Ends when the loop drops its sender.
+async fn worker(
+    cluster: String,
+    config: Arc<AgentConfig>,
+    shared: Arc<Shared>,
+    mut desired_rx: watch::Receiver<Option<Arc<Desired>>>,
+) {
+    let (drift_tx, mut drift_rx) = mpsc::channel::<Drift>(256);
+    let mut member: Option<Member> = None;
+    let mut watches: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut watched: Vec<WatchedKind> = Vec::new();
+    let mut failures: u32 = 0;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    // The first round syncs at once.
+    desired_rx.mark_changed();
+    loop {
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = desired_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            Some(drift) = drift_rx.recv() => {
+                let desired = desired_rx.borrow().clone();
+                if let (Some(member), Some(desired)) = (&member, desired) {
+                    handle_drift(&config, &shared, member, &desired, drift).await;
+                }
+                continue;
+            }
+            () = retry => {}
+        }
+        let Some(desired) = desired_rx.borrow_and_update().clone() else {
+            continue;
+        };
+        if member.is_none() {
+            match connect(&config, &cluster).await {
+                Ok(connected) => member = Some(connected),
+                Err(error) => {
+                    let report = failed_report(&cluster, error);
+                    record(&shared, &report, &desired).await;
+                    failures += 1;
+                    retry_at = Some(tokio::time::Instant::now() + backoff(failures, &config));
+                    continue;
+                }
+            }
+        }
+        let Some(connected) = &member else { continue };
+        let report = sync_cluster(connected, &desired.objects, &desired.keep, &config.sync).await;
+        record(&shared, &report, &desired).await;
+        match report.status {
+            ClusterStatus::Synced => {
+                failures = 0;
+                retry_at = None;
+            }
+            status => {
+                failures += 1;
+                retry_at = Some(tokio::time::Instant::now() + backoff(failures, &config));
+                if status == ClusterStatus::Failed {
+                    // Reconnect (and re-read the kubeconfig) next time.
+                    member = None;
+                    continue;
+                }
+            }
+        }
+        // Watch every kind this cluster now holds.
+        let mut kinds = BTreeSet::new();
+        for object in &desired.objects {
+            if let Ok(Some(resource)) = connected
+                .resource(object.api_version(), object.kind())
+                .await
+            {
+                kinds.insert(WatchedKind {
+                    api_version: object.api_version().to_string(),
+                    kind: object.kind().to_string(),
+                    plural: resource.plural,
+                });
+            }
+        }
+        let kinds: Vec<WatchedKind> = kinds.into_iter().collect();
+        if kinds != watched {
+            for handle in watches.drain(..) {
+                handle.abort();
+            }
+            watches = watch_kinds(
+                connected.client(),
+                &cluster,
+                &config.sync.name,
+                &kinds,
+                &drift_tx,
+            );
+            watched = kinds;
+        }
+    }
+    for handle in watches {
+        handle.abort();
+    }
+}
+
+/// 1 s doubling, up to the poll interval.
+fn backoff(failures: u32, config: &AgentConfig) -> Duration {
+    Duration::from_secs(1 << failures.min(10)).min(config.interval.max(Duration::from_secs(1)))
+}
+
+fn failed_report(cluster: &str, error: String) -> ClusterReport {
+    ClusterReport {
+        cluster: cluster.to_string(),
+        status: ClusterStatus::Failed,
+        error: Some(error),
+        applied: Vec::new(),
+        unchanged: Vec::new(),
+        pruned: Vec::new(),
+        kept: Vec::new(),
+        failed: Vec::new(),
+        writes: 0,
+        set_hash: String::new(),
+        duration: Duration::ZERO,
+    }
+}
+
+/// Records a sync in metrics, logs and status.
+async fn record(shared: &Shared, report: &ClusterReport, desired: &Desired) {
+    let metrics = &shared.metrics;
+    let cluster = report.cluster.as_str();
+    let result = match report.status {
+        ClusterStatus::Synced => "synced",
+        ClusterStatus::Degraded => "degraded",
+        ClusterStatus::Failed => "failed",
+    };
+    metrics.syncs.with_label_values(&[cluster, result]).inc();
+    metrics
+        .sync_duration
+        .with_label_values(&[cluster])
+        .observe(report.duration.as_secs_f64());
+    metrics
+        .cluster_reachable
+        .with_label_values(&[cluster])
+        .set(i64::from(report.status != ClusterStatus::Failed));
+    let now = unix_now();
+    if report.status == ClusterStatus::Synced {
+        metrics
+            .commit_to_applied
+            .with_label_values(&[cluster])
+            .observe(desired.first_seen.elapsed().as_secs_f64());
+        metrics
+            .last_successful_sync
+            .with_label_values(&[cluster])
+            .set(now);
+        metrics
+            .objects_managed
+            .with_label_values(&[cluster])
+            .set((report.applied.len() + report.unchanged.len()) as i64);
+    }
+    if report.status == ClusterStatus::Synced
+        && report.applied.is_empty()
+        && report.pruned.is_empty()
+    {
+        tracing::debug!(cluster, commit = %desired.commit, "nothing to change");
+    } else {
+        tracing::info!(
+            cluster,
+            commit = %desired.commit,
+            result,
+            applied = report.applied.len(),
+            unchanged = report.unchanged.len(),
+            pruned = report.pruned.len(),
+            failed = report.failed.len(),
+            error = report.error.as_deref().unwrap_or(""),
+            "synced"
+        );
+    }
+    let mut status = shared.status.write().await;
+    let view = status.clusters.entry(cluster.to_string()).or_default();
+    view.status = Some(report.status);
+    view.commit = Some(desired.commit.clone());
+    view.error = report.error.clone();
+    view.applied = report.applied.len();
+    view.unchanged = report.unchanged.len();
+    view.pruned = report.pruned.len();
+    view.failed = report.failed.clone();
+    view.last_sync = Some(now);
+    if report.status == ClusterStatus::Synced {
+        view.last_success = Some(now);
+    }
+    let current = status.commit.clone();
+    let all_synced = !status.clusters.is_empty()
+        && status
+            .clusters
+            .values()
+            .all(|view| view.status == Some(ClusterStatus::Synced) && view.commit == current);
+    status.ready |= all_synced;
+}
+
+/// Reports drift, and re-applies the object unless the agent or the object says report only.
+async fn handle_drift(
+    config: &AgentConfig,
+    shared: &Shared,
+    member: &Member,
+    desired: &Desired,
+    drift: Drift,
+) {
+    let cluster = drift.cluster.as_str();
+    shared
+        .metrics
+        .drift_detected
+        .with_label_values(&[cluster])
+        .inc();
+    tracing::warn!(
+        cluster,
+        object = %drift.object,
+        fields = drift.fields.join(", "),
+        managers = drift.managers.join(", "),
+        "drift"
+    );
+    let correct = config.drift == DriftMode::Correct && !drift.report_only;
+    let mut corrected = false;
+    if correct {
+        let object = desired
+            .objects
+            .iter()
+            .find(|object| same_object(&object.object_ref(), &drift.object));
+        if let Some(object) = object {
+            corrected = if drift.fields == ["deleted"] {
+                // Re-created: a full sync records the new uid in the inventory.
+                let report =
+                    sync_cluster(member, &desired.objects, &desired.keep, &config.sync).await;
+                record(shared, &report, desired).await;
+                report.status == ClusterStatus::Synced
+            } else {
+                match member.prepare(object, &config.sync.name).await {
+                    Ok(prepared) => apply_one(member, &prepared, false).await.is_ok(),
+                    Err(_) => false,
+                }
+            };
+        }
+        if corrected {
+            shared
+                .metrics
+                .drift_corrected
+                .with_label_values(&[cluster])
+                .inc();
+        }
+    }
+    let mut status = shared.status.write().await;
+    let view = status.clusters.entry(cluster.to_string()).or_default();
+    view.drift.push(DriftView {
+        drift,
+        corrected,
+        seen: unix_now(),
+    });
+    if view.drift.len() > DRIFT_SHOWN {
+        view.drift.remove(0);
+    }
+}
+
+/// The same object, where the planned one may not name its namespace (`default`).
+fn same_object(planned: &ObjectRef, live: &ObjectRef) -> bool {
+    planned.group == live.group
+        && planned.kind == live.kind
+        && planned.name == live.name
+        && (planned.namespace == live.namespace
+            || (planned.namespace.is_empty() && live.namespace == "default"))
 }

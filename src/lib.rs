@@ -29,6 +29,7 @@
 pub mod agent;
 pub mod apply;
 pub mod cli;
+pub mod drift;
 pub mod labels;
 pub mod metrics;
 pub mod object;

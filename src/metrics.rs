@@ -29,6 +29,10 @@ pub struct Metrics {
     pub last_successful_sync: GaugeVec,
     /// Commits that failed to load, render or place (nothing was applied).
     pub plan_failures: IntCounterVec,
+    /// Drift seen per cluster.
+    pub drift_detected: IntCounterVec,
+    /// Drift corrected per cluster.
+    pub drift_corrected: IntCounterVec,
 }
 
 /// Buckets for latencies from milliseconds to a minute.
@@ -88,6 +92,16 @@ impl Metrics {
             "Commits that failed to load, render or place; nothing was applied.",
             &["stage"],
         )?;
+        let drift_detected = counter(
+            "flotilla_drift_detected_total",
+            "Managed objects changed or deleted in the cluster behind Flotilla's back.",
+            &["cluster"],
+        )?;
+        let drift_corrected = counter(
+            "flotilla_drift_corrected_total",
+            "Drifted objects Flotilla re-applied.",
+            &["cluster"],
+        )?;
         let objects_managed = IntGaugeVec::new(
             Opts::new(
                 "flotilla_objects_managed",
@@ -124,6 +138,8 @@ impl Metrics {
             cluster_reachable,
             last_successful_sync,
             plan_failures,
+            drift_detected,
+            drift_corrected,
         })
     }
 

@@ -854,3 +854,204 @@ data: {{level: {level}}}
     );
     assert!(!metrics.contains(&second), "no commit hash in metrics");
 }
+
+async fn deployment_json(cluster: &str, namespace: &str, name: &str) -> Option<Value> {
+    let client = clusters().client(cluster).await;
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client,
+        namespace,
+        &kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+    );
+    api.get_opt(name)
+        .await
+        .expect("GET deployment")
+        .map(|d| serde_json::to_value(d).expect("json"))
+}
+
+/// Polls until `check` holds, for up to 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("not within 20 s: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_corrects_drift_and_only_reports_it_when_the_object_asks() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-drift";
+    let cluster = "cluster-shanghai";
+    let deployment = |name: &str, annotations: &str| {
+        format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {namespace}
+  annotations: {{{annotations}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: web, image: "nginx:1.27.3"}}]
+"#
+        )
+    };
+    let fleet = format!(
+        r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: drift, namespace: flotilla-system}}
+spec:
+  clusters:
+    - {{name: {cluster}, kind: AttachedCluster}}
+  placement: {{}}
+{}{}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {namespace}}}
+data: {{level: info}}
+"#,
+        deployment("web", ""),
+        deployment("reported", "flotilla.dev/drift: report"),
+    );
+    let dir = write_fleet(&[("fleet.yaml", &fleet)]);
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let agent = Agent::start(&[
+        "--path",
+        dir.path().to_str().expect("utf-8"),
+        "--kubeconfig",
+        &kubeconfig,
+        "--interval",
+        "1h",
+        "--name",
+        "drift",
+    ]);
+    tokio::task::block_in_place(|| agent.wait_ready());
+    // Give the watches a moment to list what they manage.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    let client = clusters.client(cluster).await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), namespace);
+    // `kubectl scale` and `kubectl set image`, as other field managers.
+    let params = kube::api::PatchParams {
+        field_manager: Some("kubectl-scale".into()),
+        ..Default::default()
+    };
+    deployments
+        .patch(
+            "web",
+            &params,
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("scale");
+    let params = kube::api::PatchParams {
+        field_manager: Some("kubectl-set".into()),
+        ..Default::default()
+    };
+    let image = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "image": "nginx:1.0-edited"}]}}}});
+    deployments
+        .patch("web", &params, &kube::api::Patch::Strategic(image.clone()))
+        .await
+        .expect("set image");
+    deployments
+        .patch("reported", &params, &kube::api::Patch::Strategic(image))
+        .await
+        .expect("set image on the reported one");
+    let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, namespace);
+    config_maps
+        .delete("settings", &Default::default())
+        .await
+        .expect("delete configmap");
+
+    eventually(
+        "the scaled Deployment is scaled back and its image restored",
+        || async {
+            deployment_json(cluster, namespace, "web")
+                .await
+                .is_some_and(|d| {
+                    d["spec"]["replicas"] == 2
+                        && d["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27.3"
+                })
+        },
+    )
+    .await;
+    eventually("the deleted ConfigMap is back", || async {
+        config_map_exists(cluster, namespace, "settings").await
+    })
+    .await;
+
+    // Report mode: left alone, reported with field path and manager.
+    let reported = deployment_json(cluster, namespace, "reported")
+        .await
+        .expect("deployment");
+    assert_eq!(
+        reported["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.0-edited"
+    );
+    let (_, status) = tokio::task::block_in_place(|| agent.request("GET", "/status", &[], b""));
+    let status: Value = serde_json::from_str(&status).expect("status JSON");
+    let drift = status["clusters"][cluster]["drift"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let reported_drift = drift
+        .iter()
+        .find(|d| d["object"]["name"] == "reported")
+        .unwrap_or_else(|| panic!("no drift of `reported` in {status}"));
+    assert_eq!(reported_drift["corrected"], false, "{reported_drift}");
+    assert_eq!(
+        reported_drift["fields"],
+        serde_json::json!(["spec.template.spec.containers[name=web].image"]),
+        "{reported_drift}"
+    );
+    assert_eq!(
+        reported_drift["managers"],
+        serde_json::json!(["kubectl-set"]),
+        "{reported_drift}"
+    );
+    let web_drift: Vec<&Value> = drift
+        .iter()
+        .filter(|d| d["object"]["name"] == "web")
+        .collect();
+    assert!(web_drift.iter().all(|d| d["corrected"] == true), "{status}");
+    assert!(
+        web_drift
+            .iter()
+            .any(|d| d["managers"] == serde_json::json!(["kubectl-scale"])),
+        "{status}"
+    );
+    let (_, metrics) = tokio::task::block_in_place(|| agent.request("GET", "/metrics", &[], b""));
+    let detected = metric_value(
+        &metrics,
+        &format!("flotilla_drift_detected_total{{cluster=\"{cluster}\"}}"),
+    );
+    let corrected = metric_value(
+        &metrics,
+        &format!("flotilla_drift_corrected_total{{cluster=\"{cluster}\"}}"),
+    );
+    assert!(detected >= 3.0, "{metrics}");
+    assert!(corrected >= 2.0 && corrected < detected, "{metrics}");
+}
+
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -150,6 +150,11 @@ impl Member {
         })
     }
 
+    /// The kube client (for watches).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// Sends one request, retrying 429, 5xx and connection errors with backoff. Any other
     /// answer, 4xx included, is returned for the caller to judge.
     pub async fn send(

@@ -330,7 +330,11 @@ fn content_hash(body: &Value) -> String {
 
 impl Member {
     /// Prepares a planned object for this cluster: body, hash, and how the API serves it.
-    async fn prepare(&self, object: &Object, sync_name: &str) -> Result<Prepared, RequestError> {
+    pub async fn prepare(
+        &self,
+        object: &Object,
+        sync_name: &str,
+    ) -> Result<Prepared, RequestError> {
         let mut object_ref = object.object_ref();
         let mut body = prepare_body(&object.value, sync_name);
         let resource = self.resource(object.api_version(), object.kind()).await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{CliError, Outcome};
 use crate::agent::{self, AgentConfig, Shared, Source};
 use crate::apply::SyncOptions;
+use crate::drift::DriftMode;
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
 use crate::source::{GitCredentials, GitRef, GitSource};
@@ -75,6 +76,10 @@ pub struct RunArgs {
     /// Requests in flight per cluster.
     #[arg(long, default_value_t = 16, env = "FLOTILLA_CONCURRENCY")]
     concurrency: usize,
+    /// What to do when a managed object is changed or deleted in a member cluster (an object
+    /// annotated `flotilla.dev/drift: report` is only reported).
+    #[arg(long, value_enum, default_value_t = DriftMode::Correct, env = "FLOTILLA_DRIFT")]
+    drift: DriftMode,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`.
@@ -160,6 +165,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             concurrency: args.concurrency,
             force: false,
         },
+        drift: args.drift,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,400 @@
+//! Drift: managed objects changed or deleted in a member cluster behind Flotilla's back.
+//!
+//! Every kind Flotilla manages in a cluster is watched (by the inventory label). A change is
+//! drift when a field Flotilla set is now owned by another field manager: server-side apply
+//! moves a field's ownership to whoever changes it (`kubectl scale`, `kubectl set image`,
+//! `kubectl edit`), so `managedFields` says which field changed and who changed it, with no
+//! extra request. Fields Flotilla does not set (status, replicas an HPA owns when Git omits
+//! them, fields other managers own) are never drift. A deleted managed object is drift too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, ApiResource, DynamicObject, WatchEvent, WatchParams};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::apply::{FIELD_MANAGER, INVENTORY_LABEL};
+use crate::object::ObjectRef;
+
+/// What to do about drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// Re-apply the object.
+    Correct,
+    /// Only report it.
+    Report,
+}
+
+/// With the value `report`, drift of this object is reported, not corrected.
+pub const DRIFT_ANNOTATION: &str = "flotilla.dev/drift";
+
+/// One drifted object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    /// The cluster.
+    pub cluster: String,
+    /// The object.
+    pub object: ObjectRef,
+    /// What changed: field paths now owned by someone else, or `deleted`.
+    pub fields: Vec<String>,
+    /// The field managers that own those fields now.
+    pub managers: Vec<String>,
+    /// Whether the object asks, by annotation, to be reported only.
+    #[serde(skip)]
+    pub report_only: bool,
+}
+
+/// Every path of a `fieldsV1` tree (`f:spec.f:replicas`, ...), as `/`-joined keys.
+fn field_paths(fields: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    let Some(map) = fields.as_object() else {
+        return;
+    };
+    for (key, child) in map {
+        if key == "." {
+            continue;
+        }
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}/{key}")
+        };
+        field_paths(child, &path, out);
+        out.insert(path);
+    }
+}
+
+/// The `fieldsV1` of a manager's entries (all operations), merged into one path set.
+fn owned_paths(object: &Value, manager: &str) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for entry in object
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.get("manager").and_then(Value::as_str) == Some(manager))
+    {
+        if let Some(fields) = entry.get("fieldsV1") {
+            field_paths(fields, "", &mut paths);
+        }
+    }
+    paths
+}
+
+/// A path for people: `spec.template.spec.containers[name=web].image`.
+fn readable(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('/') {
+        if let Some(field) = part.strip_prefix("f:") {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(field);
+        } else if let Some(key) = part.strip_prefix("k:") {
+            let key: BTreeMap<String, Value> = serde_json::from_str(key).unwrap_or_default();
+            let key: Vec<String> = key
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+                .collect();
+            out.push_str(&format!("[{}]", key.join(",")));
+        } else if let Some(value) = part.strip_prefix("v:") {
+            out.push_str(&format!("[{value}]"));
+        } else if let Some(index) = part.strip_prefix("i:") {
+            out.push_str(&format!("[{index}]"));
+        }
+    }
+    out
+}
+
+/// Compares Flotilla's field ownership before and after a change: the fields Flotilla lost to
+/// another manager, the most specific ones, and those managers. Empty when nothing drifted.
+pub fn lost_fields(baseline: &BTreeSet<String>, object: &Value) -> (Vec<String>, Vec<String>) {
+    let current = owned_paths(object, FIELD_MANAGER);
+    let mut managers_by_path: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for entry in object
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(manager) = entry.get("manager").and_then(Value::as_str) else {
+            continue;
+        };
+        if manager == FIELD_MANAGER {
+            continue;
+        }
+        let mut paths = BTreeSet::new();
+        if let Some(fields) = entry.get("fieldsV1") {
+            field_paths(fields, "", &mut paths);
+        }
+        for path in paths {
+            managers_by_path
+                .entry(path)
+                .or_default()
+                .insert(manager.to_string());
+        }
+    }
+    let lost: Vec<&String> = baseline
+        .difference(&current)
+        .filter(|path| managers_by_path.contains_key(*path))
+        .collect();
+    // Report leaves: a lost path with a lost child is its parent.
+    let leaves: Vec<&String> = lost
+        .iter()
+        .filter(|path| {
+            !lost
+                .iter()
+                .any(|other| other.starts_with(&format!("{path}/")))
+        })
+        .copied()
+        .collect();
+    let managers: BTreeSet<String> = leaves
+        .iter()
+        .flat_map(|path| managers_by_path[*path].iter().cloned())
+        .collect();
+    (
+        leaves.iter().map(|path| readable(path)).collect(),
+        managers.into_iter().collect(),
+    )
+}
+
+/// A managed kind to watch in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchedKind {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// `deployments`.
+    pub plural: String,
+}
+
+/// Watches one kind in one cluster and sends a [`Drift`] for every managed object whose
+/// Flotilla-owned fields moved to another manager, or that was deleted. Runs until the
+/// receiver is gone; reconnects (from scratch after 410 Gone) when the watch ends.
+pub async fn watch_kind(
+    client: kube::Client,
+    cluster: String,
+    sync_name: String,
+    watched: WatchedKind,
+    drifts: mpsc::Sender<Drift>,
+) {
+    let (group, version) = crate::object::split_api_version(&watched.api_version);
+    let resource = ApiResource {
+        group: group.to_string(),
+        version: version.to_string(),
+        api_version: watched.api_version.clone(),
+        kind: watched.kind.clone(),
+        plural: watched.plural.clone(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let params = WatchParams::default()
+        .labels(&format!("{INVENTORY_LABEL}={sync_name}"))
+        .timeout(290);
+    // Flotilla's fields per object uid, as last seen without drift.
+    let mut baselines: HashMap<String, BTreeSet<String>> = HashMap::new();
+    // The drift last sent per uid: the same drift is sent once, not on every status update.
+    let mut reported: HashMap<String, Vec<String>> = HashMap::new();
+    let mut version = "0".to_string();
+    loop {
+        let stream = match api.watch(&params, &version).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(cluster, kind = watched.kind, %error, "watch failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut stream = std::pin::pin!(stream.into_stream());
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(_) => break,
+            };
+            let (object, deleted) = match event {
+                WatchEvent::Added(object) | WatchEvent::Modified(object) => (object, false),
+                WatchEvent::Deleted(object) => (object, true),
+                WatchEvent::Bookmark(bookmark) => {
+                    version = bookmark.metadata.resource_version;
+                    continue;
+                }
+                WatchEvent::Error(error) => {
+                    if error.code == 410 {
+                        version = "0".into();
+                    }
+                    break;
+                }
+            };
+            if let Some(rv) = &object.metadata.resource_version {
+                version = rv.clone();
+            }
+            let uid = object.metadata.uid.clone().unwrap_or_default();
+            let report_only = object
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DRIFT_ANNOTATION))
+                .is_some_and(|mode| mode == "report");
+            let object_ref = ObjectRef {
+                group: group.to_string(),
+                version: version_of(&watched.api_version),
+                kind: watched.kind.clone(),
+                namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                name: object.metadata.name.clone().unwrap_or_default(),
+            };
+            let value = serde_json::to_value(&object).unwrap_or(Value::Null);
+            let drift = if deleted {
+                reported.remove(&uid);
+                baselines
+                    .remove(&uid)
+                    .map(|_| (vec!["deleted".to_string()], Vec::new()))
+            } else {
+                let drift = baselines
+                    .get(&uid)
+                    .map(|baseline| lost_fields(baseline, &value))
+                    .filter(|(fields, _)| !fields.is_empty());
+                match &drift {
+                    // Until Flotilla owns its fields again (a correction), the baseline stays.
+                    Some((fields, _)) if reported.get(&uid) == Some(fields) => None,
+                    Some((fields, _)) => {
+                        reported.insert(uid, fields.clone());
+                        drift
+                    }
+                    None => {
+                        reported.remove(&uid);
+                        baselines.insert(uid, owned_paths(&value, FIELD_MANAGER));
+                        None
+                    }
+                }
+            };
+            if let Some((fields, managers)) = drift {
+                let drift = Drift {
+                    cluster: cluster.clone(),
+                    object: object_ref,
+                    fields,
+                    managers,
+                    report_only,
+                };
+                if drifts.send(drift).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn version_of(api_version: &str) -> String {
+    crate::object::split_api_version(api_version).1.to_string()
+}
+
+/// Watches several kinds; the returned handles stop them when aborted.
+pub fn watch_kinds(
+    client: &kube::Client,
+    cluster: &str,
+    sync_name: &str,
+    kinds: &[WatchedKind],
+    drifts: &mpsc::Sender<Drift>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    kinds
+        .iter()
+        .map(|watched| {
+            tokio::spawn(watch_kind(
+                client.clone(),
+                cluster.to_string(),
+                sync_name.to_string(),
+                watched.clone(),
+                drifts.clone(),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployment(flotilla: Value, others: &[(&str, Value)]) -> Value {
+        let mut managed =
+            vec![json!({"manager": "flotilla", "operation": "Apply", "fieldsV1": flotilla})];
+        for (manager, fields) in others {
+            managed.push(json!({"manager": manager, "operation": "Update", "fieldsV1": fields}));
+        }
+        json!({"metadata": {"managedFields": managed}})
+    }
+
+    #[test]
+    fn a_scaled_deployment_names_the_field_and_the_manager() {
+        let before = deployment(
+            json!({"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}}),
+            &[],
+        );
+        let baseline = owned_paths(&before, FIELD_MANAGER);
+        let after = deployment(
+            json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}}),
+            &[("kubectl", json!({"f:spec": {"f:replicas": {}}}))],
+        );
+        let (fields, managers) = lost_fields(&baseline, &after);
+        assert_eq!(fields, ["spec.replicas"]);
+        assert_eq!(managers, ["kubectl"]);
+    }
+
+    #[test]
+    fn a_changed_image_is_named_by_its_container() {
+        let baseline = owned_paths(
+            &deployment(
+                json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"web\"}": {".": {}, "f:image": {}}}}}}}),
+                &[],
+            ),
+            FIELD_MANAGER,
+        );
+        let after = deployment(
+            json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"web\"}": {".": {}}}}}}}),
+            &[(
+                "kubectl-set",
+                json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"web\"}": {"f:image": {}}}}}}}),
+            )],
+        );
+        let (fields, managers) = lost_fields(&baseline, &after);
+        assert_eq!(fields, ["spec.template.spec.containers[name=web].image"]);
+        assert_eq!(managers, ["kubectl-set"]);
+    }
+
+    #[test]
+    fn status_and_fields_flotilla_never_set_are_not_drift() {
+        let baseline = owned_paths(
+            &deployment(json!({"f:spec": {"f:paused": {}}}), &[]),
+            FIELD_MANAGER,
+        );
+        let after = deployment(
+            json!({"f:spec": {"f:paused": {}}}),
+            &[
+                (
+                    "kube-controller-manager",
+                    json!({"f:status": {"f:replicas": {}}}),
+                ),
+                ("hpa", json!({"f:spec": {"f:replicas": {}}})),
+            ],
+        );
+        assert_eq!(lost_fields(&baseline, &after), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_field_dropped_from_git_is_not_drift() {
+        // Flotilla's own next apply no longer sets spec.paused; nobody else owns it.
+        let baseline = owned_paths(
+            &deployment(json!({"f:spec": {"f:paused": {}, "f:replicas": {}}}), &[]),
+            FIELD_MANAGER,
+        );
+        let after = deployment(json!({"f:spec": {"f:replicas": {}}}), &[]);
+        assert_eq!(lost_fields(&baseline, &after), (vec![], vec![]));
+    }
+}
