@@ -1046,6 +1046,26 @@ data: {{level: info}}
     );
     assert!(detected >= 3.0, "{metrics}");
     assert!(corrected >= 2.0 && corrected < detected, "{metrics}");
+
+    // `--path`: an edit of the directory is synced without a poll or webhook.
+    std::fs::write(
+        dir.path().join("fleet.yaml"),
+        fleet.replace("level: info", "level: debug"),
+    )
+    .expect("edit fleet");
+    eventually("the edited directory is synced", || async {
+        let client = clusters.client(cluster).await;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, namespace);
+        api.get_opt("settings")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|cm| cm.data?.get("level").cloned())
+            .as_deref()
+            == Some("debug")
+    })
+    .await;
 }
 
 fn metric_value(metrics: &str, series: &str) -> f64 {

@@ -174,6 +174,22 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             path: PathBuf::from("(tokio runtime)"),
             problem: error.to_string(),
         })?;
+    // A local directory re-syncs when it changes (debounced), besides polls and webhooks.
+    let _watcher = match &config.source {
+        Source::Directory(dir) => {
+            let shared = shared.clone();
+            Some(
+                crate::source::watch_directory(dir, Duration::from_millis(300), move || {
+                    shared.trigger.notify_one();
+                })
+                .map_err(|error| CliError::Path {
+                    path: dir.clone(),
+                    problem: error.to_string(),
+                })?,
+            )
+        }
+        Source::Git(_) => None,
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
