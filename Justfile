@@ -22,6 +22,20 @@ demo:
 test:
     cargo test
 
+# Debian packages the build and the tests need: libssl-dev and pkg-config for git2's HTTPS,
+# git, curl and prometheus for the end-to-end tests (kube builds its own, see `kube`).
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    for pkg in libssl-dev pkg-config git curl prometheus; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && exit 0
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+
 # Build (or reuse from ~/.cache/flotilla) kube-apiserver and kube-controller-manager 1.20.
 kube:
     tests/e2e/build-kube.sh

@@ -588,10 +588,7 @@ impl Drop for Agent {
 
 impl Agent {
     fn start(args: &[&str]) -> Agent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let child = std::process::Command::new("setpriv")
             .args([
                 "--pdeathsig",
@@ -609,7 +606,7 @@ impl Agent {
         Agent { child, port }
     }
 
-    /// One HTTP/1.1 request; returns the status code and body.
+    /// One HTTP/1.1 request to the agent; returns the status code and body.
     fn request(
         &self,
         method: &str,
@@ -617,30 +614,7 @@ impl Agent {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).expect("write");
-        stream.write_all(body).expect("write body");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
+        http_request(self.port, method, path, headers, body)
     }
 
     fn wait_ready(&self) {
@@ -657,6 +631,47 @@ impl Agent {
             self.request("GET", "/readyz", &[], b"")
         );
     }
+}
+
+/// One HTTP/1.1 request on loopback; returns the status code and body.
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write body");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -1074,4 +1089,94 @@ fn metric_value(metrics: &str, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_prometheus_scrapes_the_agents_metrics() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let dir = write_fleet(&[(
+        "fleet.yaml",
+        r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {name: scrape, namespace: flotilla-system}
+spec:
+  clusters:
+    - {name: ondemand-cluster, kind: AttachedCluster}
+  placement: {}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: scraped, namespace: e2e-prometheus}
+data: {a: "1"}
+"#,
+    )]);
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let agent = Agent::start(&[
+        "--path",
+        dir.path().to_str().expect("utf-8"),
+        "--kubeconfig",
+        &kubeconfig,
+        "--name",
+        "scrape",
+    ]);
+    tokio::task::block_in_place(|| agent.wait_ready());
+
+    // Debian's prometheus, scraping the agent every second.
+    let prometheus_port = free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: flotilla\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            agent.port
+        ),
+    )
+    .expect("prometheus config");
+    let mut prometheus = std::process::Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--", "prometheus"])
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package `prometheus`)");
+    let query = |q: &str| {
+        let path = format!("/api/v1/query?query={q}");
+        tokio::task::block_in_place(|| {
+            std::net::TcpStream::connect(("127.0.0.1", prometheus_port))
+                .ok()
+                .map(|_| http_request(prometheus_port, "GET", &path, &[], b""))
+        })
+    };
+    let mut answer = None;
+    for _ in 0..150 {
+        if let Some((200, body)) = query("flotilla_syncs_total") {
+            let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if json["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                answer = Some(json);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let answer = answer.expect("prometheus scraped flotilla_syncs_total within 30 s");
+    let series = &answer["data"]["result"][0];
+    assert_eq!(series["metric"]["job"], "flotilla", "{answer}");
+    assert_eq!(series["metric"]["cluster"], "ondemand-cluster", "{answer}");
+    assert_eq!(series["metric"]["result"], "synced", "{answer}");
+    let value: f64 = series["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(value >= 1.0, "{answer}");
 }
