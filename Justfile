@@ -54,10 +54,12 @@ check:
     cargo clippy --all-targets -- -D warnings
 
 # Benchmarks: render + placement of 1,000 clusters x 100 resources; sync of 5 clusters x 50
-# objects against kubectl apply --server-side on real apiservers.
+# objects against kubectl apply --server-side on real apiservers; the agent's webhook-to-applied
+# and drift-correction latency, and its memory on 20 clusters x 500 objects.
 bench:
     cargo bench --bench render_place
     cargo bench --bench sync
+    cargo bench --bench agent
 
 # Regenerate the kustomize conformance fixtures with kubectl.
 fixtures:

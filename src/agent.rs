@@ -136,7 +136,8 @@ fn unix_now() -> f64 {
 struct Desired {
     commit: String,
     first_seen: Instant,
-    objects: Vec<Object>,
+    /// Shared between clusters where equal: most objects are the same in every cluster.
+    objects: Vec<Arc<Object>>,
     keep: BTreeSet<ObjectRef>,
 }
 
@@ -211,7 +212,7 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
         return;
     }
 
-    let plan = match load_plan(config, &commit).await {
+    let mut plan = match load_plan(config, &commit).await {
         Ok(plan) => plan,
         Err((stage, error)) => {
             shared
@@ -242,14 +243,28 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
     state
         .workers
         .retain(|cluster, _| plan.desired.contains_key(cluster));
-    for (cluster, objects) in &plan.desired {
+    // The objects move to the workers, each distinct object once: an object placed unchanged
+    // on 20 clusters is kept once, not 20 times.
+    let desired_sets = std::mem::take(&mut plan.desired);
+    let mut distinct: HashMap<String, Arc<Object>> = HashMap::new();
+    for (cluster, objects) in desired_sets {
+        let objects = objects
+            .into_iter()
+            .map(|object| {
+                let key = object.value.to_string();
+                distinct
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(object))
+                    .clone()
+            })
+            .collect();
         let desired = Arc::new(Desired {
             commit: commit.clone(),
             first_seen,
-            objects: objects.clone(),
-            keep: kept_by_plan_errors(&plan, cluster),
+            keep: kept_by_plan_errors(&plan, &cluster),
+            objects,
         });
-        match state.workers.get(cluster) {
+        match state.workers.get(&cluster) {
             Some(sender) => {
                 let _ = sender.send(Some(desired));
             }
@@ -527,7 +542,8 @@ async fn handle_drift(
         let object = desired
             .objects
             .iter()
-            .find(|object| same_object(&object.object_ref(), &drift.object));
+            .find(|object| same_object(&object.object_ref(), &drift.object))
+            .cloned();
         if let Some(object) = object {
             corrected = if drift.fields == ["deleted"] {
                 // Re-created: a full sync records the new uid in the inventory.
@@ -536,7 +552,7 @@ async fn handle_drift(
                 record(shared, &report, desired).await;
                 report.status == ClusterStatus::Synced
             } else {
-                match member.prepare(object, &config.sync.name).await {
+                match member.prepare(&object, &config.sync.name).await {
                     Ok(prepared) => apply_one(member, &prepared, false).await.is_ok(),
                     Err(_) => false,
                 }

@@ -192,7 +192,8 @@ pub async fn watch_kind(
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let params = WatchParams::default()
         .labels(&format!("{INVENTORY_LABEL}={sync_name}"))
-        .timeout(290);
+        // Ended by the server before the client's 30 s read timeout would cut it.
+        .timeout(25);
     // Flotilla's fields per object uid, as last seen without drift.
     let mut baselines: HashMap<String, BTreeSet<String>> = HashMap::new();
     // The drift last sent per uid: the same drift is sent once, not on every status update.

@@ -125,7 +125,11 @@ pub async fn diff_cluster(
             return Ok(Some(ObjectDiff {
                 object: object.object_ref.clone(),
                 change: Change::Create,
-                diff: unified(&object.object_ref, "", &to_yaml(&object.body)),
+                diff: unified(
+                    &object.object_ref,
+                    "",
+                    &to_yaml(&serde_json::from_str(&object.body).unwrap_or(Value::Null)),
+                ),
             }));
         };
         let live = match member
@@ -150,7 +154,11 @@ pub async fn diff_cluster(
             None => Some(ObjectDiff {
                 object: object.object_ref.clone(),
                 change: Change::Create,
-                diff: unified(&object.object_ref, "", &to_yaml(&object.body)),
+                diff: unified(
+                    &object.object_ref,
+                    "",
+                    &to_yaml(&serde_json::from_str(&object.body).unwrap_or(Value::Null)),
+                ),
             }),
             Some(live) => {
                 let (old, new) = (to_yaml(&live), to_yaml(&normalize(dry_run.live)));

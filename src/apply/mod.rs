@@ -225,8 +225,9 @@ pub struct Prepared {
     /// Where it goes: once its kind is known, a namespaced object without a namespace goes to
     /// `default`, as with kubectl.
     pub object_ref: ObjectRef,
-    /// The apply body.
-    pub body: Value,
+    /// The apply body, as compact JSON: a sync of thousands of objects holds strings, not
+    /// JSON trees.
+    pub body: String,
     /// sha256 of the body.
     pub hash: String,
     /// How the API serves it, when known yet (custom resources wait for their CRD).
@@ -324,8 +325,8 @@ fn default_protocols(ports: Option<&mut Value>, key: &str) {
     }
 }
 
-fn content_hash(body: &Value) -> String {
-    inventory::hex(&Sha256::digest(body.to_string().as_bytes()))
+fn content_hash(body: &str) -> String {
+    inventory::hex(&Sha256::digest(body.as_bytes()))
 }
 
 impl Member {
@@ -339,6 +340,7 @@ impl Member {
         let mut body = prepare_body(&object.value, sync_name);
         let resource = self.resource(object.api_version(), object.kind()).await?;
         fix_namespace(&mut object_ref, &mut body, resource.as_ref());
+        let body = body.to_string();
         let hash = content_hash(&body);
         Ok(Prepared {
             object_ref,
@@ -429,7 +431,7 @@ pub fn is_kept(keep: &BTreeSet<ObjectRef>, object_ref: &ObjectRef) -> bool {
 /// Syncs one cluster to `desired`. Objects in `keep` are neither applied nor pruned.
 pub async fn sync_cluster(
     member: &Member,
-    desired: &[Object],
+    desired: &[impl std::borrow::Borrow<Object>],
     keep: &BTreeSet<ObjectRef>,
     options: &SyncOptions,
 ) -> ClusterReport {
@@ -443,7 +445,7 @@ pub async fn sync_cluster(
 
     let mut prepared = Vec::with_capacity(desired.len());
     for object in desired {
-        match member.prepare(object, &options.name).await {
+        match member.prepare(object.borrow(), &options.name).await {
             Ok(object) => prepared.push(object),
             Err(error) => {
                 return ClusterReport::failed_with(&member.name, error.to_string(), started);
@@ -588,16 +590,9 @@ async fn unchanged_objects<'a>(
     let mut live_uids: HashSet<String> = HashSet::new();
     for reply in futures::future::join_all(lists).await {
         let Some(reply) = reply? else { continue };
-        for item in reply
-            .json()
-            .get("items")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(uid) = item.pointer("/metadata/uid").and_then(Value::as_str) {
-                live_uids.insert(uid.to_string());
-            }
+        // Only the uids: a JSON tree of thousands of items would cost megabytes per cluster.
+        if let Ok(list) = serde_json::from_slice::<UidList>(&reply.body) {
+            live_uids.extend(list.items.into_iter().map(|item| item.metadata.uid));
         }
     }
     Ok(candidates
@@ -729,8 +724,25 @@ pub struct Applied {
     pub created: bool,
     /// The object's uid.
     pub uid: String,
-    /// The object as the apiserver returned it: whole for a dry-run, else its metadata.
+    /// The object as the apiserver returned it, for a dry-run (else `Null`).
     pub live: Value,
+}
+
+#[derive(serde::Deserialize)]
+struct UidList {
+    #[serde(default)]
+    items: Vec<UidOnly>,
+}
+
+#[derive(serde::Deserialize)]
+struct UidOnly {
+    metadata: UidOnlyMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct UidOnlyMetadata {
+    #[serde(default)]
+    uid: String,
 }
 
 /// Server-side applies one object (dry-run when asked).
@@ -748,9 +760,10 @@ pub async fn apply_one(
             match member.resource(&api_version, &object.object_ref.kind).await {
                 Ok(Some(resource)) => {
                     let mut object_ref = object.object_ref.clone();
-                    let mut body = object.body.clone();
+                    let mut body: Value = serde_json::from_str(&object.body)
+                        .map_err(|error| ApplyFailure::unsent(error.to_string()))?;
                     fix_namespace(&mut object_ref, &mut body, Some(&resource));
-                    resolved = (object_ref, body);
+                    resolved = (object_ref, body.to_string());
                     (&resolved.0, &resolved.1, resource)
                 }
                 Ok(None) => {
@@ -769,7 +782,6 @@ pub async fn apply_one(
         apply_query(dry_run)
     );
     let hash = content_hash(body);
-    let body = body.to_string();
     let reply = if dry_run {
         member.apply_patch(&path, body.as_bytes()).await
     } else {
@@ -788,12 +800,18 @@ pub async fn apply_one(
             sent: true,
         });
     }
-    let live = reply.json();
-    let uid = live
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    // A sync needs only the uid: reading just that keeps a sync of thousands of objects from
+    // building a JSON tree per answer.
+    let (uid, live) = if dry_run {
+        let live = reply.json();
+        let uid = live.pointer("/metadata/uid").and_then(Value::as_str);
+        (uid.unwrap_or_default().to_string(), live)
+    } else {
+        let uid = serde_json::from_slice::<UidOnly>(&reply.body)
+            .map(|answer| answer.metadata.uid)
+            .unwrap_or_default();
+        (uid, Value::Null)
+    };
     Ok(Applied {
         object_ref: object_ref.clone(),
         hash,
