@@ -12,13 +12,10 @@
 mod harness;
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::Clusters;
-use hmac::{Hmac, Mac};
+use harness::{Agent, Clusters, git, github_signature};
 use serde_json::Value;
 
 const COMMITS: usize = 20;
@@ -81,34 +78,26 @@ fn webhook_and_drift() {
         "--name",
         "bench-agent",
     ]);
-    agent.wait_synced_to(names.len(), None, Duration::from_secs(120));
+    wait_synced_to(&agent, names.len(), None, Duration::from_secs(120));
 
     let mut latencies = Vec::new();
     for round in 1..=COMMITS {
         let commit = push(round);
         let body = format!(r#"{{"ref":"refs/heads/main","after":"{commit}"}}"#);
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"bench-secret").expect("key");
-        mac.update(body.as_bytes());
-        let signature: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let signature = github_signature(b"bench-secret", body.as_bytes());
         let started = Instant::now();
-        let (code, _) = http(
-            agent.port,
+        let (code, _) = agent.request(
             "POST",
             "/hooks/github",
             &[
                 ("X-GitHub-Event", "push"),
                 ("X-GitHub-Delivery", &format!("bench-{round}")),
-                ("X-Hub-Signature-256", &format!("sha256={signature}")),
+                ("X-Hub-Signature-256", &signature),
             ],
             body.as_bytes(),
         );
         assert_eq!(code, 202);
-        agent.wait_synced_to(names.len(), Some(&commit), Duration::from_secs(60));
+        wait_synced_to(&agent, names.len(), Some(&commit), Duration::from_secs(60));
         latencies.push(started.elapsed());
     }
 
@@ -178,7 +167,7 @@ fn memory() {
         "--name",
         "bench-rss",
     ]);
-    agent.wait_synced_to(names.len(), None, Duration::from_secs(600));
+    wait_synced_to(&agent, names.len(), None, Duration::from_secs(600));
     let synced = started.elapsed();
     // Let the drift watches list everything they manage.
     std::thread::sleep(Duration::from_secs(5));
@@ -241,113 +230,28 @@ fn write_fleet(dir: &Path, clusters: &[&str], namespace: &str, objects: usize, r
     std::fs::write(dir.join("apps.yaml"), apps).expect("write apps");
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .output()
-        .expect("git");
-    assert!(output.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-struct Agent {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    fn start(args: &[&str]) -> Agent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("setpriv")
-            .args([
-                "--pdeathsig",
-                "KILL",
-                "--",
-                env!("CARGO_BIN_EXE_flotilla"),
-                "run",
-            ])
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("FLOTILLA_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("flotilla run");
-        Agent { child, port }
-    }
-
-    /// Waits until `/status` shows all `clusters` synced (to `commit`, when given).
-    fn wait_synced_to(&self, clusters: usize, commit: Option<&str>, limit: Duration) {
-        let expected = clusters;
-        let started = Instant::now();
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let (code, body) = http(self.port, "GET", "/status", &[], b"");
-                let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let clusters = status["clusters"].as_object();
-                let done = code == 200
-                    && clusters.is_some_and(|clusters| {
-                        clusters.len() == expected
-                            && clusters.values().all(|cluster| {
-                                cluster["status"] == "synced"
-                                    && commit.is_none_or(|c| cluster["commit"] == c)
-                            })
-                    });
-                if done {
-                    return;
-                }
+/// Waits until `/status` shows all `clusters` synced (to `commit`, when given).
+fn wait_synced_to(agent: &Agent, clusters: usize, commit: Option<&str>, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", agent.port)).is_ok() {
+            let (code, body) = agent.request("GET", "/status", &[], b"");
+            let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let done = code == 200
+                && status["clusters"].as_object().is_some_and(|views| {
+                    views.len() == clusters
+                        && views.values().all(|view| {
+                            view["status"] == "synced" && commit.is_none_or(|c| view["commit"] == c)
+                        })
+                });
+            if done {
+                return;
             }
-            assert!(
-                started.elapsed() < limit,
-                "the agent did not sync within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
         }
+        assert!(
+            started.elapsed() < limit,
+            "the agent did not sync within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
-    stream.write_all(body).expect("write body");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }

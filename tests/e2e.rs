@@ -9,7 +9,10 @@ use std::path::Path;
 use flotilla::apply::{ClusterReport, ClusterStatus, SyncOptions, member::connect_all, sync_fleet};
 use flotilla::placement::{Plan, plan};
 use flotilla::render::render_tree;
-use harness::{MEMBERS, clusters, flotilla, labelled_objects, write_fleet, writes};
+use harness::{
+    Agent, MEMBERS, clusters, flotilla, free_port, git, github_signature, http_request,
+    labelled_objects, write_fleet, writes,
+};
 use serde_json::Value;
 
 fn plan_of(root: &Path) -> Plan {
@@ -572,140 +575,6 @@ spec:
     );
 }
 
-/// The agent (`flotilla run`) as a child process, killed when dropped; it also dies with the
-/// test thread (PR_SET_PDEATHSIG).
-struct Agent {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    fn start(args: &[&str]) -> Agent {
-        let port = free_port();
-        let child = std::process::Command::new("setpriv")
-            .args([
-                "--pdeathsig",
-                "KILL",
-                "--",
-                env!("CARGO_BIN_EXE_flotilla"),
-                "run",
-            ])
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("FLOTILLA_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("flotilla run");
-        Agent { child, port }
-    }
-
-    /// One HTTP/1.1 request to the agent; returns the status code and body.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, String) {
-        http_request(self.port, method, path, headers, body)
-    }
-
-    fn wait_ready(&self) {
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.request("GET", "/readyz", &[], b"").0 == 200
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        panic!(
-            "the agent was not ready after 60 s: {:?}",
-            self.request("GET", "/readyz", &[], b"")
-        );
-    }
-}
-
-/// One HTTP/1.1 request on loopback; returns the status code and body.
-fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
-    stream.write_all(body).expect("write body");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn github_signature(secret: &[u8], body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("key");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    format!(
-        "sha256={}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
-}
-
 async fn config_map_level(cluster: &str, namespace: &str) -> Option<String> {
     let client = clusters().client(cluster).await;
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
@@ -766,6 +635,10 @@ data: {{level: {level}}}
     push("info");
     let secret_file = dir.path().join("github-secret");
     std::fs::write(&secret_file, "webhook-secret\n").expect("write secret");
+    let gitlab_file = dir.path().join("gitlab-token");
+    std::fs::write(&gitlab_file, "gitlab-token").expect("write token");
+    let generic_file = dir.path().join("generic-token");
+    std::fs::write(&generic_file, "generic-token").expect("write token");
     let repo_url = format!("file://{}", dir.path().join("remote.git").display());
     let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
     let cache = dir.path().join("cache");
@@ -779,6 +652,10 @@ data: {{level: {level}}}
         "1h",
         "--github-secret-file",
         secret_file.to_str().expect("utf-8"),
+        "--gitlab-token-file",
+        gitlab_file.to_str().expect("utf-8"),
+        "--generic-token-file",
+        generic_file.to_str().expect("utf-8"),
         "--cache-dir",
         cache.to_str().expect("utf-8"),
         "--name",
@@ -868,6 +745,44 @@ data: {{level: {level}}}
         "{metrics}"
     );
     assert!(!metrics.contains(&second), "no commit hash in metrics");
+
+    // GitLab (token header, de-duplicated by event UUID) and the generic receiver (bearer).
+    let gitlab = |token: &str, uuid: &str| {
+        tokio::task::block_in_place(|| {
+            agent.request(
+                "POST",
+                "/hooks/gitlab",
+                &[
+                    ("X-Gitlab-Token", token),
+                    ("X-Gitlab-Event", "Push Hook"),
+                    ("X-Gitlab-Event-UUID", uuid),
+                ],
+                br#"{"ref":"refs/heads/main"}"#,
+            )
+        })
+    };
+    assert_eq!(gitlab("wrong", "u-1").0, 401);
+    assert_eq!(gitlab("gitlab-token", "u-2").0, 202);
+    assert_eq!(
+        gitlab("gitlab-token", "u-2").0,
+        200,
+        "a duplicate delivery is ignored"
+    );
+    let generic = |headers: &[(&str, &str)]| {
+        tokio::task::block_in_place(|| agent.request("POST", "/hooks/generic", headers, b"{}")).0
+    };
+    assert_eq!(generic(&[]), 401);
+    assert_eq!(generic(&[("Authorization", "Bearer generic-token")]), 202);
+    let (_, metrics) = tokio::task::block_in_place(|| agent.request("GET", "/metrics", &[], b""));
+    for series in [
+        r#"flotilla_webhook_requests_total{provider="gitlab",result="unauthorized"} 1"#,
+        r#"flotilla_webhook_requests_total{provider="gitlab",result="accepted"} 1"#,
+        r#"flotilla_webhook_requests_total{provider="gitlab",result="duplicate"} 1"#,
+        r#"flotilla_webhook_requests_total{provider="generic",result="unauthorized"} 1"#,
+        r#"flotilla_webhook_requests_total{provider="generic",result="accepted"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series}\n{metrics}");
+    }
 }
 
 async fn deployment_json(cluster: &str, namespace: &str, name: &str) -> Option<Value> {
