@@ -232,9 +232,6 @@ fn remove_dir(path: &Path) -> Result<(), SourceError> {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// Watches a local directory (recursively) and calls `on_change` once changes have been quiet
 /// for `quiet`: an editor's save of several files is one re-sync. The watch lasts as long as
 /// the returned watcher.
