@@ -37,13 +37,7 @@ fn webhook_and_drift() {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let clusters = Clusters::start(&names);
     let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", "remote.git"],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
+    let (_, work) = harness::git_remote_and_work(dir.path());
     let remote = dir.path().join("remote.git");
     let push = |round: usize| {
         write_fleet(&work, &names, "bench-agent", 50, round);

@@ -591,13 +591,7 @@ async fn the_agent_applies_a_pushed_commit_on_a_signed_github_webhook_and_refuse
     let _shared = clusters.shared().await;
     let namespace = "e2e-agent";
     let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", "remote.git"],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
+    let (_, work) = harness::git_remote_and_work(dir.path());
     let fleet = |level: &str| {
         format!(
             r#"apiVersion: fleet.kurator.dev/v1alpha1
@@ -783,6 +777,64 @@ data: {{level: {level}}}
     ] {
         assert!(metrics.contains(series), "{series}\n{metrics}");
     }
+
+    // A commit that does not render applies nothing; the last good state stays.
+    std::fs::write(
+        work.join("broken.yaml"),
+        "kind: ConfigMap\nmetadata: [unclosed\n",
+    )
+    .expect("write");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "broken"]);
+    let remote = dir.path().join("remote.git");
+    git(
+        &work,
+        &["push", "-q", remote.to_str().expect("utf-8"), "HEAD:main"],
+    );
+    let broken = git(&work, &["rev-parse", "HEAD"]);
+    let signature = github_signature(b"webhook-secret", body);
+    let (code, _) = tokio::task::block_in_place(|| {
+        agent.request(
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "delivery-broken"),
+                ("X-Hub-Signature-256", &signature),
+            ],
+            body,
+        )
+    });
+    assert_eq!(code, 202);
+    let mut error = String::new();
+    for _ in 0..100 {
+        let (_, status) = tokio::task::block_in_place(|| agent.request("GET", "/status", &[], b""));
+        let status: Value = serde_json::from_str(&status).expect("status JSON");
+        if let Some(text) = status["error"].as_str() {
+            error = text.to_string();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        error.contains(&broken) && error.contains("broken.yaml"),
+        "{error}"
+    );
+    assert!(error.contains("nothing applied"), "{error}");
+    for cluster in ["cluster-hangzhou", "cluster-frankfurt"] {
+        assert_eq!(
+            config_map_level(cluster, namespace).await.as_deref(),
+            Some("debug"),
+            "the last good commit stays in {cluster}"
+        );
+    }
+    let (_, metrics) = tokio::task::block_in_place(|| agent.request("GET", "/metrics", &[], b""));
+    assert!(
+        metrics.contains(r#"flotilla_plan_failures_total{stage="render"} 1"#),
+        "{metrics}"
+    );
+    let (ready, _) = tokio::task::block_in_place(|| agent.request("GET", "/readyz", &[], b""));
+    assert_eq!(ready, 200, "still serving the last good commit");
 }
 
 async fn deployment_json(cluster: &str, namespace: &str, name: &str) -> Option<Value> {

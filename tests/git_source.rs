@@ -25,17 +25,10 @@ impl Drop for Server {
 #[test]
 fn a_token_authenticates_over_http_and_a_wrong_one_is_refused_without_showing_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", "fleet.git"],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
+    let (remote, work) = harness::git_remote_and_work(dir.path());
     std::fs::write(work.join("fleet.yaml"), "a: 1\n").expect("write");
     git(&work, &["add", "."]);
     git(&work, &["commit", "-q", "-m", "one"]);
-    let remote = dir.path().join("fleet.git");
     git(
         &work,
         &["push", "-q", remote.to_str().expect("utf-8"), "HEAD:main"],
@@ -55,7 +48,7 @@ fn a_token_authenticates_over_http_and_a_wrong_one_is_refused_without_showing_it
         .read_line(&mut port)
         .expect("port");
     let _server = Server(child);
-    let url = format!("http://127.0.0.1:{}/fleet.git", port.trim());
+    let url = format!("http://127.0.0.1:{}/remote.git", port.trim());
 
     let source = |token: Option<&str>, cache: &str| GitSource {
         url: url.clone(),
@@ -88,14 +81,7 @@ fn a_token_authenticates_over_http_and_a_wrong_one_is_refused_without_showing_it
 /// A bare remote and a work tree that pushes to it, with one commit on `main`.
 fn remote_with_commit() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", "remote.git"],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
+    let (remote, work) = harness::git_remote_and_work(dir.path());
     git(
         &work,
         &["remote", "add", "origin", remote.to_str().expect("utf-8")],

@@ -373,3 +373,13 @@ pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
             .collect::<String>()
     )
 }
+
+/// In `dir`: a bare repository `remote.git` and an empty work tree `work` on branch `main`.
+/// Returns (remote, work).
+pub fn git_remote_and_work(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    git(dir, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(&work, &["init", "-q", "-b", "main"]);
+    (dir.join("remote.git"), work)
+}
