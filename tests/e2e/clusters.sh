@@ -151,6 +151,8 @@ cleanup() {
     [ -f "$state/$marker" ] || return 0
     for name in "${names[@]}"; do stop_cluster "$name"; done
     [ -n "${etcd_pid:-}" ] && kill -KILL "$etcd_pid" 2>/dev/null || true
+    # Whatever the pid files say, no child of this supervisor outlives it.
+    pkill -KILL -P $$ 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$state" "${etcd_dir:-}"
 }
@@ -194,11 +196,15 @@ cmd_up() {
     # The state directory is removed at the end: never take over one this script did not make.
     if [ -e "$state" ]; then
         [ -f "$state/$marker" ] || die "$state exists and was not made by clusters.sh; pick another --state"
-        [ ! -e "$state/supervisor.pid" ] || die "clusters are already up in $state (clusters.sh down first)"
+        owner="$(cat "$state/owner.pid" 2>/dev/null || true)"
+        if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+            die "clusters are already up in $state (supervisor $owner)"
+        fi
         rm -rf "$state"
     fi
     mkdir -p "$state"
     touch "$state/$marker"
+    echo $$ >"$state/owner.pid"
     bin="$("$here/build-kube.sh")"
     trap cleanup EXIT
     trap 'cleanup; exit 130' INT

@@ -49,7 +49,10 @@ impl Clusters {
     /// Starts a new set of clusters with these names (most callers want [`clusters`]).
     pub fn start(names: &[&str]) -> Clusters {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/clusters.sh");
-        let state = std::env::temp_dir().join(format!("flotilla-e2e-{}", std::process::id()));
+        // One state directory per set: a process may start several (the benchmarks do).
+        static SETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let set = SETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = std::env::temp_dir().join(format!("flotilla-e2e-{}-{set}", std::process::id()));
         let mut child = Command::new(&script)
             .arg("up")
             .arg("--state")
