@@ -66,6 +66,10 @@ pub struct Status {
     /// The last fetch, render or place error; cleared by the next good commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Resources of the current commit that could not be placed or overridden for some
+    /// cluster; the rest of the commit is applied, and whatever ran of them stays.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resource_errors: Vec<String>,
     /// Per cluster, its last sync and drift.
     pub clusters: BTreeMap<String, ClusterView>,
 }
@@ -139,6 +143,8 @@ struct Desired {
     /// Shared between clusters where equal: most objects are the same in every cluster.
     objects: Vec<Arc<Object>>,
     keep: BTreeSet<ObjectRef>,
+    /// Set once commit-to-applied latency was recorded for this cluster.
+    latency_recorded: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the loop forever.
@@ -148,9 +154,10 @@ pub async fn run(config: AgentConfig, shared: Arc<Shared>) {
     loop {
         reconcile(&config, &shared, &mut state).await;
         // After a failed fetch, retry sooner: 1 s doubling up to the poll interval.
+        let interval = config.interval.max(Duration::from_secs(1));
         let wait = match state.fetch_failures {
-            0 => config.interval,
-            n => Duration::from_secs(1 << n.min(10)).min(config.interval),
+            0 => interval,
+            n => Duration::from_secs(1 << (n - 1).min(10)).min(interval),
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -183,7 +190,18 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
             match fetched {
                 Ok(Ok(commit)) => {
                     shared.metrics.git_fetches.with_label_values(&["ok"]).inc();
-                    state.fetch_failures = 0;
+                    if state.fetch_failures > 0 {
+                        state.fetch_failures = 0;
+                        // The remote is back: a fetch error must not outlive it.
+                        let mut status = shared.status.write().await;
+                        if status
+                            .error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("fetch:"))
+                        {
+                            status.error = None;
+                        }
+                    }
                     commit
                 }
                 Ok(Err(error)) => {
@@ -195,7 +213,15 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
                     state.fetch_failures += 1;
                     return report_error(shared, format!("fetch: {error}")).await;
                 }
-                Err(error) => return report_error(shared, format!("fetch: {error}")).await,
+                Err(error) => {
+                    shared
+                        .metrics
+                        .git_fetches
+                        .with_label_values(&["error"])
+                        .inc();
+                    state.fetch_failures += 1;
+                    return report_error(shared, format!("fetch: {error}")).await;
+                }
             }
         }
         // A directory has no commit: every trigger re-syncs, and a no-op sync costs reads only.
@@ -204,10 +230,14 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
     if state.first_seen.as_ref().map(|(c, _)| c) != Some(&commit) {
         state.first_seen = Some((commit.clone(), Instant::now()));
     }
-    let first_seen = state
-        .first_seen
-        .as_ref()
-        .map_or_else(Instant::now, |(_, t)| *t);
+    // A directory has no commits: each round's trigger is the moment its change was seen.
+    let first_seen = match config.source {
+        Source::Directory(_) => Instant::now(),
+        Source::Git(_) => state
+            .first_seen
+            .as_ref()
+            .map_or_else(Instant::now, |(_, t)| *t),
+    };
     if matches!(config.source, Source::Git(_)) && state.planned_commit.as_ref() == Some(&commit) {
         return;
     }
@@ -220,7 +250,11 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
                 .plan_failures
                 .with_label_values(&[stage])
                 .inc();
-            state.planned_commit = Some(commit.clone());
+            // A commit that does not render or place never will; a failed checkout (disk
+            // full, say) is tried again on the next round.
+            if stage != "checkout" {
+                state.planned_commit = Some(commit.clone());
+            }
             return report_error(
                 shared,
                 format!("commit {commit}: {stage}: {error}; nothing applied"),
@@ -235,9 +269,21 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
         let mut status = shared.status.write().await;
         status.commit = Some(commit.clone());
         status.error = None;
+        status.resource_errors = plan.errors.iter().map(ToString::to_string).collect();
         status
             .clusters
             .retain(|cluster, _| plan.desired.contains_key(cluster));
+        // Every planned cluster is listed from now on: readiness waits for all of them.
+        for cluster in plan.desired.keys() {
+            status.clusters.entry(cluster.clone()).or_default();
+        }
+    }
+    if !plan.errors.is_empty() {
+        shared
+            .metrics
+            .plan_failures
+            .with_label_values(&["resource"])
+            .inc_by(plan.errors.len() as u64);
     }
     // Clusters that left the fleet: their workers stop (nothing is deleted there).
     state
@@ -263,6 +309,7 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
             first_seen,
             keep: kept_by_plan_errors(&plan, &cluster),
             objects,
+            latency_recorded: Default::default(),
         });
         match state.workers.get(&cluster) {
             Some(sender) => {
@@ -329,6 +376,7 @@ async fn worker(
     let mut watches: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut watched: Vec<WatchedKind> = Vec::new();
     let mut failures: u32 = 0;
+    let mut corrections = Corrections::default();
     let mut retry_at: Option<tokio::time::Instant> = None;
     // The first round syncs at once.
     desired_rx.mark_changed();
@@ -348,7 +396,8 @@ async fn worker(
             Some(drift) = drift_rx.recv() => {
                 let desired = desired_rx.borrow().clone();
                 if let (Some(member), Some(desired)) = (&member, desired) {
-                    handle_drift(&config, &shared, member, &desired, drift).await;
+                    handle_drift(&config, &shared, member, &desired, &mut corrections, drift)
+                        .await;
                 }
                 continue;
             }
@@ -381,8 +430,13 @@ async fn worker(
                 failures += 1;
                 retry_at = Some(tokio::time::Instant::now() + backoff(failures, &config));
                 if status == ClusterStatus::Failed {
-                    // Reconnect (and re-read the kubeconfig) next time.
+                    // Reconnect (and re-read the kubeconfig) next time; the watches then
+                    // restart with the new client.
                     member = None;
+                    for handle in watches.drain(..) {
+                        handle.abort();
+                    }
+                    watched.clear();
                     continue;
                 }
             }
@@ -423,7 +477,8 @@ async fn worker(
 
 /// 1 s doubling, up to the poll interval.
 fn backoff(failures: u32, config: &AgentConfig) -> Duration {
-    Duration::from_secs(1 << failures.min(10)).min(config.interval.max(Duration::from_secs(1)))
+    Duration::from_secs(1 << failures.saturating_sub(1).min(10))
+        .min(config.interval.max(Duration::from_secs(1)))
 }
 
 fn failed_report(cluster: &str, error: String) -> ClusterReport {
@@ -462,10 +517,16 @@ async fn record(shared: &Shared, report: &ClusterReport, desired: &Desired) {
         .set(i64::from(report.status != ClusterStatus::Failed));
     let now = unix_now();
     if report.status == ClusterStatus::Synced {
-        metrics
-            .commit_to_applied
-            .with_label_values(&[cluster])
-            .observe(desired.first_seen.elapsed().as_secs_f64());
+        // Once per commit and cluster: retries and drift syncs are not a commit's latency.
+        if !desired
+            .latency_recorded
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            metrics
+                .commit_to_applied
+                .with_label_values(&[cluster])
+                .observe(desired.first_seen.elapsed().as_secs_f64());
+        }
         metrics
             .last_successful_sync
             .with_label_values(&[cluster])
@@ -515,15 +576,52 @@ async fn record(shared: &Shared, report: &ClusterReport, desired: &Desired) {
     status.ready |= all_synced;
 }
 
-/// Reports drift, and re-applies the object unless the agent or the object says report only.
+/// Corrections of one object within [`FIGHT_WINDOW`] after which Flotilla stops correcting
+/// it: another controller keeps taking the same fields, and writing back and forth helps
+/// nobody.
+const FIGHT_LIMIT: usize = 5;
+const FIGHT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Recent corrections per object, for [`FIGHT_LIMIT`].
+#[derive(Default)]
+struct Corrections {
+    recent: HashMap<ObjectRef, Vec<Instant>>,
+}
+
+impl Corrections {
+    /// Records a correction; false when the object has been corrected too often lately.
+    fn allow(&mut self, object: &ObjectRef) -> bool {
+        let times = self.recent.entry(object.clone()).or_default();
+        times.retain(|time| time.elapsed() < FIGHT_WINDOW);
+        if times.len() >= FIGHT_LIMIT {
+            return false;
+        }
+        times.push(Instant::now());
+        true
+    }
+}
+
+/// Reports drift, and re-applies the object unless the agent or the object says report only,
+/// or another controller keeps changing it back.
 async fn handle_drift(
     config: &AgentConfig,
     shared: &Shared,
     member: &Member,
     desired: &Desired,
-    drift: Drift,
+    corrections: &mut Corrections,
+    mut drift: Drift,
 ) {
-    let cluster = drift.cluster.as_str();
+    let cluster = drift.cluster.clone();
+    let cluster = cluster.as_str();
+    let Some(object) = desired
+        .objects
+        .iter()
+        .find(|object| same_object(&object.object_ref(), &drift.object))
+        .cloned()
+    else {
+        // Not (or no longer) planned here: Flotilla's own prune, or a change in flight.
+        return;
+    };
     shared
         .metrics
         .drift_detected
@@ -536,27 +634,33 @@ async fn handle_drift(
         managers = drift.managers.join(", "),
         "drift"
     );
-    let correct = config.drift == DriftMode::Correct && !drift.report_only;
     let mut corrected = false;
-    if correct {
-        let object = desired
-            .objects
-            .iter()
-            .find(|object| same_object(&object.object_ref(), &drift.object))
-            .cloned();
-        if let Some(object) = object {
-            corrected = if drift.fields == ["deleted"] {
-                // Re-created: a full sync records the new uid in the inventory.
-                let report =
-                    sync_cluster(member, &desired.objects, &desired.keep, &config.sync).await;
-                record(shared, &report, desired).await;
-                report.status == ClusterStatus::Synced
-            } else {
-                match member.prepare(&object, &config.sync.name).await {
-                    Ok(prepared) => apply_one(member, &prepared, false).await.is_ok(),
-                    Err(_) => false,
-                }
+    if config.drift == DriftMode::Correct && !drift.report_only {
+        if !corrections.allow(&drift.object) {
+            drift.note = Some(format!(
+                "corrected {FIGHT_LIMIT} times in {} s: {} keeps changing it; only reported now",
+                FIGHT_WINDOW.as_secs(),
+                drift.managers.join(", ")
+            ));
+        } else if drift.fields == ["deleted"] {
+            // Re-created: a full sync records the new uid in the inventory.
+            let report = sync_cluster(member, &desired.objects, &desired.keep, &config.sync).await;
+            record(shared, &report, desired).await;
+            corrected = report.status == ClusterStatus::Synced;
+        } else {
+            let applied = match member.prepare(&object, &config.sync.name).await {
+                Ok(prepared) => apply_one(member, &prepared, false)
+                    .await
+                    .map_err(|failure| failure.reason),
+                Err(error) => Err(error.to_string()),
             };
+            match applied {
+                Ok(_) => corrected = true,
+                Err(reason) => {
+                    tracing::warn!(cluster, object = %drift.object, %reason, "drift not corrected");
+                    drift.note = Some(format!("correction failed: {reason}"));
+                }
+            }
         }
         if corrected {
             shared
@@ -585,4 +689,54 @@ fn same_object(planned: &ObjectRef, live: &ObjectRef) -> bool {
         && planned.name == live.name
         && (planned.namespace == live.namespace
             || (planned.namespace.is_empty() && live.namespace == "default"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_fought_over_is_corrected_a_bounded_number_of_times() {
+        let object = ObjectRef {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            namespace: "web".into(),
+            name: "nginx".into(),
+        };
+        let other = ObjectRef {
+            name: "api".into(),
+            ..object.clone()
+        };
+        let mut corrections = Corrections::default();
+        for _ in 0..FIGHT_LIMIT {
+            assert!(corrections.allow(&object));
+        }
+        assert!(
+            !corrections.allow(&object),
+            "the sixth correction in a minute is refused"
+        );
+        assert!(corrections.allow(&other), "other objects are not affected");
+    }
+
+    #[test]
+    fn planned_objects_without_a_namespace_match_default() {
+        let live = ObjectRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: "default".into(),
+            name: "a".into(),
+        };
+        let planned = ObjectRef {
+            namespace: String::new(),
+            ..live.clone()
+        };
+        assert!(same_object(&planned, &live));
+        let elsewhere = ObjectRef {
+            namespace: "web".into(),
+            ..live.clone()
+        };
+        assert!(!same_object(&elsewhere, &live));
+    }
 }

@@ -45,9 +45,16 @@ pub struct Drift {
     /// Whether the object asks, by annotation, to be reported only.
     #[serde(skip)]
     pub report_only: bool,
+    /// Why it was not corrected, when it should have been.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-/// Every path of a `fieldsV1` tree (`f:spec.f:replicas`, ...), as `/`-joined keys.
+/// Joins the keys of a field path. Keys hold `/` and `.` (`f:app.kubernetes.io/name`,
+/// `k:{"mountPath":"/data"}`), never this.
+const SEP: char = '\u{1f}';
+
+/// Every path of a `fieldsV1` tree, as [`SEP`]-joined keys.
 fn field_paths(fields: &Value, prefix: &str, out: &mut BTreeSet<String>) {
     let Some(map) = fields.as_object() else {
         return;
@@ -59,7 +66,7 @@ fn field_paths(fields: &Value, prefix: &str, out: &mut BTreeSet<String>) {
         let path = if prefix.is_empty() {
             key.clone()
         } else {
-            format!("{prefix}/{key}")
+            format!("{prefix}{SEP}{key}")
         };
         field_paths(child, &path, out);
         out.insert(path);
@@ -86,7 +93,7 @@ fn owned_paths(object: &Value, manager: &str) -> BTreeSet<String> {
 /// A path for people: `spec.template.spec.containers[name=web].image`.
 fn readable(path: &str) -> String {
     let mut out = String::new();
-    for part in path.split('/') {
+    for part in path.split(SEP) {
         if let Some(field) = part.strip_prefix("f:") {
             if !out.is_empty() {
                 out.push('.');
@@ -108,10 +115,55 @@ fn readable(path: &str) -> String {
     out
 }
 
-/// Compares Flotilla's field ownership before and after a change: the fields Flotilla lost to
-/// another manager, the most specific ones, and those managers. Empty when nothing drifted.
-pub fn lost_fields(baseline: &BTreeSet<String>, object: &Value) -> (Vec<String>, Vec<String>) {
+/// Flotilla's field ownership of an object, as last seen without drift.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Baseline {
+    paths: BTreeSet<String>,
+    /// The `time` of Flotilla's managedFields entry: it changes only when Flotilla applies.
+    applied_at: Option<String>,
+}
+
+impl Baseline {
+    /// Flotilla's ownership in this object.
+    pub fn of(object: &Value) -> Self {
+        Baseline {
+            paths: owned_paths(object, FIELD_MANAGER),
+            applied_at: manager_times(object)
+                .into_iter()
+                .find(|(manager, _)| manager == FIELD_MANAGER)
+                .map(|(_, time)| time),
+        }
+    }
+}
+
+/// (manager, time) of each managedFields entry.
+fn manager_times(object: &Value) -> Vec<(String, String)> {
+    object
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            Some((
+                entry.get("manager")?.as_str()?.to_string(),
+                entry
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Compares Flotilla's field ownership before and after a change: the fields Flotilla lost,
+/// the most specific ones, and the managers responsible. A field lost to another manager is
+/// drift; so is a field that vanished while Flotilla did not apply (someone removed it). A
+/// field that vanished because Flotilla's own apply no longer sets it is not. Empty when
+/// nothing drifted.
+pub fn lost_fields(baseline: &Baseline, object: &Value) -> (Vec<String>, Vec<String>) {
     let current = owned_paths(object, FIELD_MANAGER);
+    let flotilla_applied_since = Baseline::of(object).applied_at != baseline.applied_at;
     let mut managers_by_path: HashMap<String, BTreeSet<String>> = HashMap::new();
     for entry in object
         .pointer("/metadata/managedFields")
@@ -137,23 +189,36 @@ pub fn lost_fields(baseline: &BTreeSet<String>, object: &Value) -> (Vec<String>,
         }
     }
     let lost: Vec<&String> = baseline
+        .paths
         .difference(&current)
-        .filter(|path| managers_by_path.contains_key(*path))
+        .filter(|path| !flotilla_applied_since || managers_by_path.contains_key(*path))
         .collect();
-    // Report leaves: a lost path with a lost child is its parent.
+    // Keep the most specific paths: drop a lost path whose child is lost too.
     let leaves: Vec<&String> = lost
         .iter()
         .filter(|path| {
             !lost
                 .iter()
-                .any(|other| other.starts_with(&format!("{path}/")))
+                .any(|other| other.starts_with(&format!("{path}{SEP}")))
         })
         .copied()
         .collect();
-    let managers: BTreeSet<String> = leaves
+    let mut managers: BTreeSet<String> = leaves
         .iter()
-        .flat_map(|path| managers_by_path[*path].iter().cloned())
+        .filter_map(|path| managers_by_path.get(*path))
+        .flatten()
+        .cloned()
         .collect();
+    if managers.is_empty() && !leaves.is_empty() {
+        // Removed fields have no owner: name whoever wrote last.
+        if let Some((manager, _)) = manager_times(object)
+            .into_iter()
+            .filter(|(manager, _)| manager != FIELD_MANAGER)
+            .max_by(|a, b| a.1.cmp(&b.1))
+        {
+            managers.insert(manager);
+        }
+    }
     (
         leaves.iter().map(|path| readable(path)).collect(),
         managers.into_iter().collect(),
@@ -195,7 +260,7 @@ pub async fn watch_kind(
         // Ended by the server before the client's 30 s read timeout would cut it.
         .timeout(25);
     // Flotilla's fields per object uid, as last seen without drift.
-    let mut baselines: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut baselines: HashMap<String, Baseline> = HashMap::new();
     // The drift last sent per uid: the same drift is sent once, not on every status update.
     let mut reported: HashMap<String, Vec<String>> = HashMap::new();
     let mut version = "0".to_string();
@@ -203,7 +268,7 @@ pub async fn watch_kind(
         let stream = match api.watch(&params, &version).await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::debug!(cluster, kind = watched.kind, %error, "watch failed; retrying");
+                tracing::warn!(cluster, kind = watched.kind, %error, "watch failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
@@ -265,7 +330,7 @@ pub async fn watch_kind(
                     }
                     None => {
                         reported.remove(&uid);
-                        baselines.insert(uid, owned_paths(&value, FIELD_MANAGER));
+                        baselines.insert(uid, Baseline::of(&value));
                         None
                     }
                 }
@@ -277,6 +342,7 @@ pub async fn watch_kind(
                     fields,
                     managers,
                     report_only,
+                    note: None,
                 };
                 if drifts.send(drift).await.is_err() {
                     return;
@@ -318,13 +384,20 @@ mod tests {
 
     use super::*;
 
-    fn deployment(flotilla: Value, others: &[(&str, Value)]) -> Value {
-        let mut managed =
-            vec![json!({"manager": "flotilla", "operation": "Apply", "fieldsV1": flotilla})];
+    /// An object whose managedFields say Flotilla applied `flotilla` at `applied_at`, and each
+    /// other manager wrote its fields later.
+    fn object_at(applied_at: &str, flotilla: Value, others: &[(&str, Value)]) -> Value {
+        let mut managed = vec![json!({"manager": "flotilla", "operation": "Apply",
+                                      "time": applied_at, "fieldsV1": flotilla})];
         for (manager, fields) in others {
-            managed.push(json!({"manager": manager, "operation": "Update", "fieldsV1": fields}));
+            managed.push(json!({"manager": manager, "operation": "Update",
+                                "time": "2026-11-22T10:00:00Z", "fieldsV1": fields}));
         }
         json!({"metadata": {"managedFields": managed}})
+    }
+
+    fn deployment(flotilla: Value, others: &[(&str, Value)]) -> Value {
+        object_at("2026-11-22T09:00:00Z", flotilla, others)
     }
 
     #[test]
@@ -334,7 +407,7 @@ mod tests {
                 "k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}}),
             &[],
         );
-        let baseline = owned_paths(&before, FIELD_MANAGER);
+        let baseline = Baseline::of(&before);
         let after = deployment(
             json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
                 "k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}}),
@@ -347,14 +420,11 @@ mod tests {
 
     #[test]
     fn a_changed_image_is_named_by_its_container() {
-        let baseline = owned_paths(
-            &deployment(
-                json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+        let baseline = Baseline::of(&deployment(
+            json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
                     "k:{\"name\":\"web\"}": {".": {}, "f:image": {}}}}}}}),
-                &[],
-            ),
-            FIELD_MANAGER,
-        );
+            &[],
+        ));
         let after = deployment(
             json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
                 "k:{\"name\":\"web\"}": {".": {}}}}}}}),
@@ -371,10 +441,7 @@ mod tests {
 
     #[test]
     fn status_and_fields_flotilla_never_set_are_not_drift() {
-        let baseline = owned_paths(
-            &deployment(json!({"f:spec": {"f:paused": {}}}), &[]),
-            FIELD_MANAGER,
-        );
+        let baseline = Baseline::of(&deployment(json!({"f:spec": {"f:paused": {}}}), &[]));
         let after = deployment(
             json!({"f:spec": {"f:paused": {}}}),
             &[
@@ -391,11 +458,38 @@ mod tests {
     #[test]
     fn a_field_dropped_from_git_is_not_drift() {
         // Flotilla's own next apply no longer sets spec.paused; nobody else owns it.
-        let baseline = owned_paths(
-            &deployment(json!({"f:spec": {"f:paused": {}, "f:replicas": {}}}), &[]),
-            FIELD_MANAGER,
+        let baseline = Baseline::of(&deployment(
+            json!({"f:spec": {"f:paused": {}, "f:replicas": {}}}),
+            &[],
+        ));
+        let after = object_at(
+            "2026-11-22T11:00:00Z",
+            json!({"f:spec": {"f:replicas": {}}}),
+            &[],
         );
-        let after = deployment(json!({"f:spec": {"f:replicas": {}}}), &[]);
         assert_eq!(lost_fields(&baseline, &after), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_field_someone_removed_is_drift_and_keys_with_slashes_read_whole() {
+        let baseline = Baseline::of(&deployment(
+            json!({"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}, "f:team": {}}}}),
+            &[],
+        ));
+        // `kubectl label deployment web team-`: the field is gone, nobody owns it, and
+        // Flotilla did not apply.
+        let after = deployment(
+            json!({"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}}}}),
+            &[("kubectl-label", json!({}))],
+        );
+        let (fields, managers) = lost_fields(&baseline, &after);
+        assert_eq!(fields, ["metadata.labels.team"]);
+        assert_eq!(managers, ["kubectl-label"]);
+        assert_eq!(
+            readable(&format!(
+                "f:metadata{SEP}f:labels{SEP}f:app.kubernetes.io/name"
+            )),
+            "metadata.labels.app.kubernetes.io/name"
+        );
     }
 }

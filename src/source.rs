@@ -92,7 +92,7 @@ impl GitSource {
     fn git_error(&self, action: &str) -> impl FnOnce(git2::Error) -> SourceError + '_ {
         let action = action.to_string();
         move |error| SourceError::Git {
-            url: self.url.clone(),
+            url: redacted(&self.url),
             action,
             message: error.message().to_string(),
         }
@@ -158,6 +158,9 @@ impl GitSource {
             if attempts > 2 {
                 return Err(git2::Error::from_str("the remote refused the credentials"));
             }
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(username.unwrap_or("git"));
+            }
             if allowed.contains(CredentialType::SSH_KEY)
                 && let Some(key) = &self.credentials.ssh_key
             {
@@ -215,6 +218,20 @@ impl GitSource {
     }
 }
 
+/// The URL without userinfo: `https://user:token@host/x` must not reach logs or `/status`.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 fn create_dir(path: &Path) -> Result<(), SourceError> {
     std::fs::create_dir_all(path).map_err(|error| SourceError::Cache {
         path: path.to_path_buf(),
@@ -265,4 +282,25 @@ pub fn watch_directory(
         }
     });
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn userinfo_is_redacted_from_urls() {
+        assert_eq!(
+            redacted("https://bot:ghp_secret@github.com/acme/fleet.git"),
+            "https://***@github.com/acme/fleet.git"
+        );
+        assert_eq!(
+            redacted("https://github.com/acme/fleet.git"),
+            "https://github.com/acme/fleet.git"
+        );
+        assert_eq!(
+            redacted("git@github.com:acme/fleet.git"),
+            "git@github.com:acme/fleet.git"
+        );
+    }
 }

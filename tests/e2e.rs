@@ -1091,7 +1091,9 @@ data: {a: "1"}
 
     // Debian's prometheus, scraping the agent every second.
     let prometheus_port = free_port();
-    let config = dir.path().join("prometheus.yml");
+    // Outside the fleet directory, which the agent watches.
+    let prometheus_dir = tempfile::tempdir().expect("tempdir");
+    let config = prometheus_dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -1105,7 +1107,7 @@ data: {a: "1"}
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
+            prometheus_dir.path().join("tsdb").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
         .stdout(std::process::Stdio::null())

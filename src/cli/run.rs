@@ -94,12 +94,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30s or 1m"))?;
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(number)),
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
+        "s" => Some(number),
+        "m" => number.checked_mul(60),
+        "h" => number.checked_mul(3600),
         _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
     };
-    Ok(Duration::from_secs(seconds))
+    seconds
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?}: too long"))
 }
 
 fn read_secret(path: &Option<PathBuf>) -> Result<Option<Vec<u8>>, CliError> {
@@ -149,6 +151,12 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         gitlab: read_secret(&args.gitlab_token_file)?,
         generic: read_secret(&args.generic_token_file)?,
     };
+    // A remote that accepts the connection and then says nothing must not hang the loop.
+    // SAFETY: libgit2's global options are set once, before any Git operation runs.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(10_000);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+    }
     let metrics = Metrics::new().map_err(|error| CliError::Serialise(error.to_string()))?;
     let shared = Arc::new(Shared {
         status: Default::default(),
@@ -227,4 +235,21 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     interrupt.await.unwrap_or_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_unit_and_refuse_overflow() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
+    }
 }
