@@ -181,14 +181,17 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
         Source::Git(git) => {
             let started = Instant::now();
             let git = git.clone();
-            let fetched = tokio::task::spawn_blocking(move || git.fetch()).await;
+            let fetched = match tokio::task::spawn_blocking(move || git.fetch()).await {
+                Ok(fetched) => fetched.map_err(|error| error.to_string()),
+                Err(panicked) => Err(panicked.to_string()),
+            };
             shared
                 .metrics
                 .git_fetch_duration
                 .with_label_values(&[] as &[&str])
                 .observe(started.elapsed().as_secs_f64());
             match fetched {
-                Ok(Ok(commit)) => {
+                Ok(commit) => {
                     shared.metrics.git_fetches.with_label_values(&["ok"]).inc();
                     if state.fetch_failures > 0 {
                         state.fetch_failures = 0;
@@ -203,15 +206,6 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
                         }
                     }
                     commit
-                }
-                Ok(Err(error)) => {
-                    shared
-                        .metrics
-                        .git_fetches
-                        .with_label_values(&["error"])
-                        .inc();
-                    state.fetch_failures += 1;
-                    return report_error(shared, format!("fetch: {error}")).await;
                 }
                 Err(error) => {
                     shared
