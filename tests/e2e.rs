@@ -1149,3 +1149,77 @@ data: {a: "1"}
         .unwrap_or(0.0);
     assert!(value >= 1.0, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deploy_manifests_are_accepted_by_a_real_apiserver() {
+    use flotilla::apply::{apply_one, member::connect_all};
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let rendered = render_tree(&deploy, Path::new(".")).expect("deploy/ renders");
+    let kinds: BTreeSet<&str> = rendered.objects.iter().map(|o| o.kind()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ConfigMap",
+            "Deployment",
+            "Namespace",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ])
+    );
+    // The hub here is one of the member apiservers; its flotilla-system namespace exists once
+    // anything synced there, and a dry-run cannot create it for the objects inside.
+    let hub = "cluster-frankfurt";
+    {
+        let client = clusters.client(hub).await;
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": "flotilla-system"}});
+        namespaces
+            .patch(
+                "flotilla-system",
+                &kube::api::PatchParams::apply("e2e-deploy"),
+                &kube::api::Patch::Apply(namespace),
+            )
+            .await
+            .expect("flotilla-system namespace");
+    }
+    let members = connect_all(&clusters.kubeconfig, &[hub.to_string()])
+        .await
+        .expect("kubeconfig");
+    let member = members[0].1.as_ref().expect("hub client");
+    for object in &rendered.objects {
+        let prepared = member
+            .prepare(object, "deploy-dry-run")
+            .await
+            .expect("discovery");
+        let accepted = apply_one(member, &prepared, true)
+            .await
+            .unwrap_or_else(|failure| {
+                panic!("{}: refused: {}", object.object_ref(), failure.reason)
+            });
+        if object.kind() == "Deployment" {
+            let container = &accepted.live["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+            assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+            assert_eq!(
+                accepted.live["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+                true
+            );
+        }
+    }
+    // A dry-run wrote nothing.
+    let client = clusters.client(hub).await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, "flotilla-system");
+    assert!(
+        deployments
+            .get_opt("flotilla")
+            .await
+            .expect("GET")
+            .is_none()
+    );
+}
