@@ -404,7 +404,7 @@ async fn worker(
             match connect(&config, &cluster).await {
                 Ok(connected) => member = Some(connected),
                 Err(error) => {
-                    let report = failed_report(&cluster, error);
+                    let report = ClusterReport::failed(&cluster, error, Duration::ZERO);
                     record(&shared, &report, &desired).await;
                     failures += 1;
                     retry_at = Some(tokio::time::Instant::now() + backoff(failures, &config));
@@ -436,20 +436,21 @@ async fn worker(
             }
         }
         // Watch every kind this cluster now holds.
-        let mut kinds = BTreeSet::new();
-        for object in &desired.objects {
-            if let Ok(Some(resource)) = connected
-                .resource(object.api_version(), object.kind())
-                .await
-            {
-                kinds.insert(WatchedKind {
-                    api_version: object.api_version().to_string(),
-                    kind: object.kind().to_string(),
+        let planned_kinds: BTreeSet<(&str, &str)> = desired
+            .objects
+            .iter()
+            .map(|object| (object.api_version(), object.kind()))
+            .collect();
+        let mut kinds = Vec::with_capacity(planned_kinds.len());
+        for (api_version, kind) in planned_kinds {
+            if let Ok(Some(resource)) = connected.resource(api_version, kind).await {
+                kinds.push(WatchedKind {
+                    api_version: api_version.to_string(),
+                    kind: kind.to_string(),
                     plural: resource.plural,
                 });
             }
         }
-        let kinds: Vec<WatchedKind> = kinds.into_iter().collect();
         if kinds != watched {
             for handle in watches.drain(..) {
                 handle.abort();
@@ -473,22 +474,6 @@ async fn worker(
 fn backoff(failures: u32, config: &AgentConfig) -> Duration {
     Duration::from_secs(1 << failures.saturating_sub(1).min(10))
         .min(config.interval.max(Duration::from_secs(1)))
-}
-
-fn failed_report(cluster: &str, error: String) -> ClusterReport {
-    ClusterReport {
-        cluster: cluster.to_string(),
-        status: ClusterStatus::Failed,
-        error: Some(error),
-        applied: Vec::new(),
-        unchanged: Vec::new(),
-        pruned: Vec::new(),
-        kept: Vec::new(),
-        failed: Vec::new(),
-        writes: 0,
-        set_hash: String::new(),
-        duration: Duration::ZERO,
-    }
 }
 
 /// Records a sync in metrics, logs and status.
@@ -610,7 +595,7 @@ async fn handle_drift(
     let Some(object) = desired
         .objects
         .iter()
-        .find(|object| same_object(&object.object_ref(), &drift.object))
+        .find(|object| object.object_ref().is_placed_as(&drift.object))
         .cloned()
     else {
         // Not (or no longer) planned here: Flotilla's own prune, or a change in flight.
@@ -676,15 +661,6 @@ async fn handle_drift(
     }
 }
 
-/// The same object, where the planned one may not name its namespace (`default`).
-fn same_object(planned: &ObjectRef, live: &ObjectRef) -> bool {
-    planned.group == live.group
-        && planned.kind == live.kind
-        && planned.name == live.name
-        && (planned.namespace == live.namespace
-            || (planned.namespace.is_empty() && live.namespace == "default"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,11 +702,11 @@ mod tests {
             namespace: String::new(),
             ..live.clone()
         };
-        assert!(same_object(&planned, &live));
+        assert!(planned.is_placed_as(&live));
         let elsewhere = ObjectRef {
             namespace: "web".into(),
             ..live.clone()
         };
-        assert!(!same_object(&elsewhere, &live));
+        assert!(!elsewhere.is_placed_as(&live));
     }
 }

@@ -67,6 +67,16 @@ impl ObjectRef {
         }
     }
 
+    /// Whether this ref, as a template names it, is the object `placed` in a cluster: the same
+    /// object, where a template without a namespace lands in `default` (as with kubectl).
+    pub fn is_placed_as(&self, placed: &ObjectRef) -> bool {
+        self.group == placed.group
+            && self.kind == placed.kind
+            && self.name == placed.name
+            && (self.namespace == placed.namespace
+                || (self.namespace.is_empty() && placed.namespace == "default"))
+    }
+
     fn key(&self) -> (&str, &str, &str, &str) {
         (&self.group, &self.kind, &self.namespace, &self.name)
     }

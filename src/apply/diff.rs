@@ -120,17 +120,18 @@ pub async fn diff_cluster(
     }
 
     let outcomes: Vec<_> = futures::stream::iter(prepared.iter().map(|object| async move {
+        let creation = || ObjectDiff {
+            object: object.object_ref.clone(),
+            change: Change::Create,
+            diff: unified(
+                &object.object_ref,
+                "",
+                &to_yaml(&serde_json::from_str(&object.body).unwrap_or(Value::Null)),
+            ),
+        };
         let Some(resource) = &object.resource else {
             // Its CRD comes in the same sync: the apiserver cannot dry-run it yet.
-            return Ok(Some(ObjectDiff {
-                object: object.object_ref.clone(),
-                change: Change::Create,
-                diff: unified(
-                    &object.object_ref,
-                    "",
-                    &to_yaml(&serde_json::from_str(&object.body).unwrap_or(Value::Null)),
-                ),
-            }));
+            return Ok(Some(creation()));
         };
         let live = match member
             .get(&object_path(&object.object_ref, resource))
@@ -151,15 +152,7 @@ pub async fn diff_cluster(
             .await
             .map_err(|failure| failure.reason)?;
         Ok::<_, String>(match live {
-            None => Some(ObjectDiff {
-                object: object.object_ref.clone(),
-                change: Change::Create,
-                diff: unified(
-                    &object.object_ref,
-                    "",
-                    &to_yaml(&serde_json::from_str(&object.body).unwrap_or(Value::Null)),
-                ),
-            }),
+            None => Some(creation()),
             Some(live) => {
                 let (old, new) = (to_yaml(&live), to_yaml(&normalize(dry_run.live)));
                 (old != new).then(|| ObjectDiff {

@@ -172,11 +172,12 @@ impl ClusterReport {
         }
     }
 
-    fn failed_with(cluster: &str, error: String, started: Instant) -> Self {
+    /// The report of a cluster that could not be synced at all.
+    pub fn failed(cluster: &str, error: String, duration: Duration) -> Self {
         ClusterReport {
             status: ClusterStatus::Failed,
             error: Some(error),
-            duration: started.elapsed(),
+            duration,
             ..ClusterReport::new(cluster)
         }
     }
@@ -393,7 +394,7 @@ pub async fn sync_fleet(
                     let keep = kept_by_plan_errors(plan, name);
                     sync_cluster(member, desired, &keep, options).await
                 }
-                Err(error) => ClusterReport::failed_with(name, error.to_string(), started),
+                Err(error) => ClusterReport::failed(name, error.to_string(), started.elapsed()),
             }
         })
         .collect();
@@ -416,16 +417,9 @@ pub fn kept_by_plan_errors(plan: &Plan, cluster: &str) -> BTreeSet<ObjectRef> {
         .collect()
 }
 
-/// Whether a plan error keeps this object. The error names the template as written, whose
-/// namespace may be empty where the cluster's object has `default`.
+/// Whether a plan error keeps this object. The error names the template as written.
 pub fn is_kept(keep: &BTreeSet<ObjectRef>, object_ref: &ObjectRef) -> bool {
-    keep.contains(object_ref)
-        || keep.iter().any(|kept| {
-            kept.namespace.is_empty()
-                && kept.group == object_ref.group
-                && kept.kind == object_ref.kind
-                && kept.name == object_ref.name
-        })
+    keep.iter().any(|kept| kept.is_placed_as(object_ref))
 }
 
 /// Syncs one cluster to `desired`. Objects in `keep` are neither applied nor pruned.
@@ -440,7 +434,9 @@ pub async fn sync_cluster(
     let (previous, first_sync) = match Inventory::load(member, &options.name).await {
         Ok(Some(inventory)) => (inventory, false),
         Ok(None) => (Inventory::default(), true),
-        Err(error) => return ClusterReport::failed_with(&member.name, error.to_string(), started),
+        Err(error) => {
+            return ClusterReport::failed(&member.name, error.to_string(), started.elapsed());
+        }
     };
 
     let mut prepared = Vec::with_capacity(desired.len());
@@ -448,7 +444,7 @@ pub async fn sync_cluster(
         match member.prepare(object.borrow(), &options.name).await {
             Ok(object) => prepared.push(object),
             Err(error) => {
-                return ClusterReport::failed_with(&member.name, error.to_string(), started);
+                return ClusterReport::failed(&member.name, error.to_string(), started.elapsed());
             }
         }
     }
@@ -469,7 +465,9 @@ pub async fn sync_cluster(
             }
             to_apply
         }
-        Err(error) => return ClusterReport::failed_with(&member.name, error.to_string(), started),
+        Err(error) => {
+            return ClusterReport::failed(&member.name, error.to_string(), started.elapsed());
+        }
     };
 
     tracing::debug!(
@@ -752,6 +750,7 @@ pub async fn apply_one(
     dry_run: bool,
 ) -> Result<Applied, ApplyFailure> {
     let resolved;
+    let resolved_here = object.resource.is_none();
     let (object_ref, body, resource) = match &object.resource {
         Some(resource) => (&object.object_ref, &object.body, resource.clone()),
         None => {
@@ -781,7 +780,11 @@ pub async fn apply_one(
         object_path(object_ref, &resource),
         apply_query(dry_run)
     );
-    let hash = content_hash(body);
+    let hash = if resolved_here {
+        content_hash(body)
+    } else {
+        object.hash.clone()
+    };
     let reply = if dry_run {
         member.apply_patch(&path, body.as_bytes()).await
     } else {

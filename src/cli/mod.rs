@@ -167,6 +167,17 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
     }
 }
 
+/// The runtime of the commands that talk to clusters.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::Path {
+            path: PathBuf::from("(tokio runtime)"),
+            problem: error.to_string(),
+        })
+}
+
 /// Renders and plans a fleet path.
 pub fn load_plan(source: &Source) -> Result<Plan, CliError> {
     let (root, relative) = locate(&source.path, source.root.as_deref())?;

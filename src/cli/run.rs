@@ -175,13 +175,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         },
         drift: args.drift,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::Path {
-            path: PathBuf::from("(tokio runtime)"),
-            problem: error.to_string(),
-        })?;
+    let runtime = super::runtime()?;
     // A local directory re-syncs when it changes (debounced), besides polls and webhooks.
     let _watcher = match &config.source {
         Source::Directory(dir) => {

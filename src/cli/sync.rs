@@ -111,13 +111,7 @@ fn prepare(source: &Source, target: &Target, force: bool) -> Result<Prepared, Cl
         .filter(|name| target.clusters.is_empty() || target.clusters.contains(name))
         .cloned()
         .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| CliError::Path {
-            path: PathBuf::from("(tokio runtime)"),
-            problem: error.to_string(),
-        })?;
+    let runtime = super::runtime()?;
     let members = runtime
         .block_on(connect_all(&target.kubeconfig, &names))
         .map_err(|error| match error {
