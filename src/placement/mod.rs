@@ -60,6 +60,20 @@ pub struct ResourcePlan {
     pub affinity_group: Option<String>,
     /// The clusters that receive it, by name.
     pub targets: Vec<Target>,
+    /// Set when its replicas were divided again because some of its clusters are unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+}
+
+/// A Karmada-style failover of a Divided resource: the replicas planned for unavailable
+/// clusters go to the remaining candidates, by the same weights. The unavailable clusters keep
+/// their planned share (they cannot be reached to remove it; it serves again when they come back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    /// The unavailable clusters whose replicas moved.
+    pub unavailable: Vec<String>,
+    /// The division the policy plans when every cluster is available.
+    pub planned: Vec<Target>,
 }
 
 /// One cluster's share of a resource.
@@ -166,6 +180,15 @@ struct Override {
 
 /// Plans a rendered fleet repo: every template to its clusters, with overrides applied.
 pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
+    plan_with_unavailable(rendered, &BTreeSet::new())
+}
+
+/// [`plan`], with the replicas of Divided resources moved off `unavailable` clusters (see
+/// [`Failover`]). Duplicated resources and kinds without replicas are planned as usual.
+pub fn plan_with_unavailable(
+    rendered: &Rendered,
+    unavailable: &BTreeSet<String>,
+) -> Result<Plan, PlanError> {
     let mut warnings = Vec::new();
 
     // Split the stream: the fleet, the policies, the templates.
@@ -215,10 +238,11 @@ pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
             unselected.push(*template);
             continue;
         };
-        let (targets, affinity_group) = match place(
+        let (targets, affinity_group, failover) = match place(
             &policy.spec.placement,
             template,
             &plan.clusters,
+            unavailable,
             &mut warnings,
             &policy.label,
         ) {
@@ -244,6 +268,7 @@ pub fn plan(rendered: &Rendered) -> Result<Plan, PlanError> {
             policy: Some(policy.label.clone()),
             affinity_group,
             targets,
+            failover,
         });
     }
 
@@ -671,13 +696,17 @@ fn replica_count(template: &Object) -> Option<u64> {
     }
 }
 
+/// A resource's targets, the `clusterAffinities` group that won, and its failover if any.
+type Placed = (Vec<Target>, Option<String>, Option<Failover>);
+
 fn place(
     placement: &Placement,
     template: &Object,
     clusters: &[Cluster],
+    unavailable: &BTreeSet<String>,
     warnings: &mut Vec<Warning>,
     policy: &str,
-) -> Result<(Vec<Target>, Option<String>), String> {
+) -> Result<Placed, String> {
     let scheduling = placement
         .replica_scheduling
         .clone()
@@ -709,7 +738,7 @@ fn place(
                 replicas,
             })
             .collect();
-        return Ok((targets, group));
+        return Ok((targets, group, None));
     };
     if preference == "Aggregated" || weights.dynamic_weight.is_some() {
         return Err(format!(
@@ -748,8 +777,8 @@ fn place(
     }
     let shares = divide_by_weight(total, &cluster_weights);
     let mut targets = Vec::new();
-    for ((name, weight), share) in cluster_weights.iter().zip(shares) {
-        if share == 0 {
+    for ((name, weight), share) in cluster_weights.iter().zip(&shares) {
+        if *share == 0 {
             if *weight > 0 {
                 warnings.push(Warning {
                     kind: "zero_share",
@@ -764,10 +793,69 @@ fn place(
         }
         targets.push(Target {
             cluster: name.to_string(),
-            replicas: Some(share),
+            replicas: Some(*share),
         });
     }
-    Ok((targets, group))
+    let failover = fail_over(total, &cluster_weights, &targets, unavailable);
+    match failover {
+        Some((targets, failover)) => Ok((targets, group, Some(failover))),
+        None => Ok((targets, group, None)),
+    }
+}
+
+/// Divides `total` again without the unavailable clusters that have a share, which keep their
+/// planned share; `None` when no planned target is unavailable or no candidate remains.
+fn fail_over(
+    total: u64,
+    cluster_weights: &[(&str, u64)],
+    planned: &[Target],
+    unavailable: &BTreeSet<String>,
+) -> Option<(Vec<Target>, Failover)> {
+    let lost: Vec<String> = planned
+        .iter()
+        .filter(|t| unavailable.contains(&t.cluster))
+        .map(|t| t.cluster.clone())
+        .collect();
+    if lost.is_empty() {
+        return None;
+    }
+    let mut remaining: Vec<(&str, u64)> = cluster_weights
+        .iter()
+        .filter(|(name, _)| !unavailable.contains(*name))
+        .copied()
+        .collect();
+    if remaining.is_empty() {
+        return None;
+    }
+    // Remaining candidates that no weight entry selects still run the workload rather than
+    // leave it with fewer replicas than planned.
+    if remaining.iter().all(|(_, weight)| *weight == 0) {
+        for entry in &mut remaining {
+            entry.1 = 1;
+        }
+    }
+    let shares = divide_by_weight(total, &remaining);
+    let mut targets: Vec<Target> = remaining
+        .iter()
+        .zip(shares)
+        .filter(|(_, share)| *share > 0)
+        .map(|((name, _), share)| Target {
+            cluster: name.to_string(),
+            replicas: Some(share),
+        })
+        .collect();
+    targets.extend(
+        planned
+            .iter()
+            .filter(|t| unavailable.contains(&t.cluster))
+            .cloned(),
+    );
+    targets.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    let failover = Failover {
+        unavailable: lost,
+        planned: planned.to_vec(),
+    };
+    Some((targets, failover))
 }
 
 // ----- dependencies -----
@@ -832,6 +920,7 @@ fn add_dependencies(
             policy: Some(policy),
             affinity_group: None,
             targets,
+            failover: None,
         });
     }
 }

@@ -702,3 +702,91 @@ spec:
     );
     assert_eq!(targets(&plan, "app"), [("member2".into(), Some(2))]);
 }
+
+#[test]
+fn failover_moves_divided_replicas_and_leaves_duplicated_alone() {
+    let yaml = format!(
+        "{}---\n{}---\n{}---\n{}",
+        deployment("nginx", "web", 10),
+        deployment("cache", "web", 2),
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: nginx, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: nginx}]
+  placement:
+    clusterAffinity: {clusterNames: [member1, member2, member3]}
+    clusterTolerations: [{key: spot, operator: Exists}]
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      weightPreference:
+        staticWeightList:
+          - {targetCluster: {clusterNames: [member1]}, weight: 60}
+          - {targetCluster: {clusterNames: [member2]}, weight: 30}
+          - {targetCluster: {clusterNames: [member3]}, weight: 10}
+"#,
+        r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: cache, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: cache}]
+  placement:
+    clusterAffinity: {clusterNames: [member1, member2]}
+"#
+    );
+    let objects = parse_objects(&format!("{FLEET}\n---\n{yaml}"), Path::new("fleet.yaml")).unwrap();
+    let rendered = Rendered { objects };
+    let unavailable = BTreeSet::from(["member1".to_string()]);
+    let plan = plan_with_unavailable(&rendered, &unavailable).unwrap();
+
+    // All 10 replicas are divided 30:10 over the others: 7/3 by Webster (ties go to the
+    // cluster with fewer replicas).
+    // member1 keeps its planned share: it cannot be reached, and serves again when back.
+    assert_eq!(
+        targets(&plan, "nginx"),
+        [
+            ("member1".into(), Some(6)),
+            ("member2".into(), Some(7)),
+            ("member3".into(), Some(3))
+        ]
+    );
+    let nginx = plan
+        .resources
+        .iter()
+        .find(|r| r.resource.name == "nginx")
+        .unwrap();
+    let failover = nginx.failover.as_ref().expect("a failover is recorded");
+    assert_eq!(failover.unavailable, ["member1"]);
+    assert_eq!(
+        failover.planned,
+        [
+            Target { cluster: "member1".into(), replicas: Some(6) },
+            Target { cluster: "member2".into(), replicas: Some(3) },
+            Target { cluster: "member3".into(), replicas: Some(1) }
+        ]
+    );
+    assert_eq!(
+        desired(&plan, "member2", "Deployment", "nginx").unwrap().value["spec"]["replicas"],
+        7
+    );
+    // Duplicated: unchanged, and no failover recorded.
+    assert_eq!(
+        targets(&plan, "cache"),
+        [("member1".into(), Some(2)), ("member2".into(), Some(2))]
+    );
+    assert!(plan.resources.iter().find(|r| r.resource.name == "cache").unwrap().failover.is_none());
+
+    // All available again: the planned division, and no failover.
+    let restored = plan_with_unavailable(&rendered, &BTreeSet::new()).unwrap();
+    assert_eq!(
+        targets(&restored, "nginx"),
+        [
+            ("member1".into(), Some(6)),
+            ("member2".into(), Some(3)),
+            ("member3".into(), Some(1))
+        ]
+    );
+    assert!(restored.resources.iter().all(|r| r.failover.is_none()));
+}
