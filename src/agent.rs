@@ -7,14 +7,18 @@
 //!
 //! A worker syncs its cluster whenever it is handed new objects, retries with backoff while
 //! its cluster fails, and watches the kinds it manages for drift (see [`crate::drift`]),
-//! correcting or reporting it. A dead or slow cluster only ever holds up its own worker.
+//! correcting or reporting it, and for workload health. A dead or slow cluster only ever holds
+//! up its own worker.
+//!
+//! Every cluster is probed (see [`crate::health`]); while one is NotReady, the commit is
+//! planned again with its Divided replicas failed over to the others. With several replicas,
+//! a replica runs workers only for the clusters of the shards it holds (see [`crate::lease`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kube::config::Kubeconfig;
 use serde::Serialize;
 use tokio::sync::{Notify, RwLock, mpsc, watch};
 
@@ -22,12 +26,17 @@ use crate::apply::{
     ClusterReport, ClusterStatus, Member, ObjectProblem, SyncOptions, apply_one,
     kept_by_plan_errors, sync_cluster,
 };
-use crate::drift::{Drift, DriftMode, WatchedKind, watch_kinds};
+use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_kinds};
+use crate::health::{HealthChange, HealthSettings, probe_cluster};
+use crate::hub::{Hub, MemberCredentials};
+use crate::lease::{LeaseHandle, Ownership};
 use crate::metrics::Metrics;
 use crate::object::{Object, ObjectRef};
-use crate::placement::{self, Plan};
+use crate::placement::types::SecretKeyRef;
+use crate::placement::{self, Plan, Target};
 use crate::render;
 use crate::source::GitSource;
+use crate::workload::{HEALTH_STATES, WorkloadHealth};
 
 /// Where the fleet repo comes from.
 #[derive(Debug, Clone)]
@@ -39,14 +48,18 @@ pub enum Source {
 }
 
 /// How the agent runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The fleet repo.
     pub source: Source,
     /// The fleet path inside the repo (`.` for its root).
     pub repo_path: PathBuf,
-    /// A kubeconfig with one context per member cluster; read again when a worker reconnects.
-    pub kubeconfig: PathBuf,
+    /// The member clusters' credentials; read again when a worker reconnects.
+    pub credentials: MemberCredentials,
+    /// The hub, for Events (and the Secrets and Leases, set up by the caller).
+    pub hub: Option<Hub>,
+    /// Cluster probing and failover.
+    pub health: HealthSettings,
     /// How often to poll without a trigger.
     pub interval: Duration,
     /// How to sync.
@@ -70,13 +83,52 @@ pub struct Status {
     /// cluster; the rest of the commit is applied, and whatever ran of them stays.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resource_errors: Vec<String>,
-    /// Per cluster, its last sync and drift.
+    /// This replica's identity, when replicas share clusters through Leases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The shards this replica holds, when replicas share clusters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<u32>>,
+    /// Divided resources whose replicas moved off NotReady clusters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<FailoverView>,
+    /// Per cluster, its health, last sync, workloads and drift.
     pub clusters: BTreeMap<String, ClusterView>,
+}
+
+/// A failover in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverView {
+    /// The resource.
+    pub resource: String,
+    /// The NotReady clusters its replicas moved off, with why they are NotReady.
+    pub unavailable: BTreeMap<String, String>,
+    /// The division in force now.
+    pub targets: Vec<Target>,
+    /// The planned division, restored when the clusters are Ready again.
+    pub planned: Vec<Target>,
+}
+
+/// A cluster's readiness from its `/readyz` probes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum Readiness {
+    /// Not enough probes failed in a row (a new cluster starts here).
+    #[default]
+    Ready,
+    /// `failure_threshold` probes failed in a row; Divided replicas fail over.
+    NotReady,
 }
 
 /// One cluster in `/status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterView {
+    /// Ready or NotReady, from the probes.
+    pub health: Readiness,
+    /// Why it is NotReady.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
+    /// Whether this replica syncs it (false when another replica holds its shard).
+    pub synced_here: bool,
     /// `synced`, `degraded` or `failed`; none before the first sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<ClusterStatus>,
@@ -102,6 +154,9 @@ pub struct ClusterView {
     pub last_success: Option<f64>,
     /// The latest drift seen (newest last), with whether it was corrected.
     pub drift: Vec<DriftView>,
+    /// Workloads and custom resources with a health rule, by object: Progressing,
+    /// Available or Degraded, from their status.
+    pub workloads: BTreeMap<String, WorkloadHealth>,
 }
 
 /// One drift in `/status`.
@@ -139,6 +194,8 @@ fn unix_now() -> f64 {
 /// One cluster's desired state, as handed to its worker.
 struct Desired {
     commit: String,
+    /// Where the hub keeps the cluster's kubeconfig.
+    secret: Option<SecretKeyRef>,
     first_seen: Instant,
     /// Shared between clusters where equal: most objects are the same in every cluster.
     objects: Vec<Arc<Object>>,
@@ -147,10 +204,27 @@ struct Desired {
     latency_recorded: std::sync::atomic::AtomicBool,
 }
 
-/// Runs the loop forever.
-pub async fn run(config: AgentConfig, shared: Arc<Shared>) {
+/// Runs the loop until `shutdown` fires; then stops the workers and releases the Leases, so
+/// another replica takes over at once.
+pub async fn run(
+    config: AgentConfig,
+    shared: Arc<Shared>,
+    leases: Option<LeaseHandle>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let config = Arc::new(config);
-    let mut state = LoopState::default();
+    let (health_tx, mut health_rx) = mpsc::channel::<HealthChange>(64);
+    let mut ownership = leases.as_ref().map(|handle| handle.ownership.clone());
+    if let Some(handle) = &leases {
+        shared.status.write().await.replica = Some(handle.identity.clone());
+    }
+    let mut state = LoopState {
+        health_tx: Some(health_tx),
+        owned: ownership.as_ref().map(|o| o.borrow().clone()),
+        leases,
+        ..Default::default()
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         reconcile(&config, &shared, &mut state).await;
         // After a failed fetch, retry sooner: 1 s doubling up to the poll interval.
@@ -159,11 +233,50 @@ pub async fn run(config: AgentConfig, shared: Arc<Shared>) {
             0 => interval,
             n => Duration::from_secs(1 << (n - 1).min(10)).min(interval),
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shared.trigger.notified() => {}
+        let sleep = tokio::time::sleep(wait);
+        let mut sleep = std::pin::pin!(sleep);
+        // Health and ownership changes are handled without waiting for the next round.
+        loop {
+            let ownership_changed = async {
+                match ownership.as_mut() {
+                    Some(receiver) => receiver.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut sleep => break,
+                () = shared.trigger.notified() => break,
+                Some(change) = health_rx.recv() => {
+                    if cluster_health_changed(&config, &shared, &mut state, change).await {
+                        // Plan the same commit again, with or without the failover.
+                        state.replan = true;
+                        break;
+                    }
+                }
+                true = ownership_changed => {
+                    state.owned = ownership.as_ref().map(|o| o.borrow().clone());
+                    dispatch(&config, &shared, &mut state).await;
+                }
+                () = &mut shutdown => {
+                    state.owned = Some(Ownership::default());
+                    dispatch(&config, &shared, &mut state).await;
+                    if let Some(handle) = state.leases.take() {
+                        handle.release().await;
+                    }
+                    return;
+                }
+            }
         }
     }
+}
+
+/// The shards whose clusters have a worker now.
+fn running_shards(state: &LoopState, owned: &Ownership) -> BTreeSet<u32> {
+    state
+        .workers
+        .keys()
+        .map(|cluster| crate::lease::shard_of(cluster, owned.total))
+        .collect()
 }
 
 #[derive(Default)]
@@ -173,7 +286,33 @@ struct LoopState {
     /// When the newest commit was first seen, for commit-to-applied latency.
     first_seen: Option<(String, Instant)>,
     fetch_failures: u32,
-    workers: HashMap<String, watch::Sender<Option<Arc<Desired>>>>,
+    /// Plan the current commit again (a cluster's readiness changed).
+    replan: bool,
+    /// NotReady clusters, with why.
+    unavailable: BTreeMap<String, String>,
+    /// The newest desired state of every planned cluster, owned here or not.
+    desired: BTreeMap<String, Arc<Desired>>,
+    /// The shards this replica holds; `None` without Leases (every cluster is synced here).
+    owned: Option<Ownership>,
+    workers: HashMap<String, WorkerHandle>,
+    probers: HashMap<String, (Option<SecretKeyRef>, AbortOnDrop)>,
+    health_tx: Option<mpsc::Sender<HealthChange>>,
+    /// The Leases, told which shards have workers.
+    leases: Option<LeaseHandle>,
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct WorkerHandle {
+    sender: watch::Sender<Option<Arc<Desired>>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut LoopState) {
@@ -221,7 +360,8 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
         // A directory has no commit: every trigger re-syncs, and a no-op sync costs reads only.
         Source::Directory(dir) => format!("dir:{}", dir.display()),
     };
-    if state.first_seen.as_ref().map(|(c, _)| c) != Some(&commit) {
+    let new_commit = state.first_seen.as_ref().map(|(c, _)| c) != Some(&commit);
+    if new_commit {
         state.first_seen = Some((commit.clone(), Instant::now()));
     }
     // A directory has no commits: each round's trigger is the moment its change was seen.
@@ -232,11 +372,16 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
             .as_ref()
             .map_or_else(Instant::now, |(_, t)| *t),
     };
-    if matches!(config.source, Source::Git(_)) && state.planned_commit.as_ref() == Some(&commit) {
+    let replan = std::mem::take(&mut state.replan);
+    if matches!(config.source, Source::Git(_))
+        && state.planned_commit.as_ref() == Some(&commit)
+        && !replan
+    {
         return;
     }
 
-    let mut plan = match load_plan(config, &commit).await {
+    let unavailable: BTreeSet<String> = state.unavailable.keys().cloned().collect();
+    let mut plan = match load_plan(config, &commit, unavailable).await {
         Ok(plan) => plan,
         Err((stage, error)) => {
             shared
@@ -259,11 +404,42 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
     for error in &plan.errors {
         tracing::warn!(commit = %commit, "{error}");
     }
+    let failovers: Vec<FailoverView> = plan
+        .resources
+        .iter()
+        .filter_map(|resource| {
+            let failover = resource.failover.as_ref()?;
+            Some(FailoverView {
+                resource: resource.resource.to_string(),
+                unavailable: failover
+                    .unavailable
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.clone(),
+                            state.unavailable.get(c).cloned().unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+                targets: resource.targets.clone(),
+                planned: failover.planned.clone(),
+            })
+        })
+        .collect();
+    for failover in &failovers {
+        tracing::warn!(
+            resource = failover.resource,
+            unavailable = ?failover.unavailable,
+            targets = ?failover.targets,
+            "failover: replicas divided over the Ready clusters"
+        );
+    }
     {
         let mut status = shared.status.write().await;
         status.commit = Some(commit.clone());
         status.error = None;
         status.resource_errors = plan.errors.iter().map(ToString::to_string).collect();
+        status.failovers = failovers;
         status
             .clusters
             .retain(|cluster, _| plan.desired.contains_key(cluster));
@@ -279,14 +455,16 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
             .with_label_values(&["resource"])
             .inc_by(plan.errors.len() as u64);
     }
-    // Clusters that left the fleet: their workers stop (nothing is deleted there).
-    state
-        .workers
-        .retain(|cluster, _| plan.desired.contains_key(cluster));
+    let secrets: HashMap<String, Option<SecretKeyRef>> = plan
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.kubeconfig_secret.clone()))
+        .collect();
     // The objects move to the workers, each distinct object once: an object placed unchanged
     // on 20 clusters is kept once, not 20 times.
     let desired_sets = std::mem::take(&mut plan.desired);
     let mut distinct: HashMap<String, Arc<Object>> = HashMap::new();
+    state.desired.clear();
     for (cluster, objects) in desired_sets {
         let objects = objects
             .into_iter()
@@ -300,32 +478,189 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
             .collect();
         let desired = Arc::new(Desired {
             commit: commit.clone(),
+            secret: secrets.get(&cluster).cloned().flatten(),
             first_seen,
             keep: kept_by_plan_errors(&plan, &cluster),
             objects,
-            latency_recorded: Default::default(),
+            // A failover of the same commit is not that commit's latency.
+            latency_recorded: (!new_commit && replan).into(),
         });
-        match state.workers.get(&cluster) {
-            Some(sender) => {
-                let _ = sender.send(Some(desired));
+        state.desired.insert(cluster, desired);
+    }
+    dispatch(config, shared, state).await;
+    state.planned_commit = Some(commit);
+}
+
+/// Hands each planned cluster that this replica holds its desired state, starting its worker
+/// when needed, and stops the workers of clusters no longer planned or held. Every planned
+/// cluster is probed, held or not: failover needs every cluster's health.
+async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut LoopState) {
+    let owned = |cluster: &str| {
+        state
+            .owned
+            .as_ref()
+            .is_none_or(|ownership| ownership.owns(cluster))
+    };
+    // Stop first, and wait: a cluster is never synced by two replicas at once.
+    let stopping: Vec<String> = state
+        .workers
+        .keys()
+        .filter(|cluster| !state.desired.contains_key(*cluster) || !owned(cluster))
+        .cloned()
+        .collect();
+    for cluster in stopping {
+        if let Some(worker) = state.workers.remove(&cluster) {
+            worker.task.abort();
+            let _ = worker.task.await;
+            tracing::info!(cluster, "cluster released");
+        }
+        if let Some(view) = shared.status.write().await.clusters.get_mut(&cluster) {
+            view.synced_here = false;
+        }
+    }
+    for (cluster, desired) in &state.desired {
+        if !owned(cluster) {
+            continue;
+        }
+        match state.workers.get(cluster) {
+            Some(worker) => {
+                let _ = worker.sender.send(Some(desired.clone()));
             }
             None => {
-                let (sender, receiver) = watch::channel(Some(desired));
-                tokio::spawn(worker(
+                tracing::info!(cluster, "cluster acquired");
+                if let Some(view) = shared.status.write().await.clusters.get_mut(cluster) {
+                    view.synced_here = true;
+                }
+                let (sender, receiver) = watch::channel(Some(desired.clone()));
+                let task = tokio::spawn(worker(
                     cluster.clone(),
                     config.clone(),
                     shared.clone(),
                     receiver,
                 ));
-                state.workers.insert(cluster.clone(), sender);
+                state
+                    .workers
+                    .insert(cluster.clone(), WorkerHandle { sender, task });
             }
         }
     }
-    state.planned_commit = Some(commit);
+    // Probers follow the plan: a cluster whose Secret reference changed is probed anew.
+    state.probers.retain(|cluster, (secret, _)| {
+        state
+            .desired
+            .get(cluster)
+            .is_some_and(|d| d.secret == *secret)
+    });
+    if let Some(health_tx) = &state.health_tx {
+        for (cluster, desired) in &state.desired {
+            if state.probers.contains_key(cluster) {
+                continue;
+            }
+            let task = tokio::spawn(probe_cluster(
+                cluster.clone(),
+                desired.secret.clone(),
+                config.credentials.clone(),
+                config.health,
+                health_tx.clone(),
+            ));
+            state
+                .probers
+                .insert(cluster.clone(), (desired.secret.clone(), AbortOnDrop(task)));
+        }
+    }
+    state
+        .unavailable
+        .retain(|cluster, _| state.desired.contains_key(cluster));
+    if let (Some(handle), Some(owned)) = (&state.leases, &state.owned) {
+        let _ = handle.running.send(running_shards(state, owned));
+        shared.metrics.shards_held.set(owned.shards.len() as i64);
+        shared.status.write().await.shards = Some(owned.shards.iter().copied().collect());
+    }
+    let mut status = shared.status.write().await;
+    update_readiness(&mut status);
+}
+
+/// Ready once every cluster synced here has synced the current commit.
+fn update_readiness(status: &mut Status) {
+    if status.commit.is_none() {
+        return;
+    }
+    let current = status.commit.clone();
+    let all_synced = status
+        .clusters
+        .values()
+        .filter(|view| view.synced_here)
+        .all(|view| view.status == Some(ClusterStatus::Synced) && view.commit == current);
+    status.ready |= all_synced;
+}
+
+/// Records a readiness change in status, metrics, logs and a hub Event; true when the plan
+/// must change (the cluster entered or left the unavailable set).
+async fn cluster_health_changed(
+    config: &AgentConfig,
+    shared: &Shared,
+    state: &mut LoopState,
+    change: HealthChange,
+) -> bool {
+    let cluster = change.cluster.as_str();
+    if !state.desired.contains_key(cluster) {
+        return false;
+    }
+    shared
+        .metrics
+        .cluster_ready
+        .with_label_values(&[cluster])
+        .set(i64::from(change.ready));
+    {
+        let mut status = shared.status.write().await;
+        let view = status.clusters.entry(cluster.to_string()).or_default();
+        view.health = if change.ready {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady
+        };
+        view.health_reason = (!change.ready).then(|| change.reason.clone());
+    }
+    let (reason, message) = if change.ready {
+        tracing::info!(cluster, reason = change.reason, "cluster Ready again");
+        (
+            "ClusterReady",
+            format!(
+                "cluster {cluster} is Ready: {}; planned division restored",
+                change.reason
+            ),
+        )
+    } else {
+        tracing::warn!(cluster, reason = change.reason, "cluster NotReady");
+        (
+            "ClusterNotReady",
+            format!(
+                "cluster {cluster} is NotReady: {}; Divided replicas fail over",
+                change.reason
+            ),
+        )
+    };
+    // One replica speaks for a cluster: the one that holds it.
+    let held_here = state.owned.as_ref().is_none_or(|o| o.owns(cluster));
+    if let (Some(hub), true) = (&config.hub, held_here) {
+        hub.event(cluster, !change.ready, reason, &message).await;
+    }
+    if change.ready {
+        state.unavailable.remove(cluster).is_some()
+    } else {
+        state
+            .unavailable
+            .insert(cluster.to_string(), change.reason)
+            .is_none()
+    }
 }
 
 /// Checks out, renders and places a commit, off the async threads.
-async fn load_plan(config: &AgentConfig, commit: &str) -> Result<Plan, (&'static str, String)> {
+async fn load_plan(
+    config: &AgentConfig,
+    commit: &str,
+    unavailable: BTreeSet<String>,
+) -> Result<Plan, (&'static str, String)> {
     let source = config.source.clone();
     let repo_path = config.repo_path.clone();
     let commit = commit.to_string();
@@ -338,7 +673,8 @@ async fn load_plan(config: &AgentConfig, commit: &str) -> Result<Plan, (&'static
         };
         let rendered =
             render::render_tree(&root, &repo_path).map_err(|e| ("render", e.to_string()))?;
-        placement::plan(&rendered).map_err(|e| ("place", e.to_string()))
+        placement::plan_with_unavailable(&rendered, &unavailable)
+            .map_err(|e| ("place", e.to_string()))
     })
     .await;
     loaded.unwrap_or_else(|error| Err(("render", error.to_string())))
@@ -349,25 +685,19 @@ async fn report_error(shared: &Shared, error: String) {
     shared.status.write().await.error = Some(error);
 }
 
-async fn connect(config: &AgentConfig, cluster: &str) -> Result<Member, String> {
-    let kubeconfig = Kubeconfig::read_from(&config.kubeconfig)
-        .map_err(|error| format!("{}: {error}", config.kubeconfig.display()))?;
-    Member::from_kubeconfig(&kubeconfig, &config.kubeconfig, cluster)
-        .await
-        .map_err(|error| error.to_string())
-}
-
-/// One cluster's worker: syncs when handed new objects, retries while failing, and handles
-/// drift. Ends when the loop drops its sender.
+/// One cluster's worker: syncs when handed new objects, retries while failing, reconnects
+/// when its credentials change, and handles drift and workload health. Ends when the loop
+/// drops its sender, or is aborted when this replica loses the cluster.
 async fn worker(
     cluster: String,
     config: Arc<AgentConfig>,
     shared: Arc<Shared>,
     mut desired_rx: watch::Receiver<Option<Arc<Desired>>>,
 ) {
-    let (drift_tx, mut drift_rx) = mpsc::channel::<Drift>(256);
-    let mut member: Option<Member> = None;
-    let mut watches: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let (reports_tx, mut reports_rx) = mpsc::channel::<WatchReport>(256);
+    let mut credentials_rx = config.credentials.changes();
+    let mut member: Option<(Member, String)> = None;
+    let mut watches = Watches::default();
     let mut watched: Vec<WatchedKind> = Vec::new();
     let mut failures: u32 = 0;
     let mut corrections = Corrections::default();
@@ -381,18 +711,46 @@ async fn worker(
                 None => std::future::pending().await,
             }
         };
+        let credentials_changed = async {
+            match credentials_rx.as_mut() {
+                Some(receiver) => receiver.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = desired_rx.changed() => {
                 if changed.is_err() {
                     break;
                 }
             }
-            Some(drift) = drift_rx.recv() => {
+            Some(report) = reports_rx.recv() => {
                 let desired = desired_rx.borrow().clone();
-                if let (Some(member), Some(desired)) = (&member, desired) {
-                    handle_drift(&config, &shared, member, &desired, &mut corrections, drift)
-                        .await;
+                match report {
+                    WatchReport::Drift(drift) => {
+                        if let (Some((member, _)), Some(desired)) = (&member, desired) {
+                            handle_drift(&config, &shared, member, &desired, &mut corrections, drift)
+                                .await;
+                        }
+                    }
+                    WatchReport::Health { object, health } => {
+                        record_workload(&shared, &cluster, &object, health).await;
+                    }
                 }
+                continue;
+            }
+            true = credentials_changed => {
+                let desired = desired_rx.borrow().clone();
+                let secret = desired.as_ref().and_then(|d| d.secret.clone());
+                let current = config.credentials.version(secret.as_ref()).await;
+                let connected = member.as_ref().map(|(_, version)| version.clone());
+                if current.is_none() || current == connected {
+                    continue;
+                }
+                tracing::info!(cluster, "kubeconfig Secret changed; reconnecting");
+                member = None;
+                watches = Watches::default();
+                watched.clear();
+                desired_rx.mark_changed();
                 continue;
             }
             () = retry => {}
@@ -401,7 +759,11 @@ async fn worker(
             continue;
         };
         if member.is_none() {
-            match connect(&config, &cluster).await {
+            match config
+                .credentials
+                .connect(&cluster, desired.secret.as_ref())
+                .await
+            {
                 Ok(connected) => member = Some(connected),
                 Err(error) => {
                     let report = ClusterReport::failed(&cluster, error, Duration::ZERO);
@@ -412,7 +774,9 @@ async fn worker(
                 }
             }
         }
-        let Some(connected) = &member else { continue };
+        let Some((connected, _)) = &member else {
+            continue;
+        };
         let report = sync_cluster(connected, &desired.objects, &desired.keep, &config.sync).await;
         record(&shared, &report, &desired).await;
         match report.status {
@@ -424,12 +788,10 @@ async fn worker(
                 failures += 1;
                 retry_at = Some(tokio::time::Instant::now() + backoff(failures, &config));
                 if status == ClusterStatus::Failed {
-                    // Reconnect (and re-read the kubeconfig) next time; the watches then
+                    // Reconnect (and re-read the credentials) next time; the watches then
                     // restart with the new client.
                     member = None;
-                    for handle in watches.drain(..) {
-                        handle.abort();
-                    }
+                    watches = Watches::default();
                     watched.clear();
                     continue;
                 }
@@ -452,21 +814,53 @@ async fn worker(
             }
         }
         if kinds != watched {
-            for handle in watches.drain(..) {
-                handle.abort();
-            }
             watches = watch_kinds(
                 connected.client(),
                 &cluster,
                 &config.sync.name,
                 &kinds,
-                &drift_tx,
+                &reports_tx,
             );
             watched = kinds;
         }
     }
-    for handle in watches {
-        handle.abort();
+    drop(watches);
+}
+
+/// Records a workload's health in status and metrics.
+async fn record_workload(
+    shared: &Shared,
+    cluster: &str,
+    object: &ObjectRef,
+    health: Option<WorkloadHealth>,
+) {
+    let mut status = shared.status.write().await;
+    let view = status.clusters.entry(cluster.to_string()).or_default();
+    let key = object.to_string();
+    match health {
+        Some(health) => {
+            if view.workloads.get(&key).map(|h| h.state) != Some(health.state) {
+                tracing::info!(
+                    cluster,
+                    object = key,
+                    state = health.state.as_str(),
+                    reason = health.reason,
+                    "workload health"
+                );
+            }
+            view.workloads.insert(key, health);
+        }
+        None => {
+            view.workloads.remove(&key);
+        }
+    }
+    for state in HEALTH_STATES {
+        let count = view.workloads.values().filter(|h| h.state == state).count();
+        shared
+            .metrics
+            .workloads
+            .with_label_values(&[cluster, state.as_str()])
+            .set(count as i64);
     }
 }
 
@@ -546,13 +940,7 @@ async fn record(shared: &Shared, report: &ClusterReport, desired: &Desired) {
     if report.status == ClusterStatus::Synced {
         view.last_success = Some(now);
     }
-    let current = status.commit.clone();
-    let all_synced = !status.clusters.is_empty()
-        && status
-            .clusters
-            .values()
-            .all(|view| view.status == Some(ClusterStatus::Synced) && view.commit == current);
-    status.ready |= all_synced;
+    update_readiness(&mut status);
 }
 
 /// Corrections of one object within [`FIGHT_WINDOW`] after which Flotilla stops correcting

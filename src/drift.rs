@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::apply::{FIELD_MANAGER, INVENTORY_LABEL};
 use crate::object::ObjectRef;
+use crate::workload::WorkloadHealth;
 
 /// What to do about drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -236,15 +237,30 @@ pub struct WatchedKind {
     pub plural: String,
 }
 
+/// What a watch tells its cluster's worker.
+#[derive(Debug, Clone)]
+pub enum WatchReport {
+    /// A managed object drifted.
+    Drift(Drift),
+    /// A managed workload's health changed; `None` when it is gone or has no health rule.
+    Health {
+        /// The object.
+        object: ObjectRef,
+        /// Its health from its status.
+        health: Option<WorkloadHealth>,
+    },
+}
+
 /// Watches one kind in one cluster and sends a [`Drift`] for every managed object whose
-/// Flotilla-owned fields moved to another manager, or that was deleted. Runs until the
-/// receiver is gone; reconnects (from scratch after 410 Gone) when the watch ends.
+/// Flotilla-owned fields moved to another manager, or that was deleted, and each workload's
+/// health as its status changes. Runs until the receiver is gone; reconnects (from scratch
+/// after 410 Gone) when the watch ends.
 pub async fn watch_kind(
     client: kube::Client,
     cluster: String,
     sync_name: String,
     watched: WatchedKind,
-    drifts: mpsc::Sender<Drift>,
+    reports: mpsc::Sender<WatchReport>,
 ) {
     let (group, version) = crate::object::split_api_version(&watched.api_version);
     let resource = ApiResource {
@@ -263,6 +279,8 @@ pub async fn watch_kind(
     let mut baselines: HashMap<String, Baseline> = HashMap::new();
     // The drift last sent per uid: the same drift is sent once, not on every status update.
     let mut reported: HashMap<String, Vec<String>> = HashMap::new();
+    // The health last sent per uid: sent again only when it changes.
+    let mut healths: HashMap<String, Option<WorkloadHealth>> = HashMap::new();
     let mut version = "0".to_string();
     loop {
         let stream = match api.watch(&params, &version).await {
@@ -311,6 +329,26 @@ pub async fn watch_kind(
                 name: object.metadata.name.clone().unwrap_or_default(),
             };
             let value = serde_json::to_value(&object).unwrap_or(Value::Null);
+            let health = if deleted {
+                healths.remove(&uid);
+                None
+            } else {
+                crate::workload::assess(&value)
+            };
+            // Sent when it changed; a deletion clears what was sent.
+            let changed = health.is_some() && healths.get(&uid) != Some(&health);
+            if deleted || changed {
+                if !deleted {
+                    healths.insert(uid.clone(), health.clone());
+                }
+                let report = WatchReport::Health {
+                    object: object_ref.clone(),
+                    health,
+                };
+                if reports.send(report).await.is_err() {
+                    return;
+                }
+            }
             let drift = if deleted {
                 reported.remove(&uid);
                 baselines
@@ -344,7 +382,7 @@ pub async fn watch_kind(
                     report_only,
                     note: None,
                 };
-                if drifts.send(drift).await.is_err() {
+                if reports.send(WatchReport::Drift(drift)).await.is_err() {
                     return;
                 }
             }
@@ -356,26 +394,40 @@ fn version_of(api_version: &str) -> String {
     crate::object::split_api_version(api_version).1.to_string()
 }
 
-/// Watches several kinds; the returned handles stop them when aborted.
+/// Running watches; dropping them stops them (a worker that is aborted stops its watches too).
+#[derive(Default)]
+pub struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+/// Watches several kinds until the returned [`Watches`] are dropped.
 pub fn watch_kinds(
     client: &kube::Client,
     cluster: &str,
     sync_name: &str,
     kinds: &[WatchedKind],
-    drifts: &mpsc::Sender<Drift>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    kinds
-        .iter()
-        .map(|watched| {
-            tokio::spawn(watch_kind(
-                client.clone(),
-                cluster.to_string(),
-                sync_name.to_string(),
-                watched.clone(),
-                drifts.clone(),
-            ))
-        })
-        .collect()
+    reports: &mpsc::Sender<WatchReport>,
+) -> Watches {
+    Watches(
+        kinds
+            .iter()
+            .map(|watched| {
+                tokio::spawn(watch_kind(
+                    client.clone(),
+                    cluster.to_string(),
+                    sync_name.to_string(),
+                    watched.clone(),
+                    reports.clone(),
+                ))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

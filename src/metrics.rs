@@ -25,6 +25,12 @@ pub struct Metrics {
     pub webhook_requests: IntCounterVec,
     /// 1 when the cluster answered in its last sync, else 0.
     pub cluster_reachable: IntGaugeVec,
+    /// `flotilla_cluster_ready{cluster}`: 1 Ready, 0 NotReady, from the `/readyz` probes.
+    pub cluster_ready: IntGaugeVec,
+    /// `flotilla_workloads{cluster,state}`: managed workloads per health state.
+    pub workloads: IntGaugeVec,
+    /// `flotilla_shards_held`: the shard Leases this replica holds.
+    pub shards_held: prometheus::IntGauge,
     /// Unix time of the last successful sync per cluster.
     pub last_successful_sync: GaugeVec,
     /// Commits that failed to load, render or place (nothing was applied).
@@ -118,6 +124,27 @@ impl Metrics {
             &["cluster"],
         )?;
         registry.register(Box::new(cluster_reachable.clone()))?;
+        let cluster_ready = IntGaugeVec::new(
+            Opts::new(
+                "flotilla_cluster_ready",
+                "1 when the cluster is Ready, 0 once its /readyz probes failed failure-threshold times in a row.",
+            ),
+            &["cluster"],
+        )?;
+        registry.register(Box::new(cluster_ready.clone()))?;
+        let workloads = IntGaugeVec::new(
+            Opts::new(
+                "flotilla_workloads",
+                "Managed workloads in the cluster by health: Progressing, Available or Degraded.",
+            ),
+            &["cluster", "state"],
+        )?;
+        registry.register(Box::new(workloads.clone()))?;
+        let shards_held = prometheus::IntGauge::new(
+            "flotilla_shards_held",
+            "Shard Leases this replica holds (its clusters are synced here).",
+        )?;
+        registry.register(Box::new(shards_held.clone()))?;
         let last_successful_sync = GaugeVec::new(
             Opts::new(
                 "flotilla_last_successful_sync_timestamp_seconds",
@@ -136,6 +163,9 @@ impl Metrics {
             git_fetch_duration,
             webhook_requests,
             cluster_reachable,
+            cluster_ready,
+            workloads,
+            shards_held,
             last_successful_sync,
             plan_failures,
             drift_detected,

@@ -9,6 +9,9 @@ use super::{CliError, Outcome};
 use crate::agent::{self, AgentConfig, Shared, Source};
 use crate::apply::SyncOptions;
 use crate::drift::DriftMode;
+use crate::health::HealthSettings;
+use crate::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
+use crate::lease::LeaseSettings;
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
 use crate::source::{GitCredentials, GitRef, GitSource};
@@ -35,9 +38,41 @@ pub struct RunArgs {
     /// A local directory instead of a Git repo (development).
     #[arg(long, env = "FLOTILLA_PATH", conflicts_with = "repo")]
     path: Option<PathBuf>,
-    /// A kubeconfig with one context per member cluster, named as the cluster.
+    /// A kubeconfig with one context per member cluster, named as the cluster. Without it, the
+    /// kubeconfigs come from the hub Secrets that the AttachedClusters name.
     #[arg(long, env = "FLOTILLA_KUBECONFIG")]
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    /// The hub's kubeconfig (its current context). In a Pod, the service account is used.
+    #[arg(long, env = "FLOTILLA_HUB_KUBECONFIG")]
+    hub_kubeconfig: Option<PathBuf>,
+    /// The Pod's service-account directory (token, ca.crt, namespace).
+    #[arg(long, default_value = crate::hub::SERVICE_ACCOUNT_DIR, env = "FLOTILLA_SERVICE_ACCOUNT_DIR")]
+    service_account_dir: PathBuf,
+    /// The agent's namespace in the hub [default: the service account's, else flotilla-system].
+    #[arg(long, env = "FLOTILLA_NAMESPACE")]
+    namespace: Option<String>,
+    /// This replica's name in the Leases [default: the host name and process id].
+    #[arg(long, env = "FLOTILLA_IDENTITY")]
+    identity: Option<String>,
+    /// Shards the clusters are hashed into; replicas share them through Leases in the hub.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), env = "FLOTILLA_SHARDS")]
+    shards: u32,
+    /// How long a shard Lease holds without renewal: a dead replica's clusters are taken
+    /// over after this.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "FLOTILLA_LEASE_DURATION")]
+    lease_duration: Duration,
+    /// How often each member cluster's /readyz is probed.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "FLOTILLA_HEALTH_INTERVAL")]
+    health_interval: Duration,
+    /// How long one probe may take.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "FLOTILLA_HEALTH_TIMEOUT")]
+    health_timeout: Duration,
+    /// Failed probes in a row after which a cluster is NotReady and its Divided replicas fail over.
+    #[arg(long, default_value_t = 3, env = "FLOTILLA_FAILURE_THRESHOLD")]
+    failure_threshold: u32,
+    /// Good probes in a row after which a NotReady cluster is Ready and gets its replicas back.
+    #[arg(long, default_value_t = 5, env = "FLOTILLA_SUCCESS_THRESHOLD")]
+    success_threshold: u32,
     /// How often to poll the source without a webhook (e.g. 30s, 1m, 1h).
     #[arg(long, default_value = "1m", value_parser = parse_duration, env = "FLOTILLA_INTERVAL")]
     interval: Duration,
@@ -163,10 +198,68 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         trigger: Default::default(),
         metrics,
     });
+    let runtime = super::runtime()?;
+    let hub_settings = HubSettings {
+        kubeconfig: args.hub_kubeconfig.clone(),
+        service_account_dir: args.service_account_dir.clone(),
+        namespace: args.namespace.clone(),
+    };
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let hub = if args.hub_kubeconfig.is_some() || in_pod {
+        let hub = runtime
+            .block_on(Hub::connect(&hub_settings))
+            .map_err(|error| CliError::Path {
+                path: args
+                    .hub_kubeconfig
+                    .clone()
+                    .unwrap_or_else(|| args.service_account_dir.clone()),
+                problem: error.to_string(),
+            })?;
+        Some(hub)
+    } else {
+        None
+    };
+    let credentials = match (&args.kubeconfig, &hub) {
+        (Some(path), _) => MemberCredentials::Kubeconfig(path.clone()),
+        (None, Some(hub)) => {
+            let _entered = runtime.enter();
+            MemberCredentials::HubSecrets(SecretStore::spawn(hub))
+        }
+        (None, None) => {
+            return Err(CliError::Path {
+                path: PathBuf::from("--kubeconfig"),
+                problem: "no member credentials: give --kubeconfig, or run in a hub (a Pod, or --hub-kubeconfig) where AttachedClusters name kubeconfig Secrets".into(),
+            });
+        }
+    };
+    let leases = hub.as_ref().map(|hub| {
+        let _entered = runtime.enter();
+        let group = if args.name == "flotilla" {
+            "flotilla".to_string()
+        } else {
+            format!("flotilla-{}", args.name)
+        };
+        crate::lease::spawn(
+            hub,
+            LeaseSettings {
+                group,
+                identity: args.identity.clone().unwrap_or_else(default_identity),
+                shards: args.shards,
+                duration: args.lease_duration,
+            },
+        )
+    });
     let config = AgentConfig {
         source,
         repo_path: args.repo_path.clone(),
-        kubeconfig: args.kubeconfig.clone(),
+        credentials,
+        hub,
+        health: HealthSettings {
+            interval: args.health_interval,
+            timeout: args.health_timeout,
+            failure_threshold: args.failure_threshold,
+            success_threshold: args.success_threshold,
+        },
         interval: args.interval,
         sync: SyncOptions {
             name: args.name.clone(),
@@ -175,7 +268,6 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         },
         drift: args.drift,
     };
-    let runtime = super::runtime()?;
     // A local directory re-syncs when it changes (debounced), besides polls and webhooks.
     let _watcher = match &config.source {
         Source::Directory(dir) => {
@@ -201,16 +293,38 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             })?;
         tracing::info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status and webhooks");
         let app = server::router(shared.clone(), secrets, tracked_ref);
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-        tokio::select! {
-            result = server => result.map_err(|error| CliError::Path {
-                path: PathBuf::from(args.listen.to_string()),
-                problem: error.to_string(),
-            })?,
-            () = agent::run(config, shared) => {}
-        }
+        // One signal stops both: the server, and the agent, which releases its Leases.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let (served, ()) = tokio::join!(
+            server,
+            agent::run(config, shared, leases, stopped(stop_rx))
+        );
+        served.map_err(|error| CliError::Path {
+            path: PathBuf::from(args.listen.to_string()),
+            problem: error.to_string(),
+        })?;
         Ok(Outcome::Success)
     })
+}
+
+/// The host name and process id: unique on a laptop; in a Pod, set `FLOTILLA_IDENTITY` to the
+/// Pod's name (deploy/ does).
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|host| host.trim().to_string())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "flotilla".into());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn shutdown_signal() {

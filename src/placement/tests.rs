@@ -762,13 +762,24 @@ spec:
     assert_eq!(
         failover.planned,
         [
-            Target { cluster: "member1".into(), replicas: Some(6) },
-            Target { cluster: "member2".into(), replicas: Some(3) },
-            Target { cluster: "member3".into(), replicas: Some(1) }
+            Target {
+                cluster: "member1".into(),
+                replicas: Some(6)
+            },
+            Target {
+                cluster: "member2".into(),
+                replicas: Some(3)
+            },
+            Target {
+                cluster: "member3".into(),
+                replicas: Some(1)
+            }
         ]
     );
     assert_eq!(
-        desired(&plan, "member2", "Deployment", "nginx").unwrap().value["spec"]["replicas"],
+        desired(&plan, "member2", "Deployment", "nginx")
+            .unwrap()
+            .value["spec"]["replicas"],
         7
     );
     // Duplicated: unchanged, and no failover recorded.
@@ -776,7 +787,14 @@ spec:
         targets(&plan, "cache"),
         [("member1".into(), Some(2)), ("member2".into(), Some(2))]
     );
-    assert!(plan.resources.iter().find(|r| r.resource.name == "cache").unwrap().failover.is_none());
+    assert!(
+        plan.resources
+            .iter()
+            .find(|r| r.resource.name == "cache")
+            .unwrap()
+            .failover
+            .is_none()
+    );
 
     // All available again: the planned division, and no failover.
     let restored = plan_with_unavailable(&rendered, &BTreeSet::new()).unwrap();

@@ -1,0 +1,523 @@
+//! Sharing member clusters between agent replicas with `coordination.k8s.io/v1` Leases.
+//!
+//! Clusters are hashed into a fixed number of shards (`--shards`). Each shard is a Lease in the
+//! hub (`<group>-shard-<n>`); a replica syncs the clusters of a shard only while it holds that
+//! shard's Lease, so a cluster is synced by one replica at a time. Each replica also renews a
+//! Lease of its own (`<group>-replica-<identity>`) to say it is alive; every replica sees the
+//! same live set and gives each shard to the live replica with the highest rendezvous hash, so
+//! shards spread over the replicas and move only when a replica comes or goes.
+//!
+//! A replica takes a shard only when it is free, or when its Lease has not changed for a whole
+//! lease duration of the taker's own clock (client-go's rule: no clocks are compared). A holder
+//! stops syncing a shard when it could not renew for two thirds of the duration, before anyone
+//! may take it; a replica that stops cleanly releases its shards at once. Renewals cost one
+//! write per held Lease every third of the duration; one list per retry period observes all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::hub::Hub;
+
+/// Labels every Lease of one group, so one list sees them all.
+const GROUP_LABEL: &str = "flotilla.dev/lease-group";
+/// Replica Leases unchanged this long belong to replicas long gone, and are deleted.
+const FORGET_REPLICA_AFTER: Duration = Duration::from_secs(300);
+
+/// How the replicas share clusters.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// Names the Leases: `flotilla` (or `flotilla-<sync name>`).
+    pub group: String,
+    /// This replica's name in the Leases (the Pod name in a Pod).
+    pub identity: String,
+    /// How many shards the clusters are hashed into.
+    pub shards: u32,
+    /// How long a Lease holds without renewal.
+    pub duration: Duration,
+}
+
+/// The shards this replica may sync now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    /// Held shards.
+    pub shards: BTreeSet<u32>,
+    /// The shard count, to map clusters to shards.
+    pub total: u32,
+}
+
+impl Ownership {
+    /// Whether this replica syncs `cluster`.
+    pub fn owns(&self, cluster: &str) -> bool {
+        self.total > 0 && self.shards.contains(&shard_of(cluster, self.total))
+    }
+}
+
+/// The shard of a cluster: a stable hash of its name.
+pub fn shard_of(cluster: &str, shards: u32) -> u32 {
+    let digest = Sha256::digest(cluster.as_bytes());
+    let value = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+    (value % u64::from(shards.max(1))) as u32
+}
+
+/// Rendezvous (highest random weight) hashing: the live replica that should hold `shard`.
+pub fn preferred_holder<'a>(shard: u32, replicas: &BTreeSet<&'a str>) -> Option<&'a str> {
+    replicas.iter().copied().max_by_key(|replica| {
+        let digest = Sha256::digest(format!("{shard}/{replica}").as_bytes());
+        u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+    })
+}
+
+/// A Lease's name part from an identity: lowercase DNS characters only.
+fn dns_part(identity: &str) -> String {
+    let cleaned: String = identity
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    cleaned.trim_matches('-').chars().take(40).collect()
+}
+
+/// What this replica last saw of a Lease, by its own clock.
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    since: Instant,
+}
+
+/// Runs the lease loop; the receiver tells which shards this replica holds. Dropping the
+/// returned [`LeaseHandle`]'s `release` sender releases every held shard.
+pub fn spawn(hub: &Hub, settings: LeaseSettings) -> LeaseHandle {
+    let (ownership_tx, ownership) = watch::channel(Ownership {
+        shards: BTreeSet::new(),
+        total: settings.shards,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (running_tx, running) = watch::channel(BTreeSet::new());
+    let api: Api<Lease> = Api::namespaced(hub.client.clone(), &hub.namespace);
+    let mut elector = Elector {
+        api,
+        settings: Arc::new(settings),
+        observed: HashMap::new(),
+        held: BTreeMap::new(),
+        ownership: ownership_tx,
+        running,
+        last_replica_renewal: None,
+    };
+    let identity = elector.settings.identity.clone();
+    let task = tokio::spawn(async move { elector.run(stop_rx).await });
+    LeaseHandle {
+        identity,
+        ownership,
+        running: running_tx,
+        stop: stop_tx,
+        task,
+    }
+}
+
+/// The running lease loop.
+pub struct LeaseHandle {
+    /// This replica's identity.
+    pub identity: String,
+    /// The shards held now.
+    pub ownership: watch::Receiver<Ownership>,
+    /// The shards whose clusters the agent syncs now: a shard is freed for another replica
+    /// only once it has left this set.
+    pub running: watch::Sender<BTreeSet<u32>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseHandle {
+    /// Stops syncing, releases every held shard so others take over at once, and returns.
+    /// The agent must go on reporting `running` until this returns.
+    pub async fn release(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+struct Elector {
+    api: Api<Lease>,
+    settings: Arc<LeaseSettings>,
+    observed: HashMap<String, Observed>,
+    /// Held shards, with when the last successful acquire or renewal was sent.
+    held: BTreeMap<u32, (Instant, Lease)>,
+    ownership: watch::Sender<Ownership>,
+    running: watch::Receiver<BTreeSet<u32>>,
+    last_replica_renewal: Option<Instant>,
+}
+
+impl Elector {
+    fn retry_period(&self) -> Duration {
+        (self.settings.duration / 5).max(Duration::from_millis(200))
+    }
+
+    fn renew_every(&self) -> Duration {
+        self.settings.duration / 3
+    }
+
+    /// A holder stops syncing this long after its last renewal was sent: before any other
+    /// replica may take the shard (a full duration after it saw the last change).
+    fn renew_deadline(&self) -> Duration {
+        self.settings.duration * 2 / 3
+    }
+
+    fn shard_lease(&self, shard: u32) -> String {
+        format!("{}-shard-{shard}", self.settings.group)
+    }
+
+    fn replica_lease(&self) -> String {
+        format!(
+            "{}-replica-{}",
+            self.settings.group,
+            dns_part(&self.settings.identity)
+        )
+    }
+
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let started = Instant::now();
+            // A hung hub must not keep a shard past its deadline: bound each round.
+            let round = tokio::time::timeout(self.settings.duration / 3, self.round()).await;
+            if round.is_err() {
+                tracing::warn!("lease round timed out");
+            }
+            self.publish();
+            let next = started + self.retry_period();
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        self.release_all().await;
+    }
+
+    /// Shards whose renewal is recent enough; published whenever it changes.
+    fn publish(&mut self) {
+        let deadline = self.renew_deadline();
+        let now = Instant::now();
+        let lost: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, (renewed, _))| now.duration_since(*renewed) >= deadline)
+            .map(|(shard, _)| *shard)
+            .collect();
+        for shard in lost {
+            tracing::warn!(shard, "shard lease not renewed in time; giving it up");
+            self.held.remove(&shard);
+        }
+        let ownership = Ownership {
+            shards: self.held.keys().copied().collect(),
+            total: self.settings.shards,
+        };
+        self.ownership.send_if_modified(|current| {
+            if *current == ownership {
+                false
+            } else {
+                *current = ownership;
+                true
+            }
+        });
+    }
+
+    async fn round(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_replica_renewal
+            .is_none_or(|at| now.duration_since(at) >= self.renew_every())
+        {
+            let name = self.replica_lease();
+            match self.renew_own(&name).await {
+                Ok(()) => self.last_replica_renewal = Some(now),
+                Err(error) => {
+                    tracing::warn!(lease = name, %error, "renewing the replica lease failed")
+                }
+            }
+        }
+        let params =
+            ListParams::default().labels(&format!("{GROUP_LABEL}={}", self.settings.group));
+        let leases = match self.api.list(&params).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "listing leases failed");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let by_name: HashMap<String, Lease> = leases
+            .into_iter()
+            .filter_map(|lease| Some((lease.metadata.name.clone()?, lease)))
+            .collect();
+        for (name, lease) in &by_name {
+            let spec = lease.spec.clone().unwrap_or_default();
+            let observed = self.observed.entry(name.clone()).or_insert(Observed {
+                holder: spec.holder_identity.clone(),
+                renew_time: spec.renew_time.clone(),
+                since: now,
+            });
+            if observed.holder != spec.holder_identity || observed.renew_time != spec.renew_time {
+                *observed = Observed {
+                    holder: spec.holder_identity,
+                    renew_time: spec.renew_time,
+                    since: now,
+                };
+            }
+        }
+        self.observed.retain(|name, _| by_name.contains_key(name));
+
+        // Live replicas: their Lease changed within a duration, plus this one.
+        let replica_prefix = format!("{}-replica-", self.settings.group);
+        let identity = self.settings.identity.clone();
+        let mut live: BTreeSet<&str> = BTreeSet::new();
+        live.insert(identity.as_str());
+        let mut forgotten = Vec::new();
+        for (name, lease) in &by_name {
+            if !name.starts_with(&replica_prefix) {
+                continue;
+            }
+            let Some(observed) = self.observed.get(name) else {
+                continue;
+            };
+            let age = now.duration_since(observed.since);
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref());
+            match holder {
+                Some(holder) if age < self.lease_duration(lease) => {
+                    live.insert(holder);
+                }
+                _ if age > FORGET_REPLICA_AFTER => forgotten.push(name.clone()),
+                _ => {}
+            }
+        }
+        for name in forgotten {
+            let _ = self.api.delete(&name, &DeleteParams::default()).await;
+        }
+
+        for shard in 0..self.settings.shards {
+            let name = self.shard_lease(shard);
+            let preferred = preferred_holder(shard, &live) == Some(identity.as_str());
+            let lease = by_name.get(&name);
+            let holder = lease
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref())
+                .filter(|h| !h.is_empty());
+            if holder == Some(identity.as_str()) && self.held.contains_key(&shard) {
+                if !preferred {
+                    // Its preferred replica is live: hand the shard over.
+                    if let Some(lease) = lease {
+                        self.release(shard, lease.clone()).await;
+                    }
+                } else if let Some((renewed, _)) = self.held.get(&shard)
+                    && now.duration_since(*renewed) >= self.renew_every()
+                    && let Some(lease) = lease
+                {
+                    self.acquire(shard, Some(lease.clone()), false).await;
+                }
+                continue;
+            }
+            if !preferred {
+                continue;
+            }
+            match (lease, holder) {
+                (None, _) => self.acquire(shard, None, true).await,
+                (Some(lease), None) => self.acquire(shard, Some(lease.clone()), true).await,
+                (Some(lease), Some(_)) => {
+                    let expired = self
+                        .observed
+                        .get(&name)
+                        .is_some_and(|o| now.duration_since(o.since) >= self.lease_duration(lease));
+                    // Our own name but not in `held`: an earlier life of this replica.
+                    if expired || holder == Some(identity.as_str()) {
+                        self.acquire(shard, Some(lease.clone()), true).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn lease_duration(&self, lease: &Lease) -> Duration {
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(self.settings.duration, Duration::from_secs)
+    }
+
+    /// Creates, takes over or renews a shard Lease; a conflict means another replica won.
+    async fn acquire(&mut self, shard: u32, current: Option<Lease>, taking: bool) {
+        let sent = Instant::now();
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let name = self.shard_lease(shard);
+        let identity = self.settings.identity.clone();
+        let result = match current {
+            None => {
+                let lease = self.new_lease(&name, now);
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            Some(mut lease) => {
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                if taking {
+                    spec.acquire_time = Some(now.clone());
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+                spec.holder_identity = Some(identity.clone());
+                spec.renew_time = Some(now);
+                spec.lease_duration_seconds = Some(self.settings.duration.as_secs().max(1) as i32);
+                self.api
+                    .replace(&name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match result {
+            Ok(lease) => {
+                if taking {
+                    tracing::info!(shard, lease = name, "shard acquired");
+                }
+                self.held.insert(shard, (sent, lease));
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                // Someone else changed it first; it is theirs.
+                if self.held.remove(&shard).is_some() {
+                    tracing::warn!(shard, "shard lease taken by another replica");
+                }
+            }
+            Err(error) => tracing::warn!(shard, %error, "shard lease update failed"),
+        }
+    }
+
+    fn new_lease(&self, name: &str, now: MicroTime) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(
+                    [(GROUP_LABEL.to_string(), self.settings.group.clone())]
+                        .into_iter()
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.settings.identity.clone()),
+                lease_duration_seconds: Some(self.settings.duration.as_secs().max(1) as i32),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        }
+    }
+
+    async fn renew_own(&self, name: &str) -> Result<(), kube::Error> {
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        match self.api.get_opt(name).await? {
+            None => {
+                self.api
+                    .create(&PostParams::default(), &self.new_lease(name, now))
+                    .await?;
+            }
+            Some(mut lease) => {
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                spec.holder_identity = Some(self.settings.identity.clone());
+                spec.renew_time = Some(now);
+                spec.lease_duration_seconds = Some(self.settings.duration.as_secs().max(1) as i32);
+                self.api
+                    .replace(name, &PostParams::default(), &lease)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops syncing the shard first, then frees its Lease for the next holder.
+    async fn release(&mut self, shard: u32, mut lease: Lease) {
+        self.held.remove(&shard);
+        self.publish();
+        // The shard's workers stop before its Lease is freed.
+        let stopped = self.running.wait_for(|running| !running.contains(&shard));
+        if tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard,
+                "the shard's workers did not stop in 5 s; releasing anyway"
+            );
+        }
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.holder_identity = None;
+        match self
+            .api
+            .replace(&self.shard_lease(shard), &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(shard, "shard released"),
+            Err(error) => tracing::warn!(shard, %error, "releasing a shard failed; it expires"),
+        }
+    }
+
+    async fn release_all(&mut self) {
+        let held: Vec<(u32, Lease)> = self
+            .held
+            .iter()
+            .map(|(shard, (_, lease))| (*shard, lease.clone()))
+            .collect();
+        for (shard, lease) in held {
+            self.release(shard, lease).await;
+        }
+        let _ = self
+            .api
+            .delete(&self.replica_lease(), &DeleteParams::default())
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("cluster-a", 16), shard_of("cluster-a", 16));
+        let used: BTreeSet<u32> = (0..200)
+            .map(|i| shard_of(&format!("cluster-{i}"), 16))
+            .collect();
+        assert_eq!(used.len(), 16, "200 clusters use every one of 16 shards");
+    }
+
+    #[test]
+    fn a_replica_leaving_moves_only_its_own_shards() {
+        let three = BTreeSet::from(["a", "b", "c"]);
+        let two = BTreeSet::from(["a", "b"]);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for shard in 0..64 {
+            let before = preferred_holder(shard, &three).unwrap();
+            *counts.entry(before).or_default() += 1;
+            let after = preferred_holder(shard, &two).unwrap();
+            if before != "c" {
+                assert_eq!(
+                    before, after,
+                    "shard {shard} moved though its holder stayed"
+                );
+            }
+        }
+        // Each of three replicas gets a fair part of 64 shards.
+        assert!(counts.values().all(|n| (10..=32).contains(n)), "{counts:?}");
+    }
+
+    #[test]
+    fn identities_become_lease_names() {
+        assert_eq!(dns_part("Flotilla_7f9c:pod"), "flotilla-7f9c-pod");
+        assert!(dns_part(&"x".repeat(100)).len() <= 40);
+    }
+}
