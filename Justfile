@@ -60,6 +60,7 @@ bench:
     cargo bench --bench render_place
     cargo bench --bench sync
     cargo bench --bench agent
+    cargo bench --bench hub
 
 # Regenerate the kustomize conformance fixtures with kubectl.
 fixtures:

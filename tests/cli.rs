@@ -105,3 +105,24 @@ fn render_out_writes_stable_files_and_refuses_foreign_directories() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(foreign.join("keep.txt").exists());
 }
+
+#[test]
+fn status_of_an_unreachable_agent_exits_2_naming_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("http://127.0.0.1:{port}");
+    let out = flotilla(&["status", "--server", &server]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{server}/status: cannot connect")),
+        "{stderr}"
+    );
+    let out = flotilla(&["status", "--server", "https://127.0.0.1:8080"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("https is not supported"), "{stderr}");
+}

@@ -1,6 +1,7 @@
 //! End-to-end: the plan applied to real kube-apiservers (started by `tests/e2e/clusters.sh`).
 
 #[path = "e2e/harness.rs"]
+#[allow(dead_code)]
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};

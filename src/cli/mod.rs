@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 mod run;
+mod status;
 mod sync;
 
+pub use status::{StatusArgs, StatusFormat};
 pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
 
 use crate::object::Object;
@@ -52,6 +54,9 @@ pub enum Command {
     Sync(SyncArgs),
     /// Run the agent: follow a Git repo (poll and webhooks) and sync every new commit.
     Run(Box<run::RunArgs>),
+    /// Ask a running agent (`flotilla run`) for its status: per cluster health, sync,
+    /// workloads and failovers.
+    Status(StatusArgs),
 }
 
 /// Arguments shared by commands that read a fleet path.
@@ -154,6 +159,14 @@ pub enum CliError {
     /// Output could not be serialised.
     #[error("serialising output: {0}")]
     Serialise(String),
+    /// A running agent could not be asked, or its answer could not be read.
+    #[error("{url}: {problem}")]
+    Agent {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 /// Runs a parsed command line, writing results to `stdout`.
@@ -164,6 +177,7 @@ pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Diff(args) => sync::diff_command(args, stdout),
         Command::Sync(args) => sync::sync_command(args, stdout),
         Command::Run(args) => run::run_command(*args),
+        Command::Status(args) => status::status_command(args, stdout),
     }
 }
 

@@ -243,6 +243,8 @@ pub struct Agent {
     pub child: std::process::Child,
     /// Its HTTP port.
     pub port: u16,
+    /// Its log lines with when the test read them, when started with [`Agent::start_logged`].
+    pub log: std::sync::Arc<Mutex<Vec<(std::time::Instant, String)>>>,
 }
 
 impl Drop for Agent {
@@ -255,8 +257,31 @@ impl Drop for Agent {
 impl Agent {
     /// Starts `flotilla run ARGS --listen 127.0.0.1:<free port>`.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with(args, &[], None)
+    }
+
+    /// [`Agent::start`] with environment variables, logging JSON at `level` into
+    /// [`Agent::log`], each line stamped when read.
+    pub fn start_logged(args: &[&str], env: &[(&str, &str)], level: &str) -> Agent {
+        Agent::start_with(args, env, Some(level))
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, &str)], log_level: Option<&str>) -> Agent {
         let port = free_port();
-        let child = std::process::Command::new("setpriv")
+        let mut command = std::process::Command::new("setpriv");
+        command.envs(env.iter().copied());
+        if let Some(level) = log_level {
+            command
+                .env("FLOTILLA_LOG", level)
+                .env("FLOTILLA_LOG_FORMAT", "json")
+                .stderr(std::process::Stdio::piped());
+        } else {
+            command.env(
+                "FLOTILLA_LOG",
+                std::env::var("FLOTILLA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        }
+        let mut child = command
             .args([
                 "--pdeathsig",
                 "KILL",
@@ -266,14 +291,33 @@ impl Agent {
             ])
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env(
-                "FLOTILLA_LOG",
-                std::env::var("FLOTILLA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("flotilla run");
-        Agent { child, port }
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.push((std::time::Instant::now(), line));
+                }
+            });
+        }
+        Agent { child, port, log }
+    }
+
+    /// `/status` as JSON, once the agent listens.
+    pub fn status(&self) -> Value {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let (code, body) = self.request("GET", "/status", &[], b"");
+        assert_eq!(code, 200, "/status: {body}");
+        serde_json::from_str(&body).expect("status JSON")
     }
 
     /// One HTTP/1.1 request to the agent; returns the status code and body.
