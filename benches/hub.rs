@@ -26,6 +26,21 @@ fn main() {
     names.extend(MEMBERS);
     let clusters = Clusters::start(&names);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // deploy/'s namespace, where the Leases and Events go.
+    runtime.block_on(async {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(clusters.client("hub").await);
+        let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": "flotilla-system"}});
+        namespaces
+            .patch(
+                "flotilla-system",
+                &kube::api::PatchParams::apply("bench"),
+                &kube::api::Patch::Apply(namespace),
+            )
+            .await
+            .expect("flotilla-system namespace");
+    });
     let only = std::env::var("FLOTILLA_BENCH_ONLY").unwrap_or_default();
     if only != "takeover" {
         failover(&clusters, &runtime);

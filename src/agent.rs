@@ -89,6 +89,9 @@ pub struct Status {
     /// The shards this replica holds, when replicas share clusters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<Vec<u32>>,
+    /// Why this replica cannot hold shard Leases now; it syncs nothing meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_error: Option<String>,
     /// Divided resources whose replicas moved off NotReady clusters.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failovers: Vec<FailoverView>,
@@ -393,6 +396,8 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
             // full, say) is tried again on the next round.
             if stage != "checkout" {
                 state.planned_commit = Some(commit.clone());
+            } else {
+                state.replan |= replan;
             }
             return report_error(
                 shared,
@@ -495,6 +500,12 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
 /// when needed, and stops the workers of clusters no longer planned or held. Every planned
 /// cluster is probed, held or not: failover needs every cluster's health.
 async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut LoopState) {
+    // The newest ownership: a shard lost while the loop was busy stops its workers now.
+    if let (Some(handle), Some(owned)) = (&state.leases, &state.owned)
+        && owned.total > 0
+    {
+        state.owned = Some(handle.ownership.borrow().clone());
+    }
     let owned = |cluster: &str| {
         state
             .owned
@@ -545,12 +556,25 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
         }
     }
     // Probers follow the plan: a cluster whose Secret reference changed is probed anew.
-    state.probers.retain(|cluster, (secret, _)| {
-        state
-            .desired
-            .get(cluster)
-            .is_some_and(|d| d.secret == *secret)
-    });
+    let replaced: Vec<String> = state
+        .probers
+        .iter()
+        .filter(|(cluster, (secret, _))| {
+            state
+                .desired
+                .get(*cluster)
+                .is_none_or(|d| d.secret != *secret)
+        })
+        .map(|(cluster, _)| cluster.clone())
+        .collect();
+    for cluster in replaced {
+        state.probers.remove(&cluster);
+        // A new prober starts Ready and reports changes only: forget the old verdict.
+        if state.unavailable.remove(&cluster).is_some() {
+            state.replan = true;
+            shared.trigger.notify_one();
+        }
+    }
     if let Some(health_tx) = &state.health_tx {
         for (cluster, desired) in &state.desired {
             if state.probers.contains_key(cluster) {
@@ -574,7 +598,10 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
     if let (Some(handle), Some(owned)) = (&state.leases, &state.owned) {
         let _ = handle.running.send(running_shards(state, owned));
         shared.metrics.shards_held.set(owned.shards.len() as i64);
-        shared.status.write().await.shards = Some(owned.shards.iter().copied().collect());
+        let mut status = shared.status.write().await;
+        status.shards = Some(owned.shards.iter().copied().collect());
+        status.lease_error = owned.problem.clone();
+        drop(status);
     }
     let mut status = shared.status.write().await;
     update_readiness(&mut status);
@@ -643,7 +670,9 @@ async fn cluster_health_changed(
     // One replica speaks for a cluster: the one that holds it.
     let held_here = state.owned.as_ref().is_none_or(|o| o.owns(cluster));
     if let (Some(hub), true) = (&config.hub, held_here) {
-        hub.event(cluster, !change.ready, reason, &message).await;
+        // Spawned: an unreachable hub must not hold up the loop.
+        let (hub, cluster, warning) = (hub.clone(), cluster.to_string(), !change.ready);
+        tokio::spawn(async move { hub.event(&cluster, warning, reason, &message).await });
     }
     if change.ready {
         state.unavailable.remove(cluster).is_some()
@@ -697,6 +726,7 @@ async fn worker(
     let (reports_tx, mut reports_rx) = mpsc::channel::<WatchReport>(256);
     let mut credentials_rx = config.credentials.changes();
     let mut member: Option<(Member, String)> = None;
+    let mut connected_secret: Option<SecretKeyRef> = None;
     let mut watches = Watches::default();
     let mut watched: Vec<WatchedKind> = Vec::new();
     let mut failures: u32 = 0;
@@ -758,6 +788,13 @@ async fn worker(
         let Some(desired) = desired_rx.borrow_and_update().clone() else {
             continue;
         };
+        // The AttachedCluster now names another Secret: connect with that one.
+        if connected_secret != desired.secret {
+            member = None;
+            watches = Watches::default();
+            watched.clear();
+            connected_secret = desired.secret.clone();
+        }
         if member.is_none() {
             match config
                 .credentials

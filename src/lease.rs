@@ -51,6 +51,8 @@ pub struct Ownership {
     pub shards: BTreeSet<u32>,
     /// The shard count, to map clusters to shards.
     pub total: u32,
+    /// Why Leases cannot be held now (the hub namespace is missing, say).
+    pub problem: Option<String>,
 }
 
 impl Ownership {
@@ -98,6 +100,7 @@ pub fn spawn(hub: &Hub, settings: LeaseSettings) -> LeaseHandle {
     let (ownership_tx, ownership) = watch::channel(Ownership {
         shards: BTreeSet::new(),
         total: settings.shards,
+        problem: None,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (running_tx, running) = watch::channel(BTreeSet::new());
@@ -109,6 +112,7 @@ pub fn spawn(hub: &Hub, settings: LeaseSettings) -> LeaseHandle {
         held: BTreeMap::new(),
         ownership: ownership_tx,
         running,
+        problem: None,
         last_replica_renewal: None,
     };
     let identity = elector.settings.identity.clone();
@@ -152,12 +156,23 @@ struct Elector {
     held: BTreeMap<u32, (Instant, Lease)>,
     ownership: watch::Sender<Ownership>,
     running: watch::Receiver<BTreeSet<u32>>,
+    problem: Option<String>,
     last_replica_renewal: Option<Instant>,
 }
 
 impl Elector {
     fn retry_period(&self) -> Duration {
         (self.settings.duration / 5).max(Duration::from_millis(200))
+    }
+
+    /// The duration written in the Leases, rounded up: a taker must never wait less than the
+    /// holder keeps the shard.
+    fn lease_seconds(&self) -> i32 {
+        self.settings
+            .duration
+            .as_secs_f64()
+            .ceil()
+            .clamp(1.0, f64::from(i32::MAX)) as i32
     }
 
     fn renew_every(&self) -> Duration {
@@ -185,8 +200,18 @@ impl Elector {
     async fn run(&mut self, mut stop: watch::Receiver<bool>) {
         loop {
             let started = Instant::now();
-            // A hung hub must not keep a shard past its deadline: bound each round.
-            let round = tokio::time::timeout(self.settings.duration / 3, self.round()).await;
+            // A hung hub must not keep a shard past its deadline: a round ends by the earliest
+            // renewal deadline of the held shards, where publish() gives them up.
+            let deadline = self
+                .held
+                .values()
+                .map(|(renewed, _)| *renewed + self.renew_deadline())
+                .min()
+                .map_or(self.settings.duration / 3, |at| {
+                    at.saturating_duration_since(Instant::now())
+                })
+                .min(self.settings.duration / 3);
+            let round = tokio::time::timeout(deadline, self.round()).await;
             if round.is_err() {
                 tracing::warn!("lease round timed out");
             }
@@ -217,6 +242,7 @@ impl Elector {
         let ownership = Ownership {
             shards: self.held.keys().copied().collect(),
             total: self.settings.shards,
+            problem: self.problem.clone(),
         };
         self.ownership.send_if_modified(|current| {
             if *current == ownership {
@@ -236,9 +262,16 @@ impl Elector {
         {
             let name = self.replica_lease();
             match self.renew_own(&name).await {
-                Ok(()) => self.last_replica_renewal = Some(now),
+                Ok(()) => {
+                    self.last_replica_renewal = Some(now);
+                    self.problem = None;
+                }
                 Err(error) => {
-                    tracing::warn!(lease = name, %error, "renewing the replica lease failed")
+                    // Shards cannot be held where this replica cannot even say it is alive
+                    // (no namespace, no rights): they are given up at their deadline.
+                    tracing::warn!(lease = name, %error, "renewing the replica lease failed");
+                    self.problem = Some(format!("Lease {name}: {error}"));
+                    return;
                 }
             }
         }
@@ -373,7 +406,7 @@ impl Elector {
                 }
                 spec.holder_identity = Some(identity.clone());
                 spec.renew_time = Some(now);
-                spec.lease_duration_seconds = Some(self.settings.duration.as_secs().max(1) as i32);
+                spec.lease_duration_seconds = Some(self.lease_seconds());
                 self.api
                     .replace(&name, &PostParams::default(), &lease)
                     .await
@@ -409,7 +442,7 @@ impl Elector {
             },
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.settings.identity.clone()),
-                lease_duration_seconds: Some(self.settings.duration.as_secs().max(1) as i32),
+                lease_duration_seconds: Some(self.lease_seconds()),
                 acquire_time: Some(now.clone()),
                 renew_time: Some(now),
                 lease_transitions: Some(0),
@@ -430,7 +463,7 @@ impl Elector {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
                 spec.holder_identity = Some(self.settings.identity.clone());
                 spec.renew_time = Some(now);
-                spec.lease_duration_seconds = Some(self.settings.duration.as_secs().max(1) as i32);
+                spec.lease_duration_seconds = Some(self.lease_seconds());
                 self.api
                     .replace(name, &PostParams::default(), &lease)
                     .await?;
@@ -449,10 +482,12 @@ impl Elector {
             .await
             .is_err()
         {
+            // Not freed: the Lease expires instead, by when the workers have long stopped.
             tracing::warn!(
                 shard,
-                "the shard's workers did not stop in 5 s; releasing anyway"
+                "the shard's workers did not stop in 5 s; letting its Lease expire"
             );
+            return;
         }
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         spec.holder_identity = None;
