@@ -154,6 +154,10 @@ spec:
 }
 
 fn synced_here(agent: &Agent) -> BTreeSet<String> {
+    // A replica just started may not listen yet.
+    if std::net::TcpStream::connect(("127.0.0.1", agent.port)).is_err() {
+        return BTreeSet::new();
+    }
     let (code, body) = agent.request("GET", "/status", &[], b"");
     if code != 200 {
         return BTreeSet::new();
