@@ -94,9 +94,12 @@ async fn in_hub() -> &'static InHub {
             std::fs::write(dir.path().join("namespace"), NAMESPACE).expect("namespace");
             // Member kubeconfigs as Secrets, named as the AttachedClusters say.
             for member in MEMBERS {
-                if member != "member-3" {
-                    put_kubeconfig_secret(&secrets, member, &member_kubeconfig(member)).await;
-                }
+                put_kubeconfig_secret(
+                    &secrets,
+                    &secret_name("", member),
+                    &member_kubeconfig(member),
+                )
+                .await;
             }
             let kubeconfig = Kubeconfig::read_from(&clusters.kubeconfig).expect("kubeconfig");
             let server = kubeconfig
@@ -170,15 +173,21 @@ fn member_kubeconfig(member: &str) -> String {
     .to_string()
 }
 
-async fn put_kubeconfig_secret(secrets: &Api<Secret>, member: &str, kubeconfig: &str) {
+/// The kubeconfig Secret of a member: tests that break or hold back Secrets use their own
+/// `prefix`, so they never disturb the others.
+fn secret_name(prefix: &str, member: &str) -> String {
+    format!("{prefix}{member}-kubeconfig")
+}
+
+async fn put_kubeconfig_secret(secrets: &Api<Secret>, name: &str, kubeconfig: &str) {
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("{member}-kubeconfig"), "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "stringData": {"kubeconfig": kubeconfig},
     });
     secrets
         .patch(
-            &format!("{member}-kubeconfig"),
+            name,
             &PatchParams::apply("e2e").force(),
             &Patch::Apply(secret),
         )
@@ -202,9 +211,9 @@ where
     }
 }
 
-/// A fleet of these members, each with an AttachedCluster naming its kubeconfig Secret, plus
-/// `resources`.
-fn fleet_with_secrets(members: &[&str], resources: &str) -> String {
+/// A fleet of these members, each with an AttachedCluster naming its kubeconfig Secret (see
+/// [`secret_name`]), plus `resources`.
+fn fleet_with_secrets(prefix: &str, members: &[&str], resources: &str) -> String {
     let mut yaml = String::from(
         "apiVersion: fleet.kurator.dev/v1alpha1\nkind: Fleet\nmetadata: {name: fleet, namespace: flotilla-system}\nspec:\n  clusters:\n",
     );
@@ -213,7 +222,8 @@ fn fleet_with_secrets(members: &[&str], resources: &str) -> String {
     }
     for member in members {
         yaml.push_str(&format!(
-            "---\napiVersion: cluster.kurator.dev/v1alpha1\nkind: AttachedCluster\nmetadata: {{name: {member}, namespace: flotilla-system}}\nspec:\n  kubeconfig:\n    secretRef: {{name: {member}-kubeconfig, key: kubeconfig}}\n"
+            "---\napiVersion: cluster.kurator.dev/v1alpha1\nkind: AttachedCluster\nmetadata: {{name: {member}, namespace: flotilla-system}}\nspec:\n  kubeconfig:\n    secretRef: {{name: {secret}, key: kubeconfig}}\n",
+            secret = secret_name(prefix, member)
         ));
     }
     yaml.push_str("---\n");
@@ -270,10 +280,21 @@ async fn the_agent_runs_as_its_service_account_with_kubeconfigs_from_secrets() {
     let fleet = harness::write_fleet(&[(
         "fleet.yaml",
         &fleet_with_secrets(
+            "sa-",
             &["member-1", "member-2", "member-3"],
             &config_map_to_all("sa-app", "v1"),
         ),
     )]);
+    let admin = clusters.client("hub").await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
+    for member in ["member-1", "member-2"] {
+        put_kubeconfig_secret(
+            &secrets,
+            &secret_name("sa-", member),
+            &member_kubeconfig(member),
+        )
+        .await;
+    }
     let path = fleet.path().display().to_string();
     let agent = in_hub.agent(
         &["--path", &path, "--name", "sa", "--identity", "sa-replica"],
@@ -292,7 +313,7 @@ async fn the_agent_runs_as_its_service_account_with_kubeconfigs_from_secrets() {
         let status = agent.status();
         status["clusters"]["member-3"]["error"]
             .as_str()
-            .is_some_and(|e| e.contains("Secret flotilla-system/member-3-kubeconfig"))
+            .is_some_and(|e| e.contains("Secret flotilla-system/sa-member-3-kubeconfig"))
             .then_some(status)
     })
     .await;
@@ -310,9 +331,12 @@ async fn the_agent_runs_as_its_service_account_with_kubeconfigs_from_secrets() {
     assert_eq!(status["replica"], "sa-replica");
 
     // The Secret appears: it is read at once, without a restart.
-    let admin = clusters.client("hub").await;
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
-    put_kubeconfig_secret(&secrets, "member-3", &member_kubeconfig("member-3")).await;
+    put_kubeconfig_secret(
+        &secrets,
+        &secret_name("sa-", "member-3"),
+        &member_kubeconfig("member-3"),
+    )
+    .await;
     wait_for(
         "member-3 synced after its Secret was created",
         30,
@@ -372,18 +396,24 @@ async fn the_agent_runs_as_its_service_account_with_kubeconfigs_from_secrets() {
     );
 
     // A broken kubeconfig is that cluster's error; the others go on.
-    put_kubeconfig_secret(&secrets, "member-2", "not: [a kubeconfig").await;
+    put_kubeconfig_secret(
+        &secrets,
+        &secret_name("sa-", "member-2"),
+        "not: [a kubeconfig",
+    )
+    .await;
     wait_for("member-2's broken Secret in /status", 30, || async {
         let status = agent.status();
         let error = status["clusters"]["member-2"]["error"]
             .as_str()?
             .to_string();
-        error.contains("member-2-kubeconfig").then_some(())
+        error.contains("sa-member-2-kubeconfig").then_some(())
     })
     .await;
     std::fs::write(
         fleet.path().join("fleet.yaml"),
         fleet_with_secrets(
+            "sa-",
             &["member-1", "member-2", "member-3"],
             &config_map_to_all("sa-app", "v2"),
         ),
@@ -400,7 +430,12 @@ async fn the_agent_runs_as_its_service_account_with_kubeconfigs_from_secrets() {
         Some("v1"),
         "member-2 kept what was applied"
     );
-    put_kubeconfig_secret(&secrets, "member-2", &member_kubeconfig("member-2")).await;
+    put_kubeconfig_secret(
+        &secrets,
+        &secret_name("sa-", "member-2"),
+        &member_kubeconfig("member-2"),
+    )
+    .await;
     wait_for(
         "member-2 synced v2 after its Secret was fixed",
         30,
@@ -439,7 +474,7 @@ async fn three_replicas_share_six_clusters_and_survive_a_sigkill() {
     let in_hub = in_hub().await;
     let fleet = harness::write_fleet(&[(
         "fleet.yaml",
-        &fleet_with_secrets(&MEMBERS, &config_map_to_all("ha-app", "v1")),
+        &fleet_with_secrets("", &MEMBERS, &config_map_to_all("ha-app", "v1")),
     )]);
     let path = fleet.path().display().to_string();
     let started = Instant::now();
@@ -506,7 +541,7 @@ async fn three_replicas_share_six_clusters_and_survive_a_sigkill() {
     // A new commit reaches every cluster, the lost ones through the survivors.
     std::fs::write(
         fleet.path().join("fleet.yaml"),
-        fleet_with_secrets(&MEMBERS, &config_map_to_all("ha-app", "v2")),
+        fleet_with_secrets("", &MEMBERS, &config_map_to_all("ha-app", "v2")),
     )
     .expect("fleet edit");
     for member in MEMBERS {
