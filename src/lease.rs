@@ -7,11 +7,14 @@
 //! same live set and gives each shard to the live replica with the highest rendezvous hash, so
 //! shards spread over the replicas and move only when a replica comes or goes.
 //!
-//! A replica takes a shard only when it is free, or when its Lease has not changed for a whole
-//! lease duration of the taker's own clock (client-go's rule: no clocks are compared). A holder
-//! stops syncing a shard when it could not renew for two thirds of the duration, before anyone
-//! may take it; a replica that stops cleanly releases its shards at once. Renewals cost one
-//! write per held Lease every third of the duration; one list per retry period observes all.
+//! A replica takes a shard only when it is free, or when its Lease has not changed for the
+//! Lease's duration by the taker's own clock (client-go's rule: the safety of a takeover never
+//! depends on comparing clocks). A holder stops syncing a shard when it could not renew for two
+//! thirds of that, before anyone may take it; a replica that stops cleanly releases its shards
+//! at once. The duration written in the Leases is `--lease-duration` less two retry periods (one
+//! to see the last renewal, one to act), so a dead replica's shards are taken within
+//! `--lease-duration`. Renewals cost one write per held Lease every third of the duration; one
+//! list per retry period (a fifteenth of `--lease-duration`) observes all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -40,7 +43,7 @@ pub struct LeaseSettings {
     pub identity: String,
     /// How many shards the clusters are hashed into.
     pub shards: u32,
-    /// How long a Lease holds without renewal.
+    /// The most a dead replica's shards stay untaken (`--lease-duration`).
     pub duration: Duration,
 }
 
@@ -161,28 +164,33 @@ struct Elector {
 }
 
 impl Elector {
+    /// How often the Leases are listed (and this replica acts on them).
     fn retry_period(&self) -> Duration {
-        (self.settings.duration / 5).max(Duration::from_millis(200))
+        (self.settings.duration / 15).max(Duration::from_millis(200))
     }
 
-    /// The duration written in the Leases, rounded up: a taker must never wait less than the
-    /// holder keeps the shard.
-    fn lease_seconds(&self) -> i32 {
-        self.settings
+    /// The duration written in the Leases, in whole seconds as Leases hold them: the takeover
+    /// bound less the two retry periods a taker may lag behind.
+    fn lease_span(&self) -> Duration {
+        let span = self
+            .settings
             .duration
-            .as_secs_f64()
-            .ceil()
-            .clamp(1.0, f64::from(i32::MAX)) as i32
+            .saturating_sub(self.retry_period() * 2);
+        Duration::from_secs(span.as_secs().clamp(1, i32::MAX as u64))
+    }
+
+    fn lease_seconds(&self) -> i32 {
+        self.lease_span().as_secs() as i32
     }
 
     fn renew_every(&self) -> Duration {
-        self.settings.duration / 3
+        self.lease_span() / 3
     }
 
     /// A holder stops syncing this long after its last renewal was sent: before any other
-    /// replica may take the shard (a full duration after it saw the last change).
+    /// replica may take the shard (a full span after it saw the last change).
     fn renew_deadline(&self) -> Duration {
-        self.settings.duration * 2 / 3
+        self.lease_span() * 2 / 3
     }
 
     fn shard_lease(&self, shard: u32) -> String {
@@ -207,10 +215,10 @@ impl Elector {
                 .values()
                 .map(|(renewed, _)| *renewed + self.renew_deadline())
                 .min()
-                .map_or(self.settings.duration / 3, |at| {
+                .map_or(self.renew_every(), |at| {
                     at.saturating_duration_since(Instant::now())
                 })
-                .min(self.settings.duration / 3);
+                .min(self.renew_every());
             let round = tokio::time::timeout(deadline, self.round()).await;
             if round.is_err() {
                 tracing::warn!("lease round timed out");
@@ -306,7 +314,12 @@ impl Elector {
         }
         self.observed.retain(|name, _| by_name.contains_key(name));
 
-        // Live replicas: their Lease changed within a duration, plus this one.
+        // Live replicas: their Lease changed within its duration, plus this one. A Lease seen
+        // for the first time counts as just changed (client-go's rule); its renewTime, older
+        // than the duration by the wall clock, marks a replica long gone at once. Liveness only
+        // decides who should hold a shard, never whether a shard may be taken, so a skewed
+        // clock costs balance, not safety.
+        let wall_now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         let replica_prefix = format!("{}-replica-", self.settings.group);
         let identity = self.settings.identity.clone();
         let mut live: BTreeSet<&str> = BTreeSet::new();
@@ -324,8 +337,17 @@ impl Elector {
                 .spec
                 .as_ref()
                 .and_then(|s| s.holder_identity.as_deref());
+            let duration = self.lease_duration(lease);
+            let renewed_lately = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.renew_time.as_ref())
+                .is_none_or(|renewed| {
+                    let age_ms = wall_now.saturating_sub(renewed.0.as_millisecond());
+                    u128::try_from(age_ms).unwrap_or(0) < duration.as_millis()
+                });
             match holder {
-                Some(holder) if age < self.lease_duration(lease) => {
+                Some(holder) if age < duration && renewed_lately => {
                     live.insert(holder);
                 }
                 _ if age > FORGET_REPLICA_AFTER => forgotten.push(name.clone()),
@@ -384,7 +406,7 @@ impl Elector {
             .as_ref()
             .and_then(|s| s.lease_duration_seconds)
             .and_then(|s| u64::try_from(s).ok())
-            .map_or(self.settings.duration, Duration::from_secs)
+            .map_or(self.lease_span(), Duration::from_secs)
     }
 
     /// Creates, takes over or renews a shard Lease; a conflict means another replica won.

@@ -626,6 +626,40 @@ async fn three_replicas_share_six_clusters_and_survive_a_sigkill() {
         }
     }
     drop(killed);
+
+    // A replica stopped with SIGTERM frees its shard Leases and drops its own before it exits,
+    // and the last replica then syncs all six.
+    let (stopping, mut stopped) = agents.remove(0);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &stopped.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = stopped.child.wait().expect("exited");
+    assert!(
+        exit.success(),
+        "{stopping} exits cleanly on SIGTERM: {exit:?}"
+    );
+    let leases: Api<Lease> = Api::namespaced(clusters.client("hub").await, NAMESPACE);
+    let named: Vec<String> = leases
+        .list(&ListParams::default().labels("flotilla.dev/lease-group=flotilla-ha"))
+        .await
+        .expect("leases")
+        .items
+        .into_iter()
+        .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(&stopping))
+        .filter_map(|l| l.metadata.name)
+        .collect();
+    assert!(
+        named.is_empty(),
+        "{stopping} still holds {named:?} after it stopped"
+    );
+    let (last, agent) = &agents[0];
+    wait_for(&format!("{last} syncs all six"), 60, || async {
+        (synced_here(&agent.status()).len() == MEMBERS.len()).then_some(())
+    })
+    .await;
+    drop(stopped);
 }
 
 async fn deployment_replicas(member: &str, namespace: &str, name: &str) -> Option<i64> {

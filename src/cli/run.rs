@@ -57,8 +57,8 @@ pub struct RunArgs {
     /// Shards the clusters are hashed into; replicas share them through Leases in the hub.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), env = "FLOTILLA_SHARDS")]
     shards: u32,
-    /// How long a shard Lease holds without renewal: a dead replica's clusters are taken
-    /// over after this.
+    /// A dead replica's clusters are taken over within this (the Leases hold it less two retry
+    /// periods of a fifteenth of it each).
     #[arg(long, default_value = "15s", value_parser = parse_duration, env = "FLOTILLA_LEASE_DURATION")]
     lease_duration: Duration,
     /// How often each member cluster's /readyz is probed.
