@@ -221,12 +221,7 @@ pub async fn run(
     if let Some(handle) = &leases {
         shared.status.write().await.replica = Some(handle.identity.clone());
     }
-    let mut state = LoopState {
-        health_tx: Some(health_tx),
-        owned: ownership.as_ref().map(|o| o.borrow().clone()),
-        leases,
-        ..Default::default()
-    };
+    let mut state = LoopState::new(health_tx, leases);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         reconcile(&config, &shared, &mut state).await;
@@ -257,11 +252,10 @@ pub async fn run(
                     }
                 }
                 true = ownership_changed => {
-                    state.owned = ownership.as_ref().map(|o| o.borrow().clone());
                     dispatch(&config, &shared, &mut state).await;
                 }
                 () = &mut shutdown => {
-                    state.owned = Some(Ownership::default());
+                    state.stopping = true;
                     dispatch(&config, &shared, &mut state).await;
                     if let Some(handle) = state.leases.take() {
                         handle.release().await;
@@ -273,16 +267,6 @@ pub async fn run(
     }
 }
 
-/// The shards whose clusters have a worker now.
-fn running_shards(state: &LoopState, owned: &Ownership) -> BTreeSet<u32> {
-    state
-        .workers
-        .keys()
-        .map(|cluster| crate::lease::shard_of(cluster, owned.total))
-        .collect()
-}
-
-#[derive(Default)]
 struct LoopState {
     /// The commit last handed to the workers.
     planned_commit: Option<String>,
@@ -295,13 +279,46 @@ struct LoopState {
     unavailable: BTreeMap<String, String>,
     /// The newest desired state of every planned cluster, owned here or not.
     desired: BTreeMap<String, Arc<Desired>>,
-    /// The shards this replica holds; `None` without Leases (every cluster is synced here).
-    owned: Option<Ownership>,
+    /// Shutting down: no cluster is held any more.
+    stopping: bool,
     workers: HashMap<String, WorkerHandle>,
     probers: HashMap<String, (Option<SecretKeyRef>, AbortOnDrop)>,
-    health_tx: Option<mpsc::Sender<HealthChange>>,
-    /// The Leases, told which shards have workers.
+    health_tx: mpsc::Sender<HealthChange>,
+    /// The Leases: which shards this replica holds, told which have workers.
     leases: Option<LeaseHandle>,
+}
+
+impl LoopState {
+    fn new(health_tx: mpsc::Sender<HealthChange>, leases: Option<LeaseHandle>) -> Self {
+        LoopState {
+            planned_commit: None,
+            first_seen: None,
+            fetch_failures: 0,
+            replan: false,
+            unavailable: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            stopping: false,
+            workers: HashMap::new(),
+            probers: HashMap::new(),
+            health_tx,
+            leases,
+        }
+    }
+
+    /// The shards this replica holds now; `None` without Leases (every cluster is held).
+    fn ownership(&self) -> Option<Ownership> {
+        let handle = self.leases.as_ref()?;
+        Some(if self.stopping {
+            Ownership::default()
+        } else {
+            handle.ownership.borrow().clone()
+        })
+    }
+
+    /// Whether this replica syncs `cluster` now.
+    fn holds(&self, ownership: &Option<Ownership>, cluster: &str) -> bool {
+        !self.stopping && ownership.as_ref().is_none_or(|o| o.owns(cluster))
+    }
 }
 
 /// A task aborted when dropped.
@@ -501,22 +518,14 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
 /// cluster is probed, held or not: failover needs every cluster's health.
 async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut LoopState) {
     // The newest ownership: a shard lost while the loop was busy stops its workers now.
-    if let (Some(handle), Some(owned)) = (&state.leases, &state.owned)
-        && owned.total > 0
-    {
-        state.owned = Some(handle.ownership.borrow().clone());
-    }
-    let owned = |cluster: &str| {
-        state
-            .owned
-            .as_ref()
-            .is_none_or(|ownership| ownership.owns(cluster))
-    };
+    let ownership = state.ownership();
     // Stop first, and wait: a cluster is never synced by two replicas at once.
     let stopping: Vec<String> = state
         .workers
         .keys()
-        .filter(|cluster| !state.desired.contains_key(*cluster) || !owned(cluster))
+        .filter(|cluster| {
+            !state.desired.contains_key(*cluster) || !state.holds(&ownership, cluster)
+        })
         .cloned()
         .collect();
     for cluster in stopping {
@@ -525,12 +534,9 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
             let _ = worker.task.await;
             tracing::info!(cluster, "cluster released");
         }
-        if let Some(view) = shared.status.write().await.clusters.get_mut(&cluster) {
-            view.synced_here = false;
-        }
     }
     for (cluster, desired) in &state.desired {
-        if !owned(cluster) {
+        if !state.holds(&ownership, cluster) {
             continue;
         }
         match state.workers.get(cluster) {
@@ -539,9 +545,6 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
             }
             None => {
                 tracing::info!(cluster, "cluster acquired");
-                if let Some(view) = shared.status.write().await.clusters.get_mut(cluster) {
-                    view.synced_here = true;
-                }
                 let (sender, receiver) = watch::channel(Some(desired.clone()));
                 let task = tokio::spawn(worker(
                     cluster.clone(),
@@ -575,35 +578,44 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
             shared.trigger.notify_one();
         }
     }
-    if let Some(health_tx) = &state.health_tx {
-        for (cluster, desired) in &state.desired {
-            if state.probers.contains_key(cluster) {
-                continue;
-            }
-            let task = tokio::spawn(probe_cluster(
-                cluster.clone(),
-                desired.secret.clone(),
-                config.credentials.clone(),
-                config.health,
-                health_tx.clone(),
-            ));
-            state
-                .probers
-                .insert(cluster.clone(), (desired.secret.clone(), AbortOnDrop(task)));
+    for (cluster, desired) in &state.desired {
+        if state.probers.contains_key(cluster) {
+            continue;
         }
+        let task = tokio::spawn(probe_cluster(
+            cluster.clone(),
+            desired.secret.clone(),
+            config.credentials.clone(),
+            config.health,
+            state.health_tx.clone(),
+        ));
+        state
+            .probers
+            .insert(cluster.clone(), (desired.secret.clone(), AbortOnDrop(task)));
     }
     state
         .unavailable
         .retain(|cluster, _| state.desired.contains_key(cluster));
-    if let (Some(handle), Some(owned)) = (&state.leases, &state.owned) {
-        let _ = handle.running.send(running_shards(state, owned));
-        shared.metrics.shards_held.set(owned.shards.len() as i64);
-        let mut status = shared.status.write().await;
-        status.shards = Some(owned.shards.iter().copied().collect());
-        status.lease_error = owned.problem.clone();
-        drop(status);
-    }
     let mut status = shared.status.write().await;
+    for (cluster, view) in &mut status.clusters {
+        view.synced_here = state.workers.contains_key(cluster);
+    }
+    if let (Some(handle), Some(ownership)) = (&state.leases, &ownership) {
+        // The shards whose clusters have a worker now: a shard's Lease is freed only once
+        // its workers are gone.
+        let running = state
+            .workers
+            .keys()
+            .map(|cluster| crate::lease::shard_of(cluster, ownership.total))
+            .collect();
+        let _ = handle.running.send(running);
+        shared
+            .metrics
+            .shards_held
+            .set(ownership.shards.len() as i64);
+        status.shards = Some(ownership.shards.iter().copied().collect());
+        status.lease_error = ownership.problem.clone();
+    }
     update_readiness(&mut status);
 }
 
@@ -668,7 +680,7 @@ async fn cluster_health_changed(
         )
     };
     // One replica speaks for a cluster: the one that holds it.
-    let held_here = state.owned.as_ref().is_none_or(|o| o.owns(cluster));
+    let held_here = state.holds(&state.ownership(), cluster);
     if let (Some(hub), true) = (&config.hub, held_here) {
         // Spawned: an unreachable hub must not hold up the loop.
         let (hub, cluster, warning) = (hub.clone(), cluster.to_string(), !change.ready);
