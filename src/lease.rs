@@ -213,12 +213,10 @@ impl Elector {
             let deadline = self
                 .held
                 .values()
-                .map(|(renewed, _)| *renewed + self.renew_deadline())
-                .min()
-                .map_or(self.renew_every(), |at| {
-                    at.saturating_duration_since(Instant::now())
+                .map(|(renewed, _)| {
+                    (*renewed + self.renew_deadline()).saturating_duration_since(started)
                 })
-                .min(self.renew_every());
+                .fold(self.renew_every(), Duration::min);
             let round = tokio::time::timeout(deadline, self.round()).await;
             if round.is_err() {
                 tracing::warn!("lease round timed out");
@@ -263,14 +261,28 @@ impl Elector {
     }
 
     async fn round(&mut self) {
+        let params =
+            ListParams::default().labels(&format!("{GROUP_LABEL}={}", self.settings.group));
+        let leases = match self.api.list(&params).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "listing leases failed");
+                self.problem = Some(format!("listing Leases: {error}"));
+                return;
+            }
+        };
         let now = Instant::now();
+        let by_name: HashMap<String, Lease> = leases
+            .into_iter()
+            .filter_map(|lease| Some((lease.metadata.name.clone()?, lease)))
+            .collect();
         if self
             .last_replica_renewal
             .is_none_or(|at| now.duration_since(at) >= self.renew_every())
         {
             let name = self.replica_lease();
-            match self.renew_own(&name).await {
-                Ok(()) => {
+            match self.write(&name, by_name.get(&name).cloned(), false).await {
+                Ok(_) => {
                     self.last_replica_renewal = Some(now);
                     self.problem = None;
                 }
@@ -283,20 +295,6 @@ impl Elector {
                 }
             }
         }
-        let params =
-            ListParams::default().labels(&format!("{GROUP_LABEL}={}", self.settings.group));
-        let leases = match self.api.list(&params).await {
-            Ok(list) => list.items,
-            Err(error) => {
-                tracing::warn!(%error, "listing leases failed");
-                return;
-            }
-        };
-        let now = Instant::now();
-        let by_name: HashMap<String, Lease> = leases
-            .into_iter()
-            .filter_map(|lease| Some((lease.metadata.name.clone()?, lease)))
-            .collect();
         for (name, lease) in &by_name {
             let spec = lease.spec.clone().unwrap_or_default();
             let observed = self.observed.entry(name.clone()).or_insert(Observed {
@@ -412,29 +410,8 @@ impl Elector {
     /// Creates, takes over or renews a shard Lease; a conflict means another replica won.
     async fn acquire(&mut self, shard: u32, current: Option<Lease>, taking: bool) {
         let sent = Instant::now();
-        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let name = self.shard_lease(shard);
-        let identity = self.settings.identity.clone();
-        let result = match current {
-            None => {
-                let lease = self.new_lease(&name, now);
-                self.api.create(&PostParams::default(), &lease).await
-            }
-            Some(mut lease) => {
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                if taking {
-                    spec.acquire_time = Some(now.clone());
-                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-                }
-                spec.holder_identity = Some(identity.clone());
-                spec.renew_time = Some(now);
-                spec.lease_duration_seconds = Some(self.lease_seconds());
-                self.api
-                    .replace(&name, &PostParams::default(), &lease)
-                    .await
-            }
-        };
-        match result {
+        match self.write(&name, current, taking).await {
             Ok(lease) => {
                 if taking {
                     tracing::info!(shard, lease = name, "shard acquired");
@@ -449,6 +426,32 @@ impl Elector {
             }
             Err(error) => tracing::warn!(shard, %error, "shard lease update failed"),
         }
+    }
+
+    /// Creates the Lease held by this replica, or renews (or takes over) `current`; a changed
+    /// `current` fails with 409.
+    async fn write(
+        &self,
+        name: &str,
+        current: Option<Lease>,
+        taking: bool,
+    ) -> Result<Lease, kube::Error> {
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let Some(mut lease) = current else {
+            return self
+                .api
+                .create(&PostParams::default(), &self.new_lease(name, now))
+                .await;
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if taking {
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(self.settings.identity.clone());
+        spec.renew_time = Some(now);
+        spec.lease_duration_seconds = Some(self.lease_seconds());
+        self.api.replace(name, &PostParams::default(), &lease).await
     }
 
     fn new_lease(&self, name: &str, now: MicroTime) -> Lease {
@@ -471,27 +474,6 @@ impl Elector {
                 ..Default::default()
             }),
         }
-    }
-
-    async fn renew_own(&self, name: &str) -> Result<(), kube::Error> {
-        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        match self.api.get_opt(name).await? {
-            None => {
-                self.api
-                    .create(&PostParams::default(), &self.new_lease(name, now))
-                    .await?;
-            }
-            Some(mut lease) => {
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                spec.holder_identity = Some(self.settings.identity.clone());
-                spec.renew_time = Some(now);
-                spec.lease_duration_seconds = Some(self.lease_seconds());
-                self.api
-                    .replace(name, &PostParams::default(), &lease)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 
     /// Stops syncing the shard first, then frees its Lease for the next holder.
