@@ -152,9 +152,10 @@ pub fn status_command(args: StatusArgs, stdout: &mut dyn Write) -> Result<Outcom
     // A name lookup still running after the timeout must not hold the command up.
     runtime.shutdown_background();
     let body = answer.map_err(|problem| agent_error(&url, problem))?;
-    let (text, status) = read_answer(&body).map_err(|problem| agent_error(&url, problem))?;
+    let (value, status) = read_answer(&body).map_err(|problem| agent_error(&url, problem))?;
     let output = match args.output {
-        StatusFormat::Json => pretty(&text),
+        StatusFormat::Json => serde_json::to_string_pretty(&value)
+            .map_err(|error| CliError::Serialise(error.to_string()))?,
         StatusFormat::Table => status_table(&status),
     };
     writeln!(stdout, "{}", output.trim_end()).map_err(write_error(&PathBuf::from("(stdout)")))?;
@@ -267,8 +268,8 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// The answer as text and as a status; an error says why it is not a `/status` answer.
-fn read_answer(body: &[u8]) -> Result<(String, AgentStatus), String> {
+/// The answer as JSON and as a status; an error says why it is not a `/status` answer.
+fn read_answer(body: &[u8]) -> Result<(Value, AgentStatus), String> {
     let text =
         std::str::from_utf8(body).map_err(|error| format!("the answer is not UTF-8: {error}"))?;
     let value: Value =
@@ -276,9 +277,9 @@ fn read_answer(body: &[u8]) -> Result<(String, AgentStatus), String> {
     if !value.is_object() {
         return Err("the answer is not a JSON object".into());
     }
-    let status: AgentStatus = serde_path_to_error::deserialize(value)
+    let status: AgentStatus = serde_path_to_error::deserialize(&value)
         .map_err(|error| format!("the answer is not a flotilla /status: {error}"))?;
-    Ok((text.to_string(), status))
+    Ok((value, status))
 }
 
 /// Exit 0 when every cluster is Ready and every cluster synced here is synced with no failed
@@ -289,65 +290,6 @@ fn outcome(status: &AgentStatus) -> Outcome {
     } else {
         Outcome::Failed
     }
-}
-
-/// Indents valid JSON text as `serde_json::to_string_pretty` would, keeping the keys in the
-/// order received and the numbers as written.
-fn pretty(json: &str) -> String {
-    fn newline(out: &mut String, depth: usize) {
-        out.push('\n');
-        for _ in 0..depth {
-            out.push_str("  ");
-        }
-    }
-    let mut out = String::with_capacity(json.len() * 2);
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut chars = json.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
-                match chars.next_if(|c| matches!(c, '}' | ']')) {
-                    Some(close) => out.push(close),
-                    None => {
-                        depth += 1;
-                        newline(&mut out, depth);
-                    }
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_ascii_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn short_commit(commit: Option<&str>) -> String {
@@ -784,18 +726,6 @@ mod tests {
     }
 
     #[test]
-    fn pretty_keeps_the_order_received() {
-        let text = r#"{"z":1,"a":{"b":[],"c":{}, "d" : [1,{"e":"x,\"{y}:"}]},"m":1.50}"#;
-        assert_eq!(
-            pretty(text),
-            "{\n  \"z\": 1,\n  \"a\": {\n    \"b\": [],\n    \"c\": {},\n    \"d\": [\n      1,\n      {\n        \"e\": \"x,\\\"{y}:\"\n      }\n    ]\n  },\n  \"m\": 1.50\n}"
-        );
-        let value: Value = serde_json::from_str(FAILOVER).unwrap();
-        let sorted = serde_json::to_string_pretty(&value).unwrap();
-        assert_eq!(pretty(&serde_json::to_string(&value).unwrap()), sorted);
-    }
-
-    #[test]
     fn urls() {
         assert_eq!(
             status_url("http://127.0.0.1:8080").unwrap(),
@@ -855,12 +785,12 @@ mod tests {
 
     #[test]
     fn reads_a_running_agent() {
-        let compact =
-            serde_json::to_string(&serde_json::from_str::<Value>(HEALTHY).unwrap()).unwrap();
+        let value = serde_json::from_str::<Value>(HEALTHY).unwrap();
+        let compact = serde_json::to_string(&value).unwrap();
         let server = serve_once(http_response("200 OK", &compact));
         let (result, stdout) = run(&server, StatusFormat::Json);
         assert_eq!(result.unwrap(), Outcome::Success);
-        assert_eq!(stdout, pretty(&compact) + "\n");
+        assert_eq!(stdout, serde_json::to_string_pretty(&value).unwrap() + "\n");
 
         let server = serve_once(http_response("200 OK", DEGRADED_WORKLOAD));
         let (result, stdout) = run(&server, StatusFormat::Table);
