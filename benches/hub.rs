@@ -56,6 +56,30 @@ fn fleet(resources: &str) -> String {
     )
 }
 
+/// `flotilla run` on a fleet directory: members from the kubeconfig, the hub (its current
+/// context) for Leases and Events.
+fn agent(clusters: &Clusters, path: &str, name: &str, identity: Option<&str>) -> Agent {
+    let kubeconfig = clusters.kubeconfig.display().to_string();
+    let mut args = vec![
+        "--path",
+        path,
+        "--kubeconfig",
+        &kubeconfig,
+        "--hub-kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "flotilla-system",
+        "--name",
+        name,
+    ];
+    args.extend(
+        identity
+            .iter()
+            .flat_map(|identity| ["--identity", identity]),
+    );
+    Agent::start(&args)
+}
+
 fn replicas(clusters: &Clusters, runtime: &tokio::runtime::Runtime) -> Vec<Option<i64>> {
     runtime.block_on(async {
         let mut all = Vec::new();
@@ -83,44 +107,12 @@ fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration
 }
 
 fn failover(clusters: &Clusters, runtime: &tokio::runtime::Runtime) {
-    let kubeconfig = clusters.kubeconfig.display().to_string();
     let dir = harness::write_fleet(&[(
         "fleet.yaml",
-        &fleet(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: bench-fo}
-spec:
-  replicas: 6
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: "nginx:1.25"}]
----
-apiVersion: policy.karmada.io/v1alpha1
-kind: PropagationPolicy
-metadata: {name: web, namespace: bench-fo}
-spec:
-  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
-  placement:
-    replicaScheduling: {replicaSchedulingType: Divided}
-"#,
-        ),
+        &harness::divided_web_fleet(&MEMBERS, "bench-fo"),
     )]);
     let path = dir.path().display().to_string();
-    let _agent = Agent::start(&[
-        "--path",
-        &path,
-        "--kubeconfig",
-        &kubeconfig,
-        "--hub-kubeconfig",
-        &kubeconfig,
-        "--namespace",
-        "flotilla-system",
-        "--name",
-        "bench-fo",
-    ]);
+    let _agent = agent(clusters, &path, "bench-fo", None);
     let planned = [Some(2), Some(2), Some(2)];
     wait("the planned division", Duration::from_secs(120), || {
         replicas(clusters, runtime) == planned
@@ -179,7 +171,6 @@ fn synced_here(agent: &Agent) -> BTreeSet<String> {
 }
 
 fn takeover(clusters: &Clusters) {
-    let kubeconfig = clusters.kubeconfig.display().to_string();
     let dir = harness::write_fleet(&[(
         "fleet.yaml",
         &fleet(
@@ -198,22 +189,7 @@ spec:
         ),
     )]);
     let path = dir.path().display().to_string();
-    let start = |identity: &str| {
-        Agent::start(&[
-            "--path",
-            &path,
-            "--kubeconfig",
-            &kubeconfig,
-            "--hub-kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            "flotilla-system",
-            "--name",
-            "bench-ha",
-            "--identity",
-            identity,
-        ])
-    };
+    let start = |identity: &str| agent(clusters, &path, "bench-ha", Some(identity));
     let mut replicas = vec![start("bench-0"), start("bench-1")];
     let all: BTreeSet<String> = MEMBERS.iter().map(|m| m.to_string()).collect();
     for (round, signal) in ["KILL", "KILL", "KILL", "TERM", "TERM", "TERM"]

@@ -685,31 +685,7 @@ async fn a_dead_member_fails_its_divided_replicas_over_and_gets_them_back() {
     let kubeconfig = clusters.kubeconfig.display().to_string();
     let fleet = harness::write_fleet(&[(
         "fleet.yaml",
-        r#"apiVersion: fleet.kurator.dev/v1alpha1
-kind: Fleet
-metadata: {name: fleet, namespace: flotilla-system}
-spec:
-  clusters: [{name: member-4}, {name: member-5}, {name: member-6}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: fo-app}
-spec:
-  replicas: 6
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: "nginx:1.25"}]
----
-apiVersion: policy.karmada.io/v1alpha1
-kind: PropagationPolicy
-metadata: {name: web, namespace: fo-app}
-spec:
-  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
-  placement:
-    replicaScheduling: {replicaSchedulingType: Divided}
-"#,
+        &harness::divided_web_fleet(&["member-4", "member-5", "member-6"], "fo-app"),
     )]);
     let path = fleet.path().display().to_string();
     // Members from the kubeconfig; the hub (its current context) for Events and Leases.

@@ -236,6 +236,40 @@ pub fn write_fleet(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// A fleet of these members with a Deployment `web` of 6 replicas in `namespace`, divided
+/// equally over them (2/2/2 over three): what failover moves.
+pub fn divided_web_fleet(members: &[&str], namespace: &str) -> String {
+    let clusters: Vec<String> = members.iter().map(|m| format!("{{name: {m}}}")).collect();
+    format!(
+        r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: fleet, namespace: flotilla-system}}
+spec:
+  clusters: [{clusters}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  replicas: 6
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: "nginx:1.25"}}]
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment, name: web}}]
+  placement:
+    replicaScheduling: {{replicaSchedulingType: Divided}}
+"#,
+        clusters = clusters.join(", ")
+    )
+}
+
 /// The agent (`flotilla run`) as a child process, killed when dropped; it also dies with the
 /// test thread (PR_SET_PDEATHSIG).
 pub struct Agent {
