@@ -4,8 +4,20 @@
 default:
     @just --list
 
+# The agent at work: five local member clusters, `flotilla run` on examples/fleet-repo served
+# from a local Git repo, a commit, drift corrected, a plan diff; everything stopped at the end.
+# `./dev demo --offline` only plans and renders (no clusters). Sets itself up first (`setup`).
+demo *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "{{ARGS}}" in
+        --offline) just demo-offline ;;
+        "") just setup && examples/demo.sh ;;
+        *) echo "demo: unknown argument(s) {{ARGS}} (only --offline)" >&2; exit 2 ;;
+    esac
+
 # Plan and render the example fleet (examples/fleet-repo); rendered files go to out/.
-demo:
+demo-offline:
     cargo build --quiet
     @echo "== flotilla plan examples/fleet-repo"
     cargo run --quiet -- plan examples/fleet-repo
@@ -18,20 +30,28 @@ demo:
     @sed -n '/containers:/,/ports:/p' out/cluster-frankfurt/global/deployment.apps-global-web.yaml
 
 # Run every test: unit, kustomize conformance, example fleet, and end to end on real
-# apiservers (tests/e2e; builds them once from Debian's source, see `kube`).
-test:
+# apiservers. Sets itself up first (`setup`: Debian packages, the test apiservers).
+test: setup
     cargo test
 
+# Everything the demo and the tests need that cargo does not fetch: Debian packages (`deps`)
+# and the test apiservers (`kube`, built once and cached in ~/.cache/flotilla).
+setup: deps kube
+
 # Debian packages the build and the tests need: libssl-dev and pkg-config for git2's HTTPS,
-# git, curl and prometheus for the end-to-end tests (kube builds its own, see `kube`).
+# git, curl, python3 and openssl for the harness, etcd-server for the test clusters, prometheus
+# for the metrics test, and kubectl (Debian's kubernetes-client when no kubectl is on PATH).
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
+    wanted=(libssl-dev pkg-config git curl python3 openssl etcd-server prometheus)
+    command -v kubectl >/dev/null 2>&1 || wanted+=(kubernetes-client)
     missing=()
-    for pkg in libssl-dev pkg-config git curl prometheus; do
+    for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     [ "${#missing[@]}" -eq 0 ] && exit 0
+    echo "deps: installing ${missing[*]}" >&2
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -48,10 +68,25 @@ clusters-up +ARGS="3":
 clusters-down:
     tests/e2e/clusters.sh down
 
-# Formatting and lints, as CI checks them.
+# Formatting and lints, as CI checks them. A machine without rustfmt or clippy (rustup cannot
+# download components everywhere) is told so loudly, and the other check still runs.
 check:
-    cargo fmt --all -- --check
-    cargo clippy --all-targets -- -D warnings
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=0
+    if cargo fmt --version >/dev/null 2>&1; then
+        cargo fmt --all -- --check
+    else
+        echo "check: ********** rustfmt is not installed: formatting NOT checked **********" >&2
+        missing=1
+    fi
+    if cargo clippy --version >/dev/null 2>&1; then
+        cargo clippy --all-targets -- -D warnings
+    else
+        echo "check: ********** clippy is not installed: lints NOT checked **********" >&2
+        missing=1
+    fi
+    [ "$missing" = 0 ] || echo "check: ran what this machine has; see the lines above" >&2
 
 # Benchmarks: render + placement of 1,000 clusters x 100 resources; sync of 5 clusters x 50
 # objects against kubectl apply --server-side on real apiservers; the agent's webhook-to-applied

@@ -494,16 +494,53 @@ data: {{level: info}}
     assert!(config_map_exists("spot-cluster", namespace, "settings").await);
 }
 
+/// A CRD in the style of a batch scheduler's (Volcano's `jobs.batch.volcano.sh`): structural
+/// schema, status subresource, defaults. One default does not match its own type, which every
+/// apiserver refuses with 422 (`must be of type integer`), as 1.20 refuses Volcano's own CRD.
+const REFUSED_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: jobs.batch.example.dev
+  annotations:
+    helm.sh/resource-policy: keep
+spec:
+  group: batch.example.dev
+  names: {kind: Job, listKind: JobList, plural: jobs, singular: job, shortNames: [exjob]}
+  scope: Namespaced
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                minAvailable: {type: integer, format: int32}
+                maxRetry: {type: integer, format: int32, default: "three"}
+                queue: {type: string, default: default}
+                tasks:
+                  type: array
+                  items:
+                    type: object
+                    properties:
+                      name: {type: string}
+                      replicas: {type: integer, format: int32}
+                      template: {type: object, x-kubernetes-preserve-unknown-fields: true}
+            status:
+              type: object
+              x-kubernetes-preserve-unknown-fields: true
+"#;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn diff_shows_a_changed_field_and_a_refused_crd_fails_only_itself() {
     let clusters = clusters();
     let _shared = clusters.shared().await;
     let namespace = "e2e-diff";
-    let crd = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata/third-party/volcano-job-crd.yaml"),
-    )
-    .expect("the upstream Volcano CRD in shared/testdata");
+    let crd = REFUSED_CRD;
     let fleet_yaml = format!(
         r#"
 apiVersion: fleet.kurator.dev/v1alpha1
@@ -526,7 +563,7 @@ spec:
       containers: [{{name: api, image: "registry.example.com/api:1.0"}}]
 "#
     );
-    let fleet = write_fleet(&[("fleet.yaml", &fleet_yaml), ("crd.yaml", &crd)]);
+    let fleet = write_fleet(&[("fleet.yaml", &fleet_yaml), ("crd.yaml", crd)]);
     let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
     let path = fleet.path().to_string_lossy().into_owned();
     let (code, stdout, stderr) = flotilla(&[
@@ -538,11 +575,13 @@ spec:
         "--name",
         "diff",
     ]);
-    // Kubernetes 1.20 refuses this upstream CRD (`default: ""` it reads as null); only it
-    // fails, and the Deployment is applied.
+    // Every apiserver refuses this CRD (a default of the wrong type); only it fails, and the
+    // Deployment is applied.
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("cluster-shanghai: CustomResourceDefinition.apiextensions.k8s.io/jobs.batch.volcano.sh: 422"),
+        stdout.contains(
+            "cluster-shanghai: CustomResourceDefinition.apiextensions.k8s.io/jobs.batch.example.dev: 422"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("degraded"), "{stdout}");

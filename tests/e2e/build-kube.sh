@@ -53,6 +53,10 @@ log "building kubernetes $version in $work (several minutes)"
 tree="$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -1)"
 [ -n "$tree" ] || { log "apt-get source unpacked no kubernetes-* directory in $work"; exit 1; }
 
+debian_go="$(dirname "$(readlink -f /usr/bin/go)")"
+[ -x "$debian_go/go" ] || { log "Debian's Go (golang-go) not found at /usr/bin/go"; exit 1; }
+log "using $("$debian_go/go" version)"
+
 # The vendored reflect2 1.0.1 crashes under Go >= 1.18 ("fatal error: fault" in mapiternext).
 reflect2_src=/usr/share/gocode/src/github.com/modern-go/reflect2
 rm -rf "$tree/vendor/github.com/modern-go/reflect2"
@@ -65,7 +69,10 @@ mkdir -p "$gopath/src/k8s.io" "$work/home"
 ln -s "$tree" "$gopath/src/k8s.io/kubernetes"
 (
     cd "$gopath/src/k8s.io/kubernetes"
-    export GOPATH="$gopath" HOME="$work/home" CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=on
+    # Debian's Go 1.19 by its own path: the machine's `go` on PATH may be a newer release that
+    # this 1.20 tree does not build with.
+    export PATH="$debian_go:$PATH"
+    export GOPATH="$gopath" HOME="$work/home" CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=on GOTOOLCHAIN=local
     make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
 )
 rm -rf "$cache.partial"
