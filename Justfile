@@ -97,6 +97,6 @@ bench:
     cargo bench --bench agent
     cargo bench --bench hub
 
-# Regenerate the kustomize conformance fixtures with kubectl.
+# Regenerate the kustomize conformance fixtures with kustomize v5.5.0 (built once from Go modules).
 fixtures:
     tests/fixtures/kustomize/regenerate.sh

@@ -1,9 +1,10 @@
-//! Flotilla's kustomize subset against `kubectl kustomize` (kustomize v5.5).
+//! Flotilla's kustomize subset against kustomize v5.5 (what `kubectl kustomize` 1.32 runs).
 //!
 //! Each case in `tests/fixtures/kustomize/<case>/` is built by Flotilla and compared, as parsed
-//! objects keyed by identity, with the `expected.yaml` that kubectl wrote beside it
-//! (`regenerate.sh`). When kubectl is installed the test also builds each case with it live, so
-//! a fixture can never drift from what kustomize really does.
+//! objects keyed by identity, with the `expected.yaml` that kustomize wrote beside it
+//! (`regenerate.sh`). The test also builds each case live with the real kustomize v5.5.0
+//! (built once from the Go module proxy by `tests/build-kustomize.sh`), so a fixture can never
+//! drift from what kustomize really does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,28 +80,38 @@ fn overlays_render_like_kubectl_kustomize() {
     assert!(failures.is_empty(), "{failures}");
 }
 
-#[test]
-fn fixtures_match_live_kubectl_when_installed() {
-    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    if Command::new(&kubectl)
-        .arg("version")
-        .arg("--client")
+/// The reference kustomize binary, built once from the Go module proxy by
+/// `tests/build-kustomize.sh` (cached in ~/.cache/flotilla).
+fn reference_kustomize() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build-kustomize.sh");
+    let output = Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
         .output()
-        .is_err()
-    {
-        eprintln!("kubectl not installed: live comparison skipped");
-        return;
-    }
+        .unwrap_or_else(|error| panic!("running {}: {error}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed: the live comparison with kustomize cannot run",
+        script.display()
+    );
+    String::from_utf8(output.stdout)
+        .expect("a path")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn fixtures_match_live_kustomize() {
+    let kustomize = reference_kustomize();
     let mut failures = String::new();
     for case in cases() {
-        let output = Command::new(&kubectl)
-            .arg("kustomize")
+        let output = Command::new(&kustomize)
+            .arg("build")
             .arg(&case)
             .output()
             .unwrap();
         assert!(
             output.status.success(),
-            "{}: kubectl failed: {}",
+            "{}: kustomize build failed: {}",
             case.display(),
             String::from_utf8_lossy(&output.stderr)
         );

@@ -409,7 +409,11 @@ fn karmada_style_sample_policies_apply_as_written() {
     assert!(m2.value["metadata"].get("annotations").is_none());
     let m1 = desired(&plan, "member1", "Deployment", "podinfo").unwrap();
     assert_eq!(m1.value["metadata"]["annotations"]["stage"], "stable");
-    assert!(m1.value["metadata"]["annotations"].get("also-absent").is_none());
+    assert!(
+        m1.value["metadata"]["annotations"]
+            .get("also-absent")
+            .is_none()
+    );
     assert!(m1.value["metadata"]["labels"].get("stage").is_none());
 }
 
