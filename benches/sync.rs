@@ -33,7 +33,7 @@ fn main() {
 
     // Warm both tools' paths: kubectl's discovery cache, and each apiserver's first requests.
     for cluster in CLUSTERS {
-        run(Command::new("kubectl").args([
+        run(Command::new(clusters.kubectl()).args([
             "--kubeconfig",
             &kubeconfig,
             "--context",
@@ -80,7 +80,7 @@ fn main() {
         let kubectl_apply = || {
             let started = Instant::now();
             for cluster in CLUSTERS {
-                run(Command::new("kubectl")
+                run(Command::new(clusters.kubectl())
                     .args(["--kubeconfig", &kubeconfig, "--context", cluster])
                     .args(["apply", "--server-side", "--field-manager", "kubectl-bench"])
                     .args(["-R", "-f"])

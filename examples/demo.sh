@@ -76,7 +76,8 @@ sys.exit(0 if all(clusters.get(m, {}).get("status") == "synced" and clusters.get
 ' "$1" "${members[@]}"
 }
 
-kc() { kubectl --kubeconfig "$kubeconfig" "$@"; }
+# The kubectl of the clusters' own version, as the harness links it.
+kc() { "$(dirname "$kubeconfig")/bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
 # Prints, per Deployment, its replicas in each member cluster (what the clusters hold now).
 show_divisions() {
@@ -105,10 +106,9 @@ for name in sorted(table):
 say "Building flotilla (cargo build)"
 (cd "$repo_root" && cargo build --quiet)
 flotilla="$repo_root/target/debug/flotilla"
-command -v kubectl >/dev/null || die "kubectl is not on PATH (just setup installs it)"
 
 say "Starting the example fleet's five member clusters (kube-apiserver, controller-manager, etcd)"
-note "The first run builds Kubernetes 1.20 from Debian's source once (4-12 minutes); later runs reuse it."
+note "The first run builds Kubernetes from Go modules once (about 15 minutes); later runs reuse it."
 started=$(now_ms)
 coproc CLUSTERS { "$repo_root/tests/e2e/clusters.sh" up --state "$work/clusters" "${members[@]}"; }
 clusters_pid=$CLUSTERS_PID

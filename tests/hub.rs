@@ -67,30 +67,41 @@ async fn in_hub() -> &'static InHub {
                 report.failed
             );
 
-            // The token controller issues the ServiceAccount's token Secret (1.20).
+            // A token for deploy/'s ServiceAccount from the TokenRequest API, as the kubelet
+            // projects into a Pod (no token Secrets since 1.24), and the hub's CA.
             let client = clusters.client("hub").await;
-            let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
-            let token_secret = wait_for("the flotilla ServiceAccount's token", 60, || async {
-                secrets
-                    .list(&ListParams::default())
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .find(|s| {
-                        s.type_.as_deref() == Some("kubernetes.io/service-account-token")
-                            && s.metadata
-                                .annotations
-                                .as_ref()
-                                .and_then(|a| a.get("kubernetes.io/service-account.name"))
-                                .is_some_and(|name| name == "flotilla")
-                    })
-            })
-            .await;
-            let data = token_secret.data.expect("token data");
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+            let request = http::Request::post(format!(
+                "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/flotilla/token"
+            ))
+            .header("content-type", "application/json")
+            .body(
+                serde_json::to_vec(&json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": 7200},
+                }))
+                .expect("JSON"),
+            )
+            .expect("request");
+            let answer: Value = client.request(request).await.expect("TokenRequest");
+            let token = answer["status"]["token"]
+                .as_str()
+                .expect("a token in the TokenRequest's status")
+                .to_string();
+            let kubeconfig_text =
+                std::fs::read_to_string(&clusters.kubeconfig).expect("kubeconfig");
+            let kubeconfig_value: Value =
+                serde_saphyr::from_str(&kubeconfig_text).expect("kubeconfig YAML");
+            let ca_base64 = kubeconfig_value["clusters"]
+                .as_array()
+                .and_then(|all| all.iter().find(|c| c["name"] == "hub"))
+                .and_then(|hub| hub["cluster"]["certificate-authority-data"].as_str())
+                .expect("the hub's CA");
+            let ca = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca_base64)
+                .expect("base64 CA");
             let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(dir.path().join("token"), &data["token"].0).expect("token");
-            std::fs::write(dir.path().join("ca.crt"), &data["ca.crt"].0).expect("ca");
+            std::fs::write(dir.path().join("token"), &token).expect("token");
+            std::fs::write(dir.path().join("ca.crt"), &ca).expect("ca");
             std::fs::write(dir.path().join("namespace"), NAMESPACE).expect("namespace");
             // Member kubeconfigs as Secrets, named as the AttachedClusters say.
             for member in MEMBERS {
@@ -111,7 +122,7 @@ async fn in_hub() -> &'static InHub {
             InHub {
                 service_account_dir: dir,
                 hub_port: server.rsplit(':').next().expect("port").to_string(),
-                token: String::from_utf8(data["token"].0.clone()).expect("token text"),
+                token,
             }
         })
         .await
@@ -919,9 +930,15 @@ spec:
     jobs.patch_status(
         "migrate",
         &PatchParams::default(),
+        // As the Job controller writes it: current apiservers refuse a failed Job without a
+        // start time or without the FailureTarget condition before Failed.
         &status_patch(json!({
-        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit"}]})),
+        "startTime": "2026-01-01T00:00:00Z",
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit"},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit"}]})),
     )
     .await
     .expect("status");

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds a current Kubernetes control plane (kube-apiserver, kube-controller-manager, kubectl),
+# Builds a current Kubernetes control plane (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl),
 # etcd 3.6 and, if it builds, kwok from the Go module proxy, and caches them outside the repository.
 #
 # On stdout it prints only lines a caller can eval:
@@ -38,7 +39,7 @@ build_kwok="${FLOTILLA_BUILD_KWOK:-1}"
 go="${FLOTILLA_GO:-/usr/local/go/bin/go}"
 # Approved newer toolchain, used only when a module's go line demands more than the local Go.
 newer_toolchain=go1.27.3
-recipe=gomod1
+recipe=gomod2
 
 start=$SECONDS
 log() { echo "build-kube-current: [$((SECONDS - start))s] $*" >&2; }
@@ -54,7 +55,7 @@ command -v flock >/dev/null || die "flock (util-linux) is needed"
 kube_dir="$cache_root/kube-$kube_version-$recipe"
 etcd_dir="$cache_root/etcd-$etcd_version-$recipe"
 kwok_dir="$cache_root/kwok-$kwok_version-$recipe"
-kube_bins=(kube-apiserver kube-controller-manager kubectl)
+kube_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 have_all() {
     local dir="$1"; shift
@@ -196,7 +197,7 @@ if $need_kube; then
     kube_work="$work/kube"
     make_wrapper "$kube_work" k8s.io/kubernetes "$kube_version" "$kube_mod" "$replaces" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kubectl
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
     tidy "$kube_work" "kubernetes $kube_version"
     # As hack/lib/version.sh does: otherwise the binaries report v0.0.0-master.
     build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -7,6 +7,11 @@
 #   clusters.sh up --detach [--hub] [--state DIR] (N | NAME...)   start in the background (humans)
 #   clusters.sh down [--state DIR]                       stop a detached set
 #
+# Kubernetes version: FLOTILLA_KUBE selects the lane. `current` (the default) is the newest
+# release, built from Go modules with etcd 3.6 (build-kube-current.sh); `1.20` is the
+# compatibility lane, built from Debian's source, with Debian's etcd 3.4 (build-kube.sh).
+# Either way the lane's kubectl is linked as STATE/bin/kubectl.
+#
 # In the foreground, the supervisor prints `ready KUBECONFIG` once every apiserver answers
 # /readyz, then reads commands from stdin: `stop NAME` and `start NAME` answer `ok NAME`.
 # When stdin closes (the test process ended, even by a panic or SIGKILL), or on SIGTERM/SIGINT,
@@ -50,7 +55,7 @@ start_apiserver() {
     spawn "$dir/apiserver.log" "$dir/apiserver.pid" "$bin/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$etcd_port" --etcd-prefix="/$name" \
         --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
-        --secure-port="$port" --insecure-port=0 --cert-dir="$dir/certs" \
+        --secure-port="$port" "${apiserver_lane_flags[@]}" --cert-dir="$dir/certs" \
         --token-auth-file="$state/tokens.csv" --authorization-mode=RBAC \
         --service-account-key-file="$state/sa.pub" \
         --service-account-signing-key-file="$state/sa.key" \
@@ -67,7 +72,7 @@ start_controller_manager() {
         --controllers=namespace,garbagecollector,deployment,replicaset,serviceaccount,serviceaccount-token \
         --service-account-private-key-file="$state/sa.key" \
         --root-ca-file="$dir/certs/apiserver.crt" \
-        --port=0 --secure-port=0
+        "${controller_manager_lane_flags[@]}" --secure-port=0
 }
 
 wait_ready() {
@@ -146,14 +151,44 @@ EOF
     done
 }
 
+# Sets bin (the control plane's directory), etcd, kubectl and the flags only one lane has.
+select_lane() {
+    case "${FLOTILLA_KUBE:-current}" in
+        current)
+            local KUBE_DIR ETCD_DIR KWOK_DIR
+            eval "$("$here/build-kube-current.sh")"
+            bin="$KUBE_DIR"
+            etcd="$ETCD_DIR/etcd"
+            kubectl="$KUBE_DIR/kubectl"
+            apiserver_lane_flags=()
+            controller_manager_lane_flags=()
+            ;;
+        1.20)
+            bin="$("$here/build-kube.sh")"
+            etcd="$(command -v etcd)" || die "Debian's etcd (etcd-server) is not installed"
+            kubectl="$(command -v kubectl)" || die "no kubectl on PATH for the 1.20 lane"
+            # Both flags are gone from current releases (1.24).
+            apiserver_lane_flags=(--insecure-port=0)
+            controller_manager_lane_flags=(--port=0)
+            ;;
+        *) die "FLOTILLA_KUBE must be current or 1.20, not ${FLOTILLA_KUBE}" ;;
+    esac
+    mkdir -p "$state/bin"
+    ln -sf "$kubectl" "$state/bin/kubectl"
+    log "Kubernetes $("$bin/kube-apiserver" --version | awk '{print $2}') (lane ${FLOTILLA_KUBE:-current})"
+}
+
 cleanup() {
     trap - EXIT INT TERM
     [ -f "$state/$marker" ] || return 0
     for name in "${names[@]}"; do stop_cluster "$name"; done
-    [ -n "${etcd_pid:-}" ] && kill -KILL "$etcd_pid" 2>/dev/null || true
-    # Whatever the pid files say, no child of this supervisor outlives it.
-    pkill -KILL -P $$ 2>/dev/null || true
-    wait 2>/dev/null || true
+    # Whatever the pid files say, no child of this supervisor outlives it. (In a group so that
+    # bash's "Killed" notices of the reaped children go where the wait's stderr goes.)
+    {
+        [ -n "${etcd_pid:-}" ] && kill -KILL "$etcd_pid" || true
+        pkill -KILL -P $$ || true
+        wait || true
+    } 2>/dev/null
     rm -rf "$state" "${etcd_dir:-}"
 }
 
@@ -205,7 +240,7 @@ cmd_up() {
     mkdir -p "$state"
     touch "$state/$marker"
     echo $$ >"$state/owner.pid"
-    bin="$("$here/build-kube.sh")"
+    select_lane
     trap cleanup EXIT
     trap 'cleanup; exit 130' INT
     trap 'cleanup; exit 143' TERM
@@ -219,7 +254,7 @@ cmd_up() {
     etcd_port="${ports[0]}"; etcd_peer_port="${ports[1]}"
     # etcd's data is throwaway: keep it in memory when /dev/shm exists.
     etcd_dir="$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "$state")/flotilla-etcd.XXXXXX")"
-    spawn "$state/etcd.log" "$state/etcd.pid" etcd --data-dir "$etcd_dir" \
+    spawn "$state/etcd.log" "$state/etcd.pid" "$etcd" --data-dir "$etcd_dir" \
         --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
         --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
         --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" --quota-backend-bytes 4294967296

@@ -119,6 +119,14 @@ impl Clusters {
         self.command("start", name);
     }
 
+    /// The kubectl of the clusters' Kubernetes version (the lane's own, see clusters.sh).
+    pub fn kubectl(&self) -> PathBuf {
+        self.kubeconfig
+            .parent()
+            .expect("the kubeconfig is in the state directory")
+            .join("bin/kubectl")
+    }
+
     /// A kube client for one cluster.
     pub async fn client(&self, name: &str) -> kube::Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
