@@ -7,7 +7,8 @@
 #   1. waits until every cluster is synced and shows `flotilla status` and the replica divisions;
 #   2. commits a change (nginx 10 -> 20 replicas), announces it with a webhook as a Git host
 #      would, and shows the new division arrive with the commit-to-applied time;
-#   3. changes a managed object behind Flotilla's back (`kubectl set image`) and shows it corrected;
+#   3. changes managed objects behind Flotilla's back (`kubectl set image`, `kubectl scale`) and
+#      shows them corrected;
 #   4. shows `flotilla plan --diff` between the two commits.
 # Everything it starts is stopped at the end, on failure and on Ctrl-C; nothing is left behind.
 # Needs what `just setup` installs and builds (`./dev demo` runs it first).
@@ -176,6 +177,15 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 for drift in json.load(sys.stdin)["clusters"]["cluster-frankfurt"]["drift"][-1:]:
     print("   /status:", json.dumps(drift))
 '
+
+say "Drift: kubectl scale on cluster-hangzhou"
+started=$(now_ms)
+kc --context cluster-hangzhou -n web scale deployment/nginx --replicas=1 >/dev/null
+replicas_are_planned() {
+    [ "$(kc --context cluster-hangzhou -n web get deployment nginx -o jsonpath='{.spec.replicas}')" = 12 ]
+}
+wait_for 30 "nginx's replicas corrected" replicas_are_planned
+note "nginx scaled to 1, corrected back to 12 within $(($(now_ms) - started)) ms"
 
 say "flotilla plan --diff: what the second commit moved"
 mkdir -p "$work/before"

@@ -1038,6 +1038,16 @@ async fn handle_drift(
         // Not (or no longer) planned here: Flotilla's own prune, or a change in flight.
         return;
     };
+    // A replicas value that managedFields did not record (1.20's scale subresource) and that
+    // is what Flotilla applies: its own apply within the same second, not drift.
+    if drift.fields == ["spec.replicas"]
+        && drift
+            .replicas_seen
+            .as_ref()
+            .is_some_and(|seen| object.value.pointer("/spec/replicas") == Some(seen))
+    {
+        return;
+    }
     shared
         .metrics
         .drift_detected

@@ -6,6 +6,11 @@
 //! `kubectl edit`), so `managedFields` says which field changed and who changed it, with no
 //! extra request. Fields Flotilla does not set (status, replicas an HPA owns when Git omits
 //! them, fields other managers own) are never drift. A deleted managed object is drift too.
+//!
+//! One write leaves no trace there on older apiservers: Kubernetes 1.20 does not record a write
+//! through the scale subresource (`kubectl scale`) in managedFields. So the live value of
+//! `spec.replicas`, when Flotilla owns it, is compared as well; the worker then checks it
+//! against what Flotilla applied, so its own apply is never taken for drift.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -46,6 +51,10 @@ pub struct Drift {
     /// Whether the object asks, by annotation, to be reported only.
     #[serde(skip)]
     pub report_only: bool,
+    /// The live `spec.replicas` when it is drift only by its value (managedFields did not
+    /// record the write), for the worker to compare with what Flotilla applied.
+    #[serde(skip)]
+    pub replicas_seen: Option<Value>,
     /// Why it was not corrected, when it should have been.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -122,17 +131,30 @@ pub struct Baseline {
     paths: BTreeSet<String>,
     /// The `time` of Flotilla's managedFields entry: it changes only when Flotilla applies.
     applied_at: Option<String>,
+    /// The live `spec.replicas`, when Flotilla owns it.
+    replicas: Option<Value>,
+}
+
+/// `spec.replicas` as a managedFields path.
+fn replicas_path() -> String {
+    format!("f:spec{SEP}f:replicas")
 }
 
 impl Baseline {
     /// Flotilla's ownership in this object.
     pub fn of(object: &Value) -> Self {
+        let paths = owned_paths(object, FIELD_MANAGER);
+        let replicas = paths
+            .contains(&replicas_path())
+            .then(|| object.pointer("/spec/replicas").cloned())
+            .flatten();
         Baseline {
-            paths: owned_paths(object, FIELD_MANAGER),
+            paths,
             applied_at: manager_times(object)
                 .into_iter()
                 .find(|(manager, _)| manager == FIELD_MANAGER)
                 .map(|(_, time)| time),
+            replicas,
         }
     }
 }
@@ -163,6 +185,28 @@ fn manager_times(object: &Value) -> Vec<(String, String)> {
 /// field that vanished because Flotilla's own apply no longer sets it is not. Empty when
 /// nothing drifted.
 pub fn lost_fields(baseline: &Baseline, object: &Value) -> (Vec<String>, Vec<String>) {
+    let (mut fields, managers) = lost_ownership(baseline, object);
+    if replicas_changed_unrecorded(baseline, object) && !fields.iter().any(|f| f == "spec.replicas")
+    {
+        fields.push("spec.replicas".into());
+    }
+    (fields, managers)
+}
+
+/// Whether `spec.replicas`, which Flotilla still owns, changed while Flotilla did not apply:
+/// a write managedFields did not record (1.20's scale subresource). The write's author is
+/// unknown, so it names no manager.
+pub fn replicas_changed_unrecorded(baseline: &Baseline, object: &Value) -> bool {
+    let Some(before) = &baseline.replicas else {
+        return false;
+    };
+    Baseline::of(object).applied_at == baseline.applied_at
+        && owned_paths(object, FIELD_MANAGER).contains(&replicas_path())
+        && object.pointer("/spec/replicas") != Some(before)
+}
+
+/// The ownership half of [`lost_fields`].
+fn lost_ownership(baseline: &Baseline, object: &Value) -> (Vec<String>, Vec<String>) {
     let current = owned_paths(object, FIELD_MANAGER);
     let flotilla_applied_since = Baseline::of(object).applied_at != baseline.applied_at;
     let mut managers_by_path: HashMap<String, BTreeSet<String>> = HashMap::new();
@@ -353,33 +397,43 @@ pub async fn watch_kind(
                 reported.remove(&uid);
                 baselines
                     .remove(&uid)
-                    .map(|_| (vec!["deleted".to_string()], Vec::new()))
+                    .map(|_| (vec!["deleted".to_string()], Vec::new(), None))
             } else {
-                let drift = baselines
-                    .get(&uid)
-                    .map(|baseline| lost_fields(baseline, &value))
-                    .filter(|(fields, _)| !fields.is_empty());
-                match &drift {
+                let drift = baselines.get(&uid).and_then(|baseline| {
+                    let (fields, managers) = lost_fields(baseline, &value);
+                    let replicas_seen = replicas_changed_unrecorded(baseline, &value)
+                        .then(|| value.pointer("/spec/replicas").cloned())
+                        .flatten();
+                    (!fields.is_empty()).then_some((fields, managers, replicas_seen))
+                });
+                // The same drift is sent once; an unrecorded replicas value, once per value.
+                let sent_as = drift.as_ref().map(|(fields, _, replicas_seen)| {
+                    let mut key = fields.clone();
+                    key.extend(replicas_seen.iter().map(|r| format!("replicas={r}")));
+                    key
+                });
+                match (drift, sent_as) {
                     // Until Flotilla owns its fields again (a correction), the baseline stays.
-                    Some((fields, _)) if reported.get(&uid) == Some(fields) => None,
-                    Some((fields, _)) => {
-                        reported.insert(uid, fields.clone());
-                        drift
+                    (Some(_), Some(key)) if reported.get(&uid) == Some(&key) => None,
+                    (Some(drift), Some(key)) => {
+                        reported.insert(uid, key);
+                        Some(drift)
                     }
-                    None => {
+                    _ => {
                         reported.remove(&uid);
                         baselines.insert(uid, Baseline::of(&value));
                         None
                     }
                 }
             };
-            if let Some((fields, managers)) = drift {
+            if let Some((fields, managers, replicas_seen)) = drift {
                 let drift = Drift {
                     cluster: cluster.clone(),
                     object: object_ref,
                     fields,
                     managers,
                     report_only,
+                    replicas_seen,
                     note: None,
                 };
                 if reports.send(WatchReport::Drift(drift)).await.is_err() {
@@ -468,6 +522,34 @@ mod tests {
         let (fields, managers) = lost_fields(&baseline, &after);
         assert_eq!(fields, ["spec.replicas"]);
         assert_eq!(managers, ["kubectl"]);
+    }
+
+    /// With `spec.replicas` set to `replicas`.
+    fn with_replicas(mut object: Value, replicas: u64) -> Value {
+        object["spec"] = json!({"replicas": replicas});
+        object
+    }
+
+    #[test]
+    fn a_scale_that_managed_fields_did_not_record_is_drift_by_its_value() {
+        // Kubernetes 1.20: `kubectl scale` writes through the scale subresource, and
+        // managedFields still say Flotilla owns spec.replicas.
+        let owned = json!({"f:spec": {"f:replicas": {}}});
+        let baseline = Baseline::of(&with_replicas(deployment(owned.clone(), &[]), 4));
+        let scaled = with_replicas(deployment(owned.clone(), &[]), 9);
+        assert!(replicas_changed_unrecorded(&baseline, &scaled));
+        let (fields, managers) = lost_fields(&baseline, &scaled);
+        assert_eq!(fields, ["spec.replicas"]);
+        assert!(managers.is_empty(), "the writer is unknown: {managers:?}");
+        // Flotilla's own apply of a new value changes its entry's time: not drift.
+        let applied = with_replicas(object_at("2026-11-22T11:00:00Z", owned.clone(), &[]), 9);
+        assert_eq!(lost_fields(&baseline, &applied), (vec![], vec![]));
+        // Replicas Flotilla does not own (an HPA's) are never compared.
+        let unowned = Baseline::of(&with_replicas(deployment(json!({}), &[]), 4));
+        assert!(!replicas_changed_unrecorded(
+            &unowned,
+            &with_replicas(deployment(json!({}), &[]), 9)
+        ));
     }
 
     #[test]

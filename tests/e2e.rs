@@ -905,15 +905,49 @@ where
     panic!("not within 20 s: {what}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_agent_corrects_drift_and_only_reports_it_when_the_object_asks() {
-    let clusters = clusters();
-    let _shared = clusters.shared().await;
-    let namespace = "e2e-drift";
-    let cluster = "cluster-shanghai";
-    let deployment = |name: &str, annotations: &str| {
-        format!(
-            r#"---
+/// The agent on a `--path` fleet (no polling), ready, with its watches listed.
+async fn path_agent(dir: &Path, sync: &str) -> Agent {
+    let kubeconfig = clusters().kubeconfig.to_string_lossy().into_owned();
+    let agent = Agent::start(&[
+        "--path",
+        dir.to_str().expect("utf-8"),
+        "--kubeconfig",
+        &kubeconfig,
+        "--interval",
+        "1h",
+        "--name",
+        sync,
+    ]);
+    tokio::task::block_in_place(|| agent.wait_ready());
+    // Give the watches a moment to list what they manage.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    agent
+}
+
+/// A Fleet named `sync` of one cluster, placing everything there.
+fn one_cluster_fleet(sync: &str, cluster: &str) -> String {
+    format!(
+        r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: {sync}, namespace: flotilla-system}}
+spec:
+  clusters:
+    - {{name: {cluster}, kind: AttachedCluster}}
+  placement: {{}}
+"#
+    )
+}
+
+/// A one-container Deployment (container `web`) as a YAML document.
+fn web_deployment(
+    namespace: &str,
+    name: &str,
+    replicas: u32,
+    image: &str,
+    annotations: &str,
+) -> String {
+    format!(
+        r#"---
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -921,47 +955,38 @@ metadata:
   namespace: {namespace}
   annotations: {{{annotations}}}
 spec:
-  replicas: 2
+  replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata: {{labels: {{app: {name}}}}}
     spec:
-      containers: [{{name: web, image: "nginx:1.27.3"}}]
+      containers: [{{name: web, image: "{image}"}}]
 "#
-        )
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_corrects_drift_and_only_reports_it_when_the_object_asks() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-drift";
+    let cluster = "cluster-shanghai";
+    let deployment = |name: &str, annotations: &str| {
+        web_deployment(namespace, name, 2, "nginx:1.27.3", annotations)
     };
     let fleet = format!(
-        r#"apiVersion: fleet.kurator.dev/v1alpha1
-kind: Fleet
-metadata: {{name: drift, namespace: flotilla-system}}
-spec:
-  clusters:
-    - {{name: {cluster}, kind: AttachedCluster}}
-  placement: {{}}
-{}{}---
+        r#"{}{}{}---
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: settings, namespace: {namespace}}}
 data: {{level: info}}
 "#,
+        one_cluster_fleet("drift", cluster),
         deployment("web", ""),
         deployment("reported", "flotilla.dev/drift: report"),
     );
     let dir = write_fleet(&[("fleet.yaml", &fleet)]);
-    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
-    let agent = Agent::start(&[
-        "--path",
-        dir.path().to_str().expect("utf-8"),
-        "--kubeconfig",
-        &kubeconfig,
-        "--interval",
-        "1h",
-        "--name",
-        "drift",
-    ]);
-    tokio::task::block_in_place(|| agent.wait_ready());
-    // Give the watches a moment to list what they manage.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let agent = path_agent(dir.path(), "drift").await;
 
     let client = clusters.client(cluster).await;
     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
@@ -1261,5 +1286,179 @@ async fn the_deploy_manifests_are_accepted_by_a_real_apiserver() {
             .await
             .expect("GET")
             .is_none()
+    );
+}
+
+/// Runs the clusters' own kubectl (the lane's version) against one cluster; panics on failure.
+fn kubectl(cluster: &str, args: &[&str], editor: Option<&str>, stdin: Option<&str>) {
+    let clusters = clusters();
+    let mut command = std::process::Command::new(clusters.kubectl());
+    command
+        .arg("--kubeconfig")
+        .arg(&clusters.kubeconfig)
+        .args(["--context", cluster])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(editor) = editor {
+        command.env("KUBE_EDITOR", editor);
+    }
+    let mut child = command.spawn().expect("kubectl");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("kubectl stdin");
+    }
+    let output = child.wait_with_output().expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Each way a person changes a Deployment with kubectl is drift the agent corrects, on every
+/// lane: on 1.20, `kubectl scale` (the scale subresource) leaves managedFields as they were, so
+/// only the live value of `spec.replicas` shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kubectl_change_to_a_managed_deployment_is_corrected() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-kubectl";
+    let cluster = "cluster-frankfurt";
+    let deployment = |name: &str, replicas: u32, image: &str| {
+        web_deployment(namespace, name, replicas, image, "")
+    };
+    let fleet = format!(
+        "{}{}{}",
+        one_cluster_fleet("kubectl", cluster),
+        deployment("scaled", 3, "nginx:1.27.3"),
+        deployment("edited", 3, "nginx:1.27.3"),
+    );
+    let dir = write_fleet(&[("fleet.yaml", &fleet)]);
+    let agent = path_agent(dir.path(), "kubectl").await;
+
+    let field = |name: &str, pointer: &str| {
+        let (name, pointer) = (name.to_string(), pointer.to_string());
+        async move {
+            deployment_json(cluster, namespace, &name)
+                .await
+                .and_then(|d| d.pointer(&pointer).cloned())
+        }
+    };
+    let replicas = "/spec/replicas";
+    let image = "/spec/template/spec/containers/0/image";
+    /// One change made with kubectl: what it is, the Deployment, the field it changes, the
+    /// command, `KUBE_EDITOR`, and stdin.
+    struct Change<'a>(
+        &'a str,
+        &'a str,
+        &'a str,
+        Vec<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let scaled_ssa = deployment("scaled", 8, "nginx:1.27.3");
+    let edited_csa = deployment("edited", 5, "nginx:1.27.3");
+    let changes = [
+        Change(
+            "kubectl scale",
+            "scaled",
+            replicas,
+            vec![
+                "-n",
+                namespace,
+                "scale",
+                "deployment/scaled",
+                "--replicas=9",
+            ],
+            None,
+            None,
+        ),
+        Change(
+            "kubectl patch",
+            "scaled",
+            replicas,
+            vec![
+                "-n",
+                namespace,
+                "patch",
+                "deployment",
+                "scaled",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"replicas":7}}"#,
+            ],
+            None,
+            None,
+        ),
+        Change(
+            "another manager's server-side apply",
+            "scaled",
+            replicas,
+            vec![
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=intruder",
+                "-f",
+                "-",
+            ],
+            None,
+            Some(&scaled_ssa),
+        ),
+        Change(
+            "kubectl set image",
+            "edited",
+            image,
+            vec![
+                "-n",
+                namespace,
+                "set",
+                "image",
+                "deployment/edited",
+                "web=nginx:evil",
+            ],
+            None,
+            None,
+        ),
+        Change(
+            "kubectl edit",
+            "edited",
+            image,
+            vec!["-n", namespace, "edit", "deployment", "edited"],
+            Some("sed -i s|nginx:1.27.3|nginx:edited|"),
+            None,
+        ),
+        Change(
+            "a client-side kubectl apply",
+            "edited",
+            replicas,
+            vec!["apply", "-f", "-"],
+            None,
+            Some(&edited_csa),
+        ),
+    ];
+    for Change(what, name, pointer, args, editor, stdin) in changes {
+        let planned = field(name, pointer).await.expect("the planned value");
+        tokio::task::block_in_place(|| kubectl(cluster, &args, editor, stdin));
+        eventually(&format!("{what} on {name} corrected"), || async {
+            field(name, pointer).await.as_ref() == Some(&planned)
+        })
+        .await;
+    }
+    let status = tokio::task::block_in_place(|| agent.status());
+    let drift = status["clusters"][cluster]["drift"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        drift.len() >= 6 && drift.iter().all(|d| d["corrected"] == true),
+        "{status}"
     );
 }
