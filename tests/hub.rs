@@ -817,11 +817,25 @@ async fn a_dead_member_fails_its_divided_replicas_over_and_gets_them_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workload_health_comes_from_status_written_through_the_status_subresource() {
+async fn workloads_on_simulated_nodes_become_available_complete_or_degraded_for_real() {
     let clusters = clusters();
     let _shared = clusters.shared().await;
     let kubeconfig = clusters.kubeconfig.display().to_string();
-    // No statefulset or job controller runs here, so only this test writes their status.
+    let client = clusters.client("member-1").await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node_count = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items
+        .len();
+    assert!(
+        node_count > 0,
+        "member-1 has no Nodes: this test needs the current lane's simulated nodes (kwok), \
+         which FLOTILLA_KUBE=1.20 does not start"
+    );
+    // Pods really run on kwok's nodes: the controllers write every status. An image tagged
+    // `broken` crash-loops, or fails a Job's pod (tests/e2e/kwok/broken-images.yaml).
     let fleet = harness::write_fleet(&[(
         "fleet.yaml",
         r#"apiVersion: fleet.kurator.dev/v1alpha1
@@ -840,7 +854,19 @@ spec:
   template:
     metadata: {labels: {app: db}}
     spec:
-      containers: [{name: db, image: "postgres:16"}]
+      containers: [{name: db, image: "postgres:16", resources: {requests: {cpu: 500m}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crashing, namespace: wh-app}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 5
+  selector: {matchLabels: {app: crashing}}
+  template:
+    metadata: {labels: {app: crashing}}
+    spec:
+      containers: [{name: app, image: "app:broken"}]
 ---
 apiVersion: batch/v1
 kind: Job
@@ -851,11 +877,24 @@ spec:
       restartPolicy: Never
       containers: [{name: migrate, image: "migrate:1"}]
 ---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: broken-migrate, namespace: wh-app}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: "migrate:broken"}]
+---
 apiVersion: policy.karmada.io/v1alpha1
 kind: PropagationPolicy
 metadata: {name: all, namespace: wh-app}
 spec:
-  resourceSelectors: [{apiVersion: apps/v1, kind: StatefulSet}, {apiVersion: batch/v1, kind: Job}]
+  resourceSelectors:
+    - {apiVersion: apps/v1, kind: StatefulSet}
+    - {apiVersion: apps/v1, kind: Deployment}
+    - {apiVersion: batch/v1, kind: Job}
   placement: {}
 "#,
     )]);
@@ -879,73 +918,37 @@ spec:
                 .map(|s| (s.to_string(), workload["reason"].to_string()))
         }
     };
-    let (state, _) = wait_for(
-        "the StatefulSet's health",
-        30,
-        health("StatefulSet.apps wh-app/db"),
+    let in_state = |object: &'static str, wanted: &'static str| {
+        let health = health(object);
+        move || async move {
+            let (state, reason) = health().await?;
+            (state == wanted).then_some(reason)
+        }
+    };
+    wait_for(
+        "the StatefulSet's pods run: Available",
+        60,
+        in_state("StatefulSet.apps wh-app/db", "Available"),
     )
     .await;
-    assert_eq!(state, "Progressing", "no status yet");
-
-    let client = clusters.client("member-1").await;
-    let status_patch = |value: Value| Patch::Merge(json!({"status": value}));
-    let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
-        Api::namespaced(client.clone(), "wh-app");
-    let generation = statefulsets
-        .get("db")
-        .await
-        .expect("db")
-        .metadata
-        .generation;
-    statefulsets
-        .patch_status(
-            "db",
-            &PatchParams::default(),
-            &status_patch(json!({
-            "observedGeneration": generation, "replicas": 2, "readyReplicas": 1,
-            "currentReplicas": 2, "updatedReplicas": 2,
-            "currentRevision": "db-1", "updateRevision": "db-1"})),
-        )
-        .await
-        .expect("status");
-    wait_for("1/2 ready is Progressing", 30, || async {
-        let (state, reason) = health("StatefulSet.apps wh-app/db")().await?;
-        (state == "Progressing" && reason.contains("1/2")).then_some(())
-    })
-    .await;
-    statefulsets
-        .patch_status(
-            "db",
-            &PatchParams::default(),
-            &status_patch(json!({"readyReplicas": 2})),
-        )
-        .await
-        .expect("status");
-    wait_for("2/2 ready is Available", 30, || async {
-        (health("StatefulSet.apps wh-app/db")().await?.0 == "Available").then_some(())
-    })
-    .await;
-
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "wh-app");
-    jobs.patch_status(
-        "migrate",
-        &PatchParams::default(),
-        // As the Job controller writes it: current apiservers refuse a failed Job without a
-        // start time or without the FailureTarget condition before Failed.
-        &status_patch(json!({
-        "startTime": "2026-01-01T00:00:00Z",
-        "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": "Job has reached the specified backoff limit"},
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": "Job has reached the specified backoff limit"}]})),
+    wait_for(
+        "the Job's pod succeeds: Available",
+        60,
+        in_state("Job.batch wh-app/migrate", "Available"),
     )
-    .await
-    .expect("status");
-    let (_, reason) = wait_for("a failed Job is Degraded", 30, || async {
-        let (state, reason) = health("Job.batch wh-app/migrate")().await?;
-        (state == "Degraded").then_some(((), reason))
-    })
+    .await;
+    let reason = wait_for(
+        "the crash-looping rollout passes its deadline: Degraded",
+        60,
+        in_state("Deployment.apps wh-app/crashing", "Degraded"),
+    )
+    .await;
+    assert!(reason.contains("ProgressDeadlineExceeded"), "{reason}");
+    let reason = wait_for(
+        "the Job whose pod fails: Degraded",
+        60,
+        in_state("Job.batch wh-app/broken-migrate", "Degraded"),
+    )
     .await;
     assert!(reason.contains("BackoffLimitExceeded"), "{reason}");
     let (_, metrics) = agent.request("GET", "/metrics", &[], b"");
@@ -954,13 +957,13 @@ spec:
             &metrics,
             "flotilla_workloads{cluster=\"member-1\",state=\"Degraded\"}"
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         metric(
             &metrics,
             "flotilla_workloads{cluster=\"member-1\",state=\"Available\"}"
         ),
-        Some(1.0)
+        Some(2.0)
     );
 }

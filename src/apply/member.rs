@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use super::ApplyError;
 
@@ -43,7 +43,14 @@ pub struct Member {
     client: kube::Client,
     /// Kinds served per `apiVersion`, filled on first use.
     discovery: Mutex<HashMap<String, Arc<ServedKinds>>>,
+    /// Whether the apiserver needs the legacy apply forms, from its `/version` on first use.
+    legacy_forms: OnceCell<bool>,
 }
+
+/// The first minor version of Kubernetes 1 that gets no legacy apply forms (see
+/// [`super::prepare_body`]). 1.20 needs them (the compatibility lane shows it); 1.21 is not
+/// tested here and gets them too, which it accepts as older clients sent them.
+const FIRST_MINOR_WITHOUT_LEGACY_FORMS: u32 = 22;
 
 /// The resources of one `apiVersion`, by kind.
 #[derive(Debug, Default)]
@@ -147,6 +154,7 @@ impl Member {
             name: name.to_string(),
             client,
             discovery: Mutex::default(),
+            legacy_forms: OnceCell::new(),
         })
     }
 
@@ -271,6 +279,33 @@ impl Member {
 
     /// How the API serves `kind` of `api_version`, from the discovery cache or the apiserver.
     /// `Ok(None)` when the version or kind is not served (yet).
+    /// Whether this apiserver needs the legacy apply forms (Kubernetes before 1.22), asked
+    /// once per connection from `/version`.
+    pub async fn needs_legacy_forms(&self) -> Result<bool, RequestError> {
+        self.legacy_forms
+            .get_or_try_init(|| async {
+                let path = "/version";
+                match self.get(path).await? {
+                    Some(reply) if reply.status.is_success() => {
+                        Ok(is_before_first_minor_without_legacy_forms(&reply.json()))
+                    }
+                    Some(reply) => Err(RequestError::Refused {
+                        path: path.into(),
+                        status: reply.status,
+                        message: reply.message(),
+                    }),
+                    None => Err(RequestError::Refused {
+                        path: path.into(),
+                        status: StatusCode::NOT_FOUND,
+                        message: "no version served".into(),
+                    }),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// How the API serves a kind, from discovery (cached per `apiVersion`).
     pub async fn resource(
         &self,
         api_version: &str,
@@ -305,6 +340,16 @@ impl Member {
         cache.insert(api_version.to_string(), Arc::new(served));
         Ok(resource)
     }
+}
+
+/// Reads `/version`'s `major` and `minor` (`"20"`, or `"20+"` as some distributions say); a
+/// version that cannot be read is taken as current.
+fn is_before_first_minor_without_legacy_forms(version: &Value) -> bool {
+    let number = |field: &str| -> Option<u32> {
+        let text = version.get(field)?.as_str()?;
+        text.trim_end_matches('+').parse().ok()
+    };
+    matches!((number("major"), number("minor")), (Some(1), Some(minor)) if minor < FIRST_MINOR_WITHOUT_LEGACY_FORMS)
 }
 
 fn parse_resource_list(list: &Value) -> ServedKinds {
@@ -386,5 +431,24 @@ pub fn collection_path(api_version: &str, resource: &Resource, namespace: &str) 
         format!("{prefix}/namespaces/{namespace}/{}", resource.plural)
     } else {
         format!("{prefix}/{}", resource.plural)
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use serde_json::json;
+
+    use super::is_before_first_minor_without_legacy_forms as legacy;
+
+    #[test]
+    fn legacy_apply_forms_go_only_to_apiservers_before_1_22() {
+        assert!(legacy(
+            &json!({"major": "1", "minor": "20", "gitVersion": "v1.20.2"})
+        ));
+        assert!(legacy(&json!({"major": "1", "minor": "21+"})));
+        assert!(!legacy(&json!({"major": "1", "minor": "22"})));
+        assert!(!legacy(&json!({"major": "1", "minor": "37"})));
+        // Unreadable: current.
+        assert!(!legacy(&json!({"gitVersion": "v1.37.2"})));
     }
 }

@@ -235,12 +235,13 @@ pub struct Prepared {
     pub resource: Option<Resource>,
 }
 
-/// Adds what the apply step adds to a planned object: the inventory label, and the forms that
-/// Kubernetes 1.20's server-side apply needs and older clients always sent: the defaults of
-/// list-map keys it refuses to find missing ("associative list with keys has an element that
-/// omits key field"), as Flux does, and resource quantities as strings (it refuses `gpu: 1`
-/// with "expected string"). `render` output stays what Git says.
-pub fn prepare_body(object: &Value, sync_name: &str) -> Value {
+/// Adds what the apply step adds to a planned object: the inventory label and, when
+/// `legacy_forms` (an apiserver before 1.22, see [`Member::needs_legacy_forms`]), the forms
+/// that Kubernetes 1.20's server-side apply needs and older clients always sent: the defaults
+/// of list-map keys it refuses to find missing ("associative list with keys has an element
+/// that omits key field"), as Flux does, and resource quantities as strings (it refuses
+/// `gpu: 1` with "expected string"). `render` output stays what Git says.
+pub fn prepare_body(object: &Value, sync_name: &str, legacy_forms: bool) -> Value {
     let mut body = object.clone();
     if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
         let labels = metadata
@@ -250,14 +251,22 @@ pub fn prepare_body(object: &Value, sync_name: &str) -> Value {
             labels.insert(INVENTORY_LABEL.into(), Value::String(sync_name.into()));
         }
     }
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    if legacy_forms {
+        add_legacy_forms(&mut body);
+    }
+    body
+}
+
+/// The 1.20 forms of [`prepare_body`].
+fn add_legacy_forms(body: &mut Value) {
+    let text = |field: &str| {
+        body.get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (kind, api_version) = (text("kind"), text("apiVersion"));
+    let (kind, api_version) = (kind.as_str(), api_version.as_str());
     if api_version == "v1" && kind == "Service" {
         default_protocols(body.pointer_mut("/spec/ports"), "port");
     }
@@ -296,7 +305,6 @@ pub fn prepare_body(object: &Value, sync_name: &str) -> Value {
     if (api_version, kind) == ("v1", "ResourceQuota") {
         quantities_as_strings(body.pointer_mut("/spec/hard"));
     }
-    body
 }
 
 /// Turns the numbers of a map of resource quantities into strings (`1` -> `"1"`).
@@ -338,7 +346,8 @@ impl Member {
         sync_name: &str,
     ) -> Result<Prepared, RequestError> {
         let mut object_ref = object.object_ref();
-        let mut body = prepare_body(&object.value, sync_name);
+        let legacy_forms = self.needs_legacy_forms().await?;
+        let mut body = prepare_body(&object.value, sync_name, legacy_forms);
         let resource = self.resource(object.api_version(), object.kind()).await?;
         fix_namespace(&mut object_ref, &mut body, resource.as_ref());
         let body = body.to_string();

@@ -21,6 +21,7 @@ fn prepare_adds_the_inventory_label_and_keeps_the_users_labels() {
         &json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "a", "labels": {"app": "web"}}}),
         "prod",
+        false,
     );
     assert_eq!(
         body["metadata"]["labels"],
@@ -40,7 +41,7 @@ fn prepare_sets_the_port_protocol_that_kubernetes_1_20_ssa_needs() {
             "initContainers": [{"name": "init", "ports": [{"containerPort": 9000}]}],
         }}}
     });
-    let body = prepare_body(&deployment, "prod");
+    let body = prepare_body(&deployment, "prod", true);
     let spec = &body["spec"]["template"]["spec"];
     assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
     assert_eq!(spec["containers"][0]["ports"][1]["protocol"], "UDP");
@@ -49,14 +50,14 @@ fn prepare_sets_the_port_protocol_that_kubernetes_1_20_ssa_needs() {
     let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
                          "spec": {"ports": [{"port": 80}]}});
     assert_eq!(
-        prepare_body(&service, "prod")["spec"]["ports"][0]["protocol"],
+        prepare_body(&service, "prod", true)["spec"]["ports"][0]["protocol"],
         "TCP"
     );
     // A custom resource with a field called `ports` is not a Service.
     let custom = json!({"apiVersion": "example.com/v1", "kind": "Service",
                         "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
     assert_eq!(
-        prepare_body(&custom, "prod")["spec"]["ports"][0].get("protocol"),
+        prepare_body(&custom, "prod", true)["spec"]["ports"][0].get("protocol"),
         None
     );
 }
@@ -72,7 +73,7 @@ fn prepare_turns_numeric_quantities_into_strings() {
             "volumeClaimTemplates": [{"spec": {"resources": {"requests": {"storage": 10}}}}],
         }
     });
-    let body = prepare_body(&deployment, "prod");
+    let body = prepare_body(&deployment, "prod", true);
     let resources = &body["spec"]["template"]["spec"]["containers"][0]["resources"];
     assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
     assert_eq!(resources["limits"]["memory"], "1Gi");
@@ -81,6 +82,19 @@ fn prepare_turns_numeric_quantities_into_strings() {
         body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
         "10"
     );
+}
+
+#[test]
+fn a_current_apiserver_gets_the_object_as_git_has_it_with_only_the_inventory_label() {
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "web",
+            "ports": [{"containerPort": 80}],
+            "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}}
+    });
+    let mut expected = deployment.clone();
+    expected["metadata"]["labels"] = json!({"flotilla.dev/inventory": "prod"});
+    assert_eq!(prepare_body(&deployment, "prod", false), expected);
 }
 
 #[test]

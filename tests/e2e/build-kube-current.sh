@@ -6,7 +6,8 @@
 # On stdout it prints only lines a caller can eval:
 #   KUBE_DIR=<dir with kube-apiserver, kube-controller-manager, kubectl>
 #   ETCD_DIR=<dir with etcd>
-#   KWOK_DIR=<dir with kwok, or empty when kwok is skipped or does not build>
+#   KWOK_DIR=<dir with kwok and stages/ (its own node and pod stages), or empty when kwok is
+#            skipped or does not build>
 # Progress goes to stderr.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces its ~31 staging modules
@@ -79,7 +80,7 @@ need_kube=true need_etcd=true need_kwok=false kwok_out=""
 if have_all "$kube_dir" "${kube_bins[@]}"; then log "reusing $kube_dir"; need_kube=false; fi
 if have_all "$etcd_dir" etcd; then log "reusing $etcd_dir"; need_etcd=false; fi
 if [ "$build_kwok" = 1 ]; then
-    if have_all "$kwok_dir" kwok; then
+    if have_all "$kwok_dir" kwok && [ -f "$kwok_dir/stages/pod-ready.yaml" ]; then
         log "reusing $kwok_dir"; kwok_out="$kwok_dir"
     elif [ -f "$kwok_dir.failed" ]; then
         log "kwok $kwok_version failed before (see $kwok_dir.failed); skipping it (remove that file to retry)"
@@ -250,6 +251,13 @@ if $need_kwok; then
         build "$kwok_work" "$kwok_dir.partial/kwok" sigs.k8s.io/kwok/cmd/kwok \
             "-X sigs.k8s.io/kwok/pkg/consts.Version=${kwok_version#v}"
         "$kwok_dir.partial/kwok" --version
+        # kwok's own stages, from its module: nodes become Ready, pods Running and Ready,
+        # finished pods Succeeded, deleted pods gone (the harness adds its crash-loop stage).
+        stage_src="$GOMODCACHE/sigs.k8s.io/kwok@$kwok_version/kustomize/stage"
+        mkdir -p "$kwok_dir.partial/stages"
+        cp "$stage_src/node/fast/node-initialize.yaml" "$stage_src/pod/fast/pod-ready.yaml" \
+            "$stage_src/pod/fast/pod-complete.yaml" "$stage_src/pod/fast/pod-delete.yaml" \
+            "$kwok_dir.partial/stages/"
         rm -rf "$kwok_dir" && mv "$kwok_dir.partial" "$kwok_dir"
     ) 2>&1 | tee "$kwok_log" >&2
     kwok_rc="${PIPESTATUS[0]}"

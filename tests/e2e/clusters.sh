@@ -10,7 +10,11 @@
 # Kubernetes version: FLOTILLA_KUBE selects the lane. `current` (the default) is the newest
 # release, built from Go modules with etcd 3.6 (build-kube-current.sh); `1.20` is the
 # compatibility lane, built from Debian's source, with Debian's etcd 3.4 (build-kube.sh).
-# Either way the lane's kubectl is linked as STATE/bin/kubectl.
+# Either way the lane's kubectl is linked as STATE/bin/kubectl. On the current lane each cluster
+# also runs a kube-scheduler and kwok (the SIG's kubelet simulator) with three Nodes of
+# 8 cpu, 32Gi and 110 pods: pods are scheduled, become Running and Ready, and Deployments,
+# StatefulSets and Jobs finish for real. A container whose image tag is `broken` crash-loops
+# (tests/e2e/kwok/broken-images.yaml).
 #
 # In the foreground, the supervisor prints `ready KUBECONFIG` once every apiserver answers
 # /readyz, then reads commands from stdin: `stop NAME` and `start NAME` answer `ok NAME`.
@@ -69,7 +73,7 @@ start_controller_manager() {
     local name="$1" dir="$state/$1"
     spawn "$dir/controller-manager.log" "$dir/controller-manager.pid" "$bin/kube-controller-manager" \
         --kubeconfig="$dir/admin.kubeconfig" --leader-elect=false \
-        --controllers=namespace,garbagecollector,deployment,replicaset,serviceaccount,serviceaccount-token \
+        --controllers=namespace,garbagecollector,deployment,replicaset,statefulset,daemonset,job,serviceaccount,serviceaccount-token \
         --service-account-private-key-file="$state/sa.key" \
         --root-ca-file="$dir/certs/apiserver.crt" \
         "${controller_manager_lane_flags[@]}" --secure-port=0
@@ -91,7 +95,7 @@ wait_ready() {
 
 stop_cluster() {
     local name="$1" pid
-    for component in controller-manager apiserver; do
+    for component in kwok scheduler controller-manager apiserver; do
         pid="$(cat "$state/$name/$component.pid" 2>/dev/null || true)"
         [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
         [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
@@ -99,10 +103,42 @@ stop_cluster() {
     done
 }
 
+# The scheduler and kwok, on the current lane: simulated nodes where pods really run.
+start_nodes() {
+    local name="$1" dir="$state/$1"
+    [ -n "$kwok_dir" ] || return 0
+    spawn "$dir/scheduler.log" "$dir/scheduler.pid" "$bin/kube-scheduler" \
+        --kubeconfig="$dir/admin.kubeconfig" --leader-elect=false --secure-port=0
+    spawn "$dir/kwok.log" "$dir/kwok.pid" "$kwok_dir/kwok" \
+        --kubeconfig="$dir/admin.kubeconfig" --config="$state/kwok-stages.yaml" \
+        --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
+}
+
+# Three simulated Nodes with real allocatable resources (once per cluster; they live in etcd).
+create_nodes() {
+    local name="$1" i
+    [ -n "$kwok_dir" ] || return 0
+    for i in 1 2 3; do
+        printf '%s\n' "apiVersion: v1" "kind: Node" "metadata:" "  name: $name-node-$i" \
+            "  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: \"0\"}" \
+            "  labels: {kubernetes.io/hostname: $name-node-$i, kubernetes.io/os: linux, type: kwok}" \
+            "status:" \
+            "  allocatable: {cpu: \"8\", memory: 32Gi, pods: \"110\"}" \
+            "  capacity: {cpu: \"8\", memory: 32Gi, pods: \"110\"}" "---"
+    done | "$kubectl" --kubeconfig "$state/$name/admin.kubeconfig" apply -f - >/dev/null
+    # The apiserver taints a new Node not-ready; the node lifecycle controller, which would
+    # lift it once kwok reports Ready, is not run here.
+    for i in 1 2 3; do
+        "$kubectl" --kubeconfig "$state/$name/admin.kubeconfig" taint node "$name-node-$i" \
+            node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
+    done
+}
+
 start_cluster() {
     start_apiserver "$1"
     wait_ready "$1"
     start_controller_manager "$1"
+    start_nodes "$1"
 }
 
 write_kubeconfigs() {
@@ -158,6 +194,14 @@ select_lane() {
             local KUBE_DIR ETCD_DIR KWOK_DIR
             eval "$("$here/build-kube-current.sh")"
             bin="$KUBE_DIR"
+            kwok_dir="$KWOK_DIR"
+            [ -n "$kwok_dir" ] || log "kwok did not build: no simulated nodes, pods stay Pending"
+            if [ -n "$kwok_dir" ]; then
+                for stage in "$kwok_dir"/stages/*.yaml "$here/kwok/broken-images.yaml"; do
+                    echo "---"
+                    cat "$stage"
+                done >"$state/kwok-stages.yaml"
+            fi
             etcd="$ETCD_DIR/etcd"
             kubectl="$KUBE_DIR/kubectl"
             apiserver_lane_flags=()
@@ -165,6 +209,7 @@ select_lane() {
             ;;
         1.20)
             bin="$("$here/build-kube.sh")"
+            kwok_dir=""
             etcd="$(command -v etcd)" || die "Debian's etcd (etcd-server) is not installed"
             kubectl="$(command -v kubectl)" || die "no kubectl on PATH for the 1.20 lane"
             # Both flags are gone from current releases (1.24).
@@ -268,7 +313,11 @@ cmd_up() {
     for name in "${names[@]}"; do wait_ready "$name"; done
     # The kubeconfigs carry the CA each apiserver wrote on its first start.
     write_kubeconfigs
-    for name in "${names[@]}"; do start_controller_manager "$name"; done
+    for name in "${names[@]}"; do
+        start_controller_manager "$name"
+        start_nodes "$name"
+        create_nodes "$name"
+    done
     echo "ready $state/kubeconfig"
 
     local verb name
