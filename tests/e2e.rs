@@ -1462,3 +1462,105 @@ async fn every_kubectl_change_to_a_managed_deployment_is_corrected() {
         "{status}"
     );
 }
+
+/// Whether the cluster's apiserver serves `autoscaling/v2` (Kubernetes 1.23 and later).
+async fn serves_autoscaling_v2(cluster: &str) -> bool {
+    let client = clusters().client(cluster).await;
+    let version = client.apiserver_version().await.expect("/version");
+    let minor: u32 = version.minor.trim_end_matches('+').parse().expect("minor");
+    version.major == "1" && minor >= 23
+}
+
+/// A Deployment whose Git manifest has no `replicas` reaches the cluster without them, so
+/// whatever scales it there owns the field: the seed's `autoscaling/v2` HorizontalPodAutoscaler
+/// on the current lane (it scales to its minimum), `kubectl scale` on 1.20 (which has no
+/// autoscaling/v2). Neither is drift, and a later sync does not undo it.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_git_leaves_out_belong_to_the_hpa_and_are_never_drift() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-hpa";
+    let cluster = "cluster-hangzhou";
+    let with_hpa = serves_autoscaling_v2(cluster).await;
+    let deployment = web_deployment(namespace, "autoscaled", 0, "nginx:1.27.3", "")
+        .replace("  replicas: 0\n", "");
+    let hpa = format!(
+        r#"---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: autoscaled, namespace: {namespace}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: autoscaled}}
+  minReplicas: 3
+  maxReplicas: 6
+  metrics:
+    - type: Resource
+      resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 80}}}}
+"#
+    );
+    let fleet = format!(
+        "{}{deployment}{}",
+        one_cluster_fleet("hpa", cluster),
+        if with_hpa { hpa.as_str() } else { "" }
+    );
+    let dir = write_fleet(&[("fleet.yaml", &fleet)]);
+    let agent = path_agent(dir.path(), "hpa").await;
+    let replicas = || async {
+        deployment_json(cluster, namespace, "autoscaled")
+            .await
+            .and_then(|d| d["spec"]["replicas"].as_i64())
+    };
+    if with_hpa {
+        eventually(
+            "the HPA scales the Deployment to its minimum, 3",
+            || async { replicas().await == Some(3) },
+        )
+        .await;
+    } else {
+        tokio::task::block_in_place(|| {
+            kubectl(
+                cluster,
+                &[
+                    "-n",
+                    namespace,
+                    "scale",
+                    "deployment/autoscaled",
+                    "--replicas=3",
+                ],
+                None,
+                None,
+            )
+        });
+    }
+    // A later sync of a changed commit leaves the replicas where the HPA put them.
+    std::fs::write(
+        dir.path().join("fleet.yaml"),
+        format!(
+            "{fleet}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: later, namespace: {namespace}}}\n"
+        ),
+    )
+    .expect("edit fleet");
+    eventually("the later commit is synced", || async {
+        let client = clusters.client(cluster).await;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, namespace);
+        api.get_opt("later").await.ok().flatten().is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(replicas().await, Some(3));
+    let live = deployment_json(cluster, namespace, "autoscaled")
+        .await
+        .expect("the Deployment");
+    let flotilla_owns_replicas = live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["manager"] == "flotilla")
+        .any(|entry| entry.pointer("/fieldsV1/f:spec/f:replicas").is_some());
+    assert!(!flotilla_owns_replicas, "{live}");
+    let status = tokio::task::block_in_place(|| agent.status());
+    let drift = status["clusters"][cluster]["drift"].to_string();
+    assert!(!drift.contains("autoscaled"), "{status}");
+    assert_eq!(status["clusters"][cluster]["status"], "synced", "{status}");
+}

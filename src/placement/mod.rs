@@ -682,7 +682,9 @@ fn choose_policy<'a>(
 
 // ----- placing one template -----
 
-/// Kinds whose `spec.replicas` Karmada divides.
+/// Kinds whose `spec.replicas` Karmada divides. A template without replicas counts 1, as in
+/// Karmada, whose templates the apiserver defaults to 1; Duplicated keeps it absent (see
+/// `place`).
 fn replica_count(template: &Object) -> Option<u64> {
     match template.kind() {
         "Deployment" | "StatefulSet" | "ReplicaSet" => Some(
@@ -730,12 +732,15 @@ fn place(
         select_clusters(placement, clusters, static_weights).map_err(|e| e.0)?;
 
     let Some(total) = replicas.filter(|_| divided) else {
-        // Duplicated, or a kind without replicas: every candidate gets the template as is.
+        // Duplicated, or a kind without replicas: every candidate gets the template as is. A
+        // template without `spec.replicas` stays without, so whatever scales it in the member
+        // (an HPA) owns the field there.
+        let declared = replicas.filter(|_| template.value.pointer("/spec/replicas").is_some());
         let targets = candidates
             .iter()
             .map(|c| Target {
                 cluster: c.name.clone(),
-                replicas,
+                replicas: declared,
             })
             .collect();
         return Ok((targets, group, None));

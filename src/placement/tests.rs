@@ -901,3 +901,31 @@ spec:
     );
     assert!(restored.resources.iter().all(|r| r.failover.is_none()));
 }
+
+#[test]
+fn a_template_without_replicas_stays_without_when_duplicated_and_counts_one_when_divided() {
+    let without_replicas = deployment("app", "web", 1).replace("  replicas: 1\n", "");
+    let policy = |scheduling: &str| {
+        format!(
+            "apiVersion: policy.karmada.io/v1alpha1\nkind: PropagationPolicy\nmetadata: {{name: app, namespace: web}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment}}]\n  placement:\n    clusterAffinity: {{clusterNames: [member1, member2]}}\n{scheduling}---\n"
+        )
+    };
+    // Duplicated: an HPA in each member owns spec.replicas, so Flotilla never sets it.
+    let plan = plan_of(&format!("{}{without_replicas}", policy("")));
+    assert_eq!(
+        targets(&plan, "app"),
+        [("member1".into(), None), ("member2".into(), None)]
+    );
+    let copy = desired(&plan, "member1", "Deployment", "app").unwrap();
+    assert!(
+        copy.value["spec"].get("replicas").is_none(),
+        "{}",
+        copy.value
+    );
+    // Divided: Karmada divides what its apiserver defaulted the template to, 1.
+    let plan = plan_of(&format!(
+        "{}{without_replicas}",
+        policy("    replicaScheduling: {replicaSchedulingType: Divided}\n")
+    ));
+    assert_eq!(targets(&plan, "app"), [("member1".into(), Some(1))]);
+}

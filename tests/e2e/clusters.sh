@@ -73,7 +73,7 @@ start_controller_manager() {
     local name="$1" dir="$state/$1"
     spawn "$dir/controller-manager.log" "$dir/controller-manager.pid" "$bin/kube-controller-manager" \
         --kubeconfig="$dir/admin.kubeconfig" --leader-elect=false \
-        --controllers=namespace,garbagecollector,deployment,replicaset,statefulset,daemonset,job,serviceaccount,serviceaccount-token \
+        --controllers=namespace,garbagecollector,deployment,replicaset,statefulset,daemonset,job,horizontalpodautoscaling,serviceaccount,serviceaccount-token \
         --service-account-private-key-file="$state/sa.key" \
         --root-ca-file="$dir/certs/apiserver.crt" \
         "${controller_manager_lane_flags[@]}" --secure-port=0
