@@ -11,6 +11,10 @@
 //! through the scale subresource (`kubectl scale`) in managedFields. So the live value of
 //! `spec.replicas`, when Flotilla owns it, is compared as well; the worker then checks it
 //! against what Flotilla applied, so its own apply is never taken for drift.
+//!
+//! A watch starts from a streaming list (`sendInitialEvents`: the current objects arrive as
+//! watch events, with no separate LIST) where the apiserver has it, and from a plain watch at
+//! resourceVersion 0 where it refuses that (1.20, or the WatchList feature off).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -325,10 +329,32 @@ pub async fn watch_kind(
     let mut reported: HashMap<String, Vec<String>> = HashMap::new();
     // The health last sent per uid: sent again only when it changes.
     let mut healths: HashMap<String, Option<WorkloadHealth>> = HashMap::new();
-    let mut version = "0".to_string();
+    // Empty: start over from the current state, as a streaming list (the initial objects as
+    // watch events, `sendInitialEvents`) where the server has it, else a watch from "0" (1.20,
+    // or the WatchList feature off), whose first events are the objects the cache holds.
+    let mut version = String::new();
+    let mut streaming = true;
     loop {
-        let stream = match api.watch(&params, &version).await {
+        let start_over = version.is_empty();
+        let (request, from) = match (start_over, streaming) {
+            (true, true) => (params.clone().initial_events(), ""),
+            (true, false) => (params.clone(), "0"),
+            (false, _) => (params.clone(), version.as_str()),
+        };
+        let stream = match api.watch(&request, from).await {
             Ok(stream) => stream,
+            Err(kube::Error::Api(refusal))
+                if start_over && streaming && matches!(refusal.code, 400 | 422) =>
+            {
+                tracing::debug!(
+                    cluster,
+                    kind = watched.kind,
+                    reason = refusal.message,
+                    "no streaming lists; watching from 0"
+                );
+                streaming = false;
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(cluster, kind = watched.kind, %error, "watch failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -350,7 +376,7 @@ pub async fn watch_kind(
                 }
                 WatchEvent::Error(error) => {
                     if error.code == 410 {
-                        version = "0".into();
+                        version.clear();
                     }
                     break;
                 }
