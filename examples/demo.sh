@@ -109,7 +109,7 @@ say "Building flotilla (cargo build)"
 flotilla="$repo_root/target/debug/flotilla"
 
 say "Starting the example fleet's five member clusters (kube-apiserver, controller-manager, etcd)"
-note "The first run builds Kubernetes from Go modules once (about 15 minutes); later runs reuse it."
+note "The first run builds Kubernetes from Go modules once (7-15 minutes); later runs reuse it."
 started=$(now_ms)
 coproc CLUSTERS { "$repo_root/tests/e2e/clusters.sh" up --state "$work/clusters" "${members[@]}"; }
 clusters_pid=$CLUSTERS_PID

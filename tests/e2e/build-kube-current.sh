@@ -97,7 +97,7 @@ export GOPROXY="${GOPROXY:-https://proxy.golang.org}" GOENV=off GOWORK=off
 mkdir -p "$GOPATH" "$GOMODCACHE" "$GOCACHE"
 local_go="$("$go" env GOVERSION)"
 log "using $local_go ($go), cache root $cache_root"
-$need_kube && log "first build of Kubernetes $kube_version: about 15 minutes on 2 cores (once; later runs reuse it)"
+$need_kube && log "first build of Kubernetes $kube_version: 7-15 minutes on 2 cores (once; later runs reuse it)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/flotilla-kube-current.XXXXXX")"
 cleanup() {
