@@ -58,7 +58,7 @@ deps:
 
 # Build (or reuse from ~/.cache/flotilla) the test control plane of the lane FLOTILLA_KUBE
 # selects: `current` (the default: Kubernetes 1.37 with etcd 3.6 and kwok, from Go modules,
-# 7-15 minutes the first time) or `1.20` (from Debian's source, about 10 minutes), and the
+# 7-15 minutes the first time) or `1.20` (from Debian's source, 4-10 minutes), and the
 # reference kustomize the conformance suite runs.
 kube:
     #!/usr/bin/env bash

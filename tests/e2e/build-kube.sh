@@ -48,7 +48,7 @@ fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/flotilla-kube-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-log "building kubernetes $version in $work (about 10 minutes on 2 cores, once; later runs reuse it)"
+log "building kubernetes $version in $work (4-10 minutes on 2 cores, once; later runs reuse it)"
 (cd "$work" && apt-get source -qq "kubernetes=$version" >&2)
 tree="$(find "$work" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -1)"
 [ -n "$tree" ] || { log "apt-get source unpacked no kubernetes-* directory in $work"; exit 1; }
