@@ -1077,9 +1077,10 @@ static LABEL_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::La
             "spec/jobTemplate/spec/template/metadata/labels",
             true,
         ),
+        // A list: labelled where it exists, never created (kustomize's `[]`).
         spec(
             &["StatefulSet"],
-            "spec/volumeClaimTemplates/metadata/labels",
+            "spec/volumeClaimTemplates[]/metadata/labels",
             true,
         ),
     ]
@@ -1150,7 +1151,8 @@ static ANNOTATION_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
     });
 
 /// Writes `pairs` into the map at `path` (a `/`-separated path; lists on the way are entered
-/// element by element). Missing maps are created only when `create` is set.
+/// element by element). Missing maps are created only when `create` is set; a segment marked
+/// `name[]` is a list and is never created.
 fn set_pairs(value: &mut Value, path: &str, create: bool, pairs: &BTreeMap<String, String>) {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     set_pairs_at(value, &segments, create, pairs);
@@ -1178,9 +1180,14 @@ fn set_pairs_at(value: &mut Value, path: &[&str], create: bool, pairs: &BTreeMap
     let Value::Object(map) = value else {
         return;
     };
-    match map.get_mut(*first) {
+    // `name[]` is a list: entered element by element where it exists, never created.
+    let (first, is_list) = match first.strip_suffix("[]") {
+        Some(name) => (name, true),
+        None => (*first, false),
+    };
+    match map.get_mut(first) {
         Some(child) if !child.is_null() => set_pairs_at(child, rest, create, pairs),
-        _ if create => {
+        _ if create && !is_list => {
             let child = map.entry(first.to_string()).or_insert(Value::Null);
             set_pairs_at(child, rest, create, pairs);
         }
