@@ -30,9 +30,12 @@ demo-offline:
     @sed -n '/containers:/,/ports:/p' out/cluster-frankfurt/global/deployment.apps-global-web.yaml
 
 # Run every test: unit, kustomize conformance, example fleet, and end to end on real
-# apiservers. Sets itself up first (`setup`: Debian packages, the test apiservers).
+# apiservers of the current Kubernetes, then the end-to-end suite again on the 1.20
+# compatibility lane (`test-compat`). Sets itself up first (`setup`: Debian packages, the test
+# apiservers).
 test: setup
     cargo test
+    just test-compat
 
 # Everything the demo and the tests need that cargo does not fetch: Debian packages (`deps`)
 # and the test apiservers (`kube`, built once and cached in ~/.cache/flotilla).
