@@ -139,17 +139,12 @@ pub struct Baseline {
     replicas: Option<Value>,
 }
 
-/// `spec.replicas` as a managedFields path.
-fn replicas_path() -> String {
-    format!("f:spec{SEP}f:replicas")
-}
-
 impl Baseline {
     /// Flotilla's ownership in this object.
     pub fn of(object: &Value) -> Self {
         let paths = owned_paths(object, FIELD_MANAGER);
         let replicas = paths
-            .contains(&replicas_path())
+            .contains(&format!("f:spec{SEP}f:replicas"))
             .then(|| object.pointer("/spec/replicas").cloned())
             .flatten();
         Baseline {
@@ -188,31 +183,45 @@ fn manager_times(object: &Value) -> Vec<(String, String)> {
 /// drift; so is a field that vanished while Flotilla did not apply (someone removed it). A
 /// field that vanished because Flotilla's own apply no longer sets it is not. Empty when
 /// nothing drifted.
-pub fn lost_fields(baseline: &Baseline, object: &Value) -> (Vec<String>, Vec<String>) {
-    let (mut fields, managers) = lost_ownership(baseline, object);
-    if replicas_changed_unrecorded(baseline, object) && !fields.iter().any(|f| f == "spec.replicas")
-    {
+pub fn lost_fields(baseline: &Baseline, object: &Value) -> Lost {
+    let now = Baseline::of(object);
+    let (mut fields, managers) = lost_ownership(baseline, &now, object);
+    // `spec.replicas`, which Flotilla still owns, changed while Flotilla did not apply: a
+    // write managedFields did not record (1.20's scale subresource), by an unknown author.
+    let replicas_seen = (baseline.replicas.is_some()
+        && now.applied_at == baseline.applied_at
+        && now.replicas != baseline.replicas)
+        .then_some(now.replicas)
+        .flatten();
+    if replicas_seen.is_some() && !fields.iter().any(|f| f == "spec.replicas") {
         fields.push("spec.replicas".into());
     }
-    (fields, managers)
+    Lost {
+        fields,
+        managers,
+        replicas_seen,
+    }
 }
 
-/// Whether `spec.replicas`, which Flotilla still owns, changed while Flotilla did not apply:
-/// a write managedFields did not record (1.20's scale subresource). The write's author is
-/// unknown, so it names no manager.
-pub fn replicas_changed_unrecorded(baseline: &Baseline, object: &Value) -> bool {
-    let Some(before) = &baseline.replicas else {
-        return false;
-    };
-    Baseline::of(object).applied_at == baseline.applied_at
-        && owned_paths(object, FIELD_MANAGER).contains(&replicas_path())
-        && object.pointer("/spec/replicas") != Some(before)
+/// What [`lost_fields`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Lost {
+    /// The most specific field paths Flotilla lost, for people.
+    pub fields: Vec<String>,
+    /// The field managers that own them now.
+    pub managers: Vec<String>,
+    /// The live `spec.replicas` when it changed with no managedFields trace.
+    pub replicas_seen: Option<Value>,
 }
 
-/// The ownership half of [`lost_fields`].
-fn lost_ownership(baseline: &Baseline, object: &Value) -> (Vec<String>, Vec<String>) {
-    let current = owned_paths(object, FIELD_MANAGER);
-    let flotilla_applied_since = Baseline::of(object).applied_at != baseline.applied_at;
+/// The ownership half of [`lost_fields`]; `now` is [`Baseline::of`] the object.
+fn lost_ownership(
+    baseline: &Baseline,
+    now: &Baseline,
+    object: &Value,
+) -> (Vec<String>, Vec<String>) {
+    let current = &now.paths;
+    let flotilla_applied_since = now.applied_at != baseline.applied_at;
     let mut managers_by_path: HashMap<String, BTreeSet<String>> = HashMap::new();
     for entry in object
         .pointer("/metadata/managedFields")
@@ -239,7 +248,7 @@ fn lost_ownership(baseline: &Baseline, object: &Value) -> (Vec<String>, Vec<Stri
     }
     let lost: Vec<&String> = baseline
         .paths
-        .difference(&current)
+        .difference(current)
         .filter(|path| !flotilla_applied_since || managers_by_path.contains_key(*path))
         .collect();
     // Keep the most specific paths: drop a lost path whose child is lost too.
@@ -421,21 +430,19 @@ pub async fn watch_kind(
             }
             let drift = if deleted {
                 reported.remove(&uid);
-                baselines
-                    .remove(&uid)
-                    .map(|_| (vec!["deleted".to_string()], Vec::new(), None))
+                baselines.remove(&uid).map(|_| Lost {
+                    fields: vec!["deleted".to_string()],
+                    ..Lost::default()
+                })
             } else {
-                let drift = baselines.get(&uid).and_then(|baseline| {
-                    let (fields, managers) = lost_fields(baseline, &value);
-                    let replicas_seen = replicas_changed_unrecorded(baseline, &value)
-                        .then(|| value.pointer("/spec/replicas").cloned())
-                        .flatten();
-                    (!fields.is_empty()).then_some((fields, managers, replicas_seen))
-                });
+                let drift = baselines
+                    .get(&uid)
+                    .map(|baseline| lost_fields(baseline, &value))
+                    .filter(|lost| !lost.fields.is_empty());
                 // The same drift is sent once; an unrecorded replicas value, once per value.
-                let sent_as = drift.as_ref().map(|(fields, _, replicas_seen)| {
-                    let mut key = fields.clone();
-                    key.extend(replicas_seen.iter().map(|r| format!("replicas={r}")));
+                let sent_as = drift.as_ref().map(|lost| {
+                    let mut key = lost.fields.clone();
+                    key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
                     key
                 });
                 match (drift, sent_as) {
@@ -452,7 +459,12 @@ pub async fn watch_kind(
                     }
                 }
             };
-            if let Some((fields, managers, replicas_seen)) = drift {
+            if let Some(Lost {
+                fields,
+                managers,
+                replicas_seen,
+            }) = drift
+            {
                 let drift = Drift {
                     cluster: cluster.clone(),
                     object: object_ref,
@@ -545,7 +557,9 @@ mod tests {
                 "k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}}),
             &[("kubectl", json!({"f:spec": {"f:replicas": {}}}))],
         );
-        let (fields, managers) = lost_fields(&baseline, &after);
+        let Lost {
+            fields, managers, ..
+        } = lost_fields(&baseline, &after);
         assert_eq!(fields, ["spec.replicas"]);
         assert_eq!(managers, ["kubectl"]);
     }
@@ -563,19 +577,23 @@ mod tests {
         let owned = json!({"f:spec": {"f:replicas": {}}});
         let baseline = Baseline::of(&with_replicas(deployment(owned.clone(), &[]), 4));
         let scaled = with_replicas(deployment(owned.clone(), &[]), 9);
-        assert!(replicas_changed_unrecorded(&baseline, &scaled));
-        let (fields, managers) = lost_fields(&baseline, &scaled);
+        let Lost {
+            fields,
+            managers,
+            replicas_seen,
+        } = lost_fields(&baseline, &scaled);
+        assert_eq!(replicas_seen, Some(json!(9)));
         assert_eq!(fields, ["spec.replicas"]);
         assert!(managers.is_empty(), "the writer is unknown: {managers:?}");
         // Flotilla's own apply of a new value changes its entry's time: not drift.
         let applied = with_replicas(object_at("2026-11-22T11:00:00Z", owned.clone(), &[]), 9);
-        assert_eq!(lost_fields(&baseline, &applied), (vec![], vec![]));
+        assert_eq!(lost_fields(&baseline, &applied), Lost::default());
         // Replicas Flotilla does not own (an HPA's) are never compared.
         let unowned = Baseline::of(&with_replicas(deployment(json!({}), &[]), 4));
-        assert!(!replicas_changed_unrecorded(
-            &unowned,
-            &with_replicas(deployment(json!({}), &[]), 9)
-        ));
+        assert_eq!(
+            lost_fields(&unowned, &with_replicas(deployment(json!({}), &[]), 9)).replicas_seen,
+            None
+        );
     }
 
     #[test]
@@ -594,7 +612,9 @@ mod tests {
                     "k:{\"name\":\"web\"}": {"f:image": {}}}}}}}),
             )],
         );
-        let (fields, managers) = lost_fields(&baseline, &after);
+        let Lost {
+            fields, managers, ..
+        } = lost_fields(&baseline, &after);
         assert_eq!(fields, ["spec.template.spec.containers[name=web].image"]);
         assert_eq!(managers, ["kubectl-set"]);
     }
@@ -612,7 +632,7 @@ mod tests {
                 ("hpa", json!({"f:spec": {"f:replicas": {}}})),
             ],
         );
-        assert_eq!(lost_fields(&baseline, &after), (vec![], vec![]));
+        assert_eq!(lost_fields(&baseline, &after), Lost::default());
     }
 
     #[test]
@@ -627,7 +647,7 @@ mod tests {
             json!({"f:spec": {"f:replicas": {}}}),
             &[],
         );
-        assert_eq!(lost_fields(&baseline, &after), (vec![], vec![]));
+        assert_eq!(lost_fields(&baseline, &after), Lost::default());
     }
 
     #[test]
@@ -642,7 +662,9 @@ mod tests {
             json!({"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}}}}),
             &[("kubectl-label", json!({}))],
         );
-        let (fields, managers) = lost_fields(&baseline, &after);
+        let Lost {
+            fields, managers, ..
+        } = lost_fields(&baseline, &after);
         assert_eq!(fields, ["metadata.labels.team"]);
         assert_eq!(managers, ["kubectl-label"]);
         assert_eq!(

@@ -277,8 +277,6 @@ impl Member {
         Ok((reply.status != StatusCode::NOT_FOUND).then_some(reply))
     }
 
-    /// How the API serves `kind` of `api_version`, from the discovery cache or the apiserver.
-    /// `Ok(None)` when the version or kind is not served (yet).
     /// Whether this apiserver needs the legacy apply forms (Kubernetes before 1.22), asked
     /// once per connection from `/version`.
     pub async fn needs_legacy_forms(&self) -> Result<bool, RequestError> {
@@ -305,7 +303,8 @@ impl Member {
             .copied()
     }
 
-    /// How the API serves a kind, from discovery (cached per `apiVersion`).
+    /// How the API serves `kind` of `api_version`, from the discovery cache or the apiserver.
+    /// `Ok(None)` when the version or kind is not served (yet).
     pub async fn resource(
         &self,
         api_version: &str,
