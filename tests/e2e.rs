@@ -540,17 +540,8 @@ async fn diff_shows_a_changed_field_and_a_refused_crd_fails_only_itself() {
     let clusters = clusters();
     let _shared = clusters.shared().await;
     let namespace = "e2e-diff";
-    let crd = REFUSED_CRD;
     let fleet_yaml = format!(
-        r#"
-apiVersion: fleet.kurator.dev/v1alpha1
-kind: Fleet
-metadata: {{name: diff, namespace: flotilla-system}}
-spec:
-  clusters:
-    - {{name: cluster-shanghai, kind: AttachedCluster}}
-  placement: {{}}
----
+        r#"{}---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: api, namespace: {namespace}}}
@@ -561,20 +552,13 @@ spec:
     metadata: {{labels: {{app: api}}}}
     spec:
       containers: [{{name: api, image: "registry.example.com/api:1.0"}}]
-"#
+"#,
+        one_cluster_fleet("diff", "cluster-shanghai")
     );
-    let fleet = write_fleet(&[("fleet.yaml", &fleet_yaml), ("crd.yaml", crd)]);
+    let fleet = write_fleet(&[("fleet.yaml", &fleet_yaml), ("crd.yaml", REFUSED_CRD)]);
     let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
     let path = fleet.path().to_string_lossy().into_owned();
-    let (code, stdout, stderr) = flotilla(&[
-        "sync",
-        "--once",
-        &path,
-        "--kubeconfig",
-        &kubeconfig,
-        "--name",
-        "diff",
-    ]);
+    let (code, stdout, stderr) = sync_once(fleet.path(), "diff");
     // Every apiserver refuses this CRD (a default of the wrong type); only it fails, and the
     // Deployment is applied.
     assert_eq!(code, 1, "{stdout}\n{stderr}");
@@ -903,6 +887,22 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     panic!("not within 20 s: {what}");
+}
+
+/// `flotilla sync --once` of a fleet directory on the shared clusters: (exit code, stdout,
+/// stderr).
+fn sync_once(dir: &Path, sync: &str) -> (i32, String, String) {
+    let kubeconfig = clusters().kubeconfig.to_string_lossy().into_owned();
+    let path = dir.to_string_lossy().into_owned();
+    flotilla(&[
+        "sync",
+        "--once",
+        &path,
+        "--kubeconfig",
+        &kubeconfig,
+        "--name",
+        sync,
+    ])
 }
 
 /// The agent on a `--path` fleet (no polling), ready, with its watches listed.
@@ -1463,12 +1463,12 @@ async fn every_kubectl_change_to_a_managed_deployment_is_corrected() {
     );
 }
 
-/// Whether the cluster's apiserver serves `autoscaling/v2` (Kubernetes 1.23 and later).
-async fn serves_autoscaling_v2(cluster: &str) -> bool {
+/// The minor version of the cluster's Kubernetes 1.x (`"20+"` as some distributions say).
+async fn kubernetes_minor(cluster: &str) -> u32 {
     let client = clusters().client(cluster).await;
     let version = client.apiserver_version().await.expect("/version");
-    let minor: u32 = version.minor.trim_end_matches('+').parse().expect("minor");
-    version.major == "1" && minor >= 23
+    assert_eq!(version.major, "1", "{version:?}");
+    version.minor.trim_end_matches('+').parse().expect("minor")
 }
 
 /// A Deployment whose Git manifest has no `replicas` reaches the cluster without them, so
@@ -1481,7 +1481,8 @@ async fn replicas_git_leaves_out_belong_to_the_hpa_and_are_never_drift() {
     let _shared = clusters.shared().await;
     let namespace = "e2e-hpa";
     let cluster = "cluster-hangzhou";
-    let with_hpa = serves_autoscaling_v2(cluster).await;
+    // autoscaling/v2 is served from 1.23.
+    let with_hpa = kubernetes_minor(cluster).await >= 23;
     let deployment = web_deployment(namespace, "autoscaled", 0, "nginx:1.27.3", "")
         .replace("  replicas: 0\n", "");
     let hpa = format!(
@@ -1581,17 +1582,7 @@ async fn crds_with_cel_rules_apply_and_the_apiserver_enforces_them() {
         ("crds.yaml", &read("crds.yaml")),
         ("resources.yaml", &read("resources.yaml")),
     ]);
-    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
-    let path = fleet.path().to_string_lossy().into_owned();
-    let (code, stdout, stderr) = flotilla(&[
-        "sync",
-        "--once",
-        &path,
-        "--kubeconfig",
-        &kubeconfig,
-        "--name",
-        "cel",
-    ]);
+    let (code, stdout, stderr) = sync_once(fleet.path(), "cel");
     assert_eq!(code, 1, "one object breaks a rule\n{stdout}\n{stderr}");
     assert!(
         config_map_exists(cluster, "e2e-cel", "plain").await,
@@ -1601,18 +1592,8 @@ async fn crds_with_cel_rules_apply_and_the_apiserver_enforces_them() {
         .lines()
         .filter(|line| line.starts_with(&format!("{cluster}: ")))
         .collect();
-    if clusters
-        .client(cluster)
-        .await
-        .apiserver_version()
-        .await
-        .expect("/version")
-        .minor
-        .trim_end_matches('+')
-        .parse::<u32>()
-        .expect("minor")
-        >= 25
-    {
+    // CEL rules are on by default from 1.25.
+    if kubernetes_minor(cluster).await >= 25 {
         assert_eq!(failures.len(), 1, "{stdout}");
         assert!(
             failures[0].contains("VirtualService.networking.example.io e2e-cel/no-timeout")
