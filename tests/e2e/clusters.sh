@@ -128,10 +128,8 @@ create_nodes() {
     done | "$kubectl" --kubeconfig "$state/$name/admin.kubeconfig" apply -f - >/dev/null
     # The apiserver taints a new Node not-ready; the node lifecycle controller, which would
     # lift it once kwok reports Ready, is not run here.
-    for i in 1 2 3; do
-        "$kubectl" --kubeconfig "$state/$name/admin.kubeconfig" taint node "$name-node-$i" \
-            node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
-    done
+    "$kubectl" --kubeconfig "$state/$name/admin.kubeconfig" taint nodes -l type=kwok \
+        node.kubernetes.io/not-ready:NoSchedule- >/dev/null
 }
 
 start_cluster() {
