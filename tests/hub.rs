@@ -15,8 +15,9 @@ use flotilla::apply::{SyncOptions, member::connect_all, sync_cluster};
 use flotilla::render::render_tree;
 use harness::{Agent, Clusters};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
@@ -71,34 +72,37 @@ async fn in_hub() -> &'static InHub {
             // projects into a Pod (no token Secrets since 1.24), and the hub's CA.
             let client = clusters.client("hub").await;
             let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-            let request = http::Request::post(format!(
-                "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/flotilla/token"
-            ))
-            .header("content-type", "application/json")
-            .body(
-                serde_json::to_vec(&json!({
-                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "spec": {"expirationSeconds": 7200},
-                }))
-                .expect("JSON"),
+            let accounts: Api<ServiceAccount> = Api::namespaced(client, NAMESPACE);
+            let request = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(7200),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let token = accounts
+                .create_token_request("flotilla", &PostParams::default(), &request)
+                .await
+                .expect("TokenRequest")
+                .status
+                .expect("a TokenRequest status")
+                .token
+                .expect("a token in the TokenRequest's status");
+            let kubeconfig = Kubeconfig::read_from(&clusters.kubeconfig).expect("kubeconfig");
+            let hub = kubeconfig
+                .clusters
+                .iter()
+                .find(|c| c.name == "hub")
+                .and_then(|c| c.cluster.as_ref())
+                .expect("the hub in the kubeconfig");
+            let ca = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                hub.certificate_authority_data
+                    .as_ref()
+                    .expect("the hub's CA"),
             )
-            .expect("request");
-            let answer: Value = client.request(request).await.expect("TokenRequest");
-            let token = answer["status"]["token"]
-                .as_str()
-                .expect("a token in the TokenRequest's status")
-                .to_string();
-            let kubeconfig_text =
-                std::fs::read_to_string(&clusters.kubeconfig).expect("kubeconfig");
-            let kubeconfig_value: Value =
-                serde_saphyr::from_str(&kubeconfig_text).expect("kubeconfig YAML");
-            let ca_base64 = kubeconfig_value["clusters"]
-                .as_array()
-                .and_then(|all| all.iter().find(|c| c["name"] == "hub"))
-                .and_then(|hub| hub["cluster"]["certificate-authority-data"].as_str())
-                .expect("the hub's CA");
-            let ca = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca_base64)
-                .expect("base64 CA");
+            .expect("base64 CA");
+            let server = hub.server.clone().expect("hub server");
             let dir = tempfile::tempdir().expect("tempdir");
             std::fs::write(dir.path().join("token"), &token).expect("token");
             std::fs::write(dir.path().join("ca.crt"), &ca).expect("ca");
@@ -112,13 +116,6 @@ async fn in_hub() -> &'static InHub {
                 )
                 .await;
             }
-            let kubeconfig = Kubeconfig::read_from(&clusters.kubeconfig).expect("kubeconfig");
-            let server = kubeconfig
-                .clusters
-                .iter()
-                .find(|c| c.name == "hub")
-                .and_then(|c| c.cluster.as_ref()?.server.clone())
-                .expect("hub server");
             InHub {
                 service_account_dir: dir,
                 hub_port: server.rsplit(':').next().expect("port").to_string(),
