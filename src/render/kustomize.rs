@@ -28,6 +28,16 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
     let mut resources = accumulate(repo, dir, &mut Vec::new())?;
     add_name_hashes(&mut resources)?;
     fix_name_references(&mut resources);
+    for resource in &mut resources {
+        // kustomize writes no empty (or null) `metadata.annotations`; empty labels stay.
+        let metadata = resource.object.metadata_mut();
+        if metadata
+            .get("annotations")
+            .is_some_and(|a| a.is_null() || a.as_object().is_some_and(Map::is_empty))
+        {
+            metadata.remove("annotations");
+        }
+    }
     Ok(resources.into_iter().map(|r| r.object).collect())
 }
 
@@ -404,7 +414,12 @@ impl Level<'_> {
             let data = self.generator_data(args, &field)?;
             let options = merged_options(&k.generator_options, &args.options);
             let namespace = args.namespace.clone().unwrap_or_default();
-            let behavior = args.behavior.as_deref().unwrap_or("create");
+            // Like kustomize, any other behavior (`add`, none) means create.
+            let behavior = args
+                .behavior
+                .as_deref()
+                .filter(|b| matches!(*b, "merge" | "replace"))
+                .unwrap_or("create");
             let existing = self.resources.iter().position(|r| {
                 r.object.kind() == kind
                     && r.known_as(&args.name)
@@ -429,7 +444,7 @@ impl Level<'_> {
                         ),
                     ));
                 }
-                ("merge" | "replace", Some(i)) => {
+                (_, Some(i)) => {
                     let resource = &mut self.resources[i];
                     let target = &mut resource.object.value;
                     let replace = behavior == "replace";
@@ -472,19 +487,13 @@ impl Level<'_> {
                         resource.needs_hash = !disable;
                     }
                 }
-                ("merge" | "replace", None) => {
+                (_, None) => {
                     return Err(self.error(
                         field,
                         format!(
                             "behavior {behavior}: no {kind} named {:?} to {behavior}",
                             args.name
                         ),
-                    ));
-                }
-                (other, _) => {
-                    return Err(self.error(
-                        format!("{field}.behavior"),
-                        format!("{other:?} is not one of create, merge, replace"),
                     ));
                 }
             }
@@ -497,22 +506,24 @@ impl Level<'_> {
         let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
         for env in args.envs.iter().chain(args.env.as_ref()) {
             let (path, text) = self.read_relative(env)?;
+            // kustomize's env file: leading space trimmed, the rest kept; `KEY` alone is empty.
             for (number, line) in text.lines().enumerate() {
-                let line = line.trim_start_matches('\u{feff}').trim();
+                let line = line.trim_start_matches('\u{feff}').trim_start();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let Some((key, value)) = line.split_once('=') else {
+                let (key, value) = line.split_once('=').unwrap_or((line, ""));
+                if !is_env_var_name(key) {
                     return Err(self.error(
                         format!("{field}.envs"),
                         format!(
-                            "{}:{}: {line:?} has no `=`; Flotilla does not read values from its own environment",
+                            "{}:{}: {key:?} is not a valid environment variable name",
                             path.display(),
                             number + 1
                         ),
                     ));
-                };
-                pairs.push((key.trim().to_string(), value.as_bytes().to_vec()));
+                }
+                pairs.push((key.to_string(), value.as_bytes().to_vec()));
             }
         }
         for literal in &args.literals {
@@ -564,7 +575,8 @@ impl Level<'_> {
             }
         }
         let mut out = Map::new();
-        if !data.is_empty() {
+        // A generated Secret always has `data`, even empty; a ConfigMap only when it has some.
+        if !data.is_empty() || secret {
             out.insert("data".into(), Value::Object(data));
         }
         if !binary.is_empty() {
@@ -1006,6 +1018,15 @@ fn wrapped_base64(bytes: &[u8]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Kubernetes' `IsEnvVarName`: letters, digits, `_`, `-` and `.`, not starting with a digit.
+fn is_env_var_name(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Kustomize strips one pair of matching quotes around a literal's value.

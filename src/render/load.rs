@@ -160,11 +160,106 @@ pub fn parse_documents(text: &str, path: &Path) -> Result<Vec<(Value, usize)>, R
                 message: yaml_message(&error),
             }
         })?;
+    let mut documents = documents;
+    if let (Some(path), Some(last)) = (final_block_scalar(text), documents.last_mut())
+        && let Some(Value::String(scalar)) = value_at_mut(&mut last.value, &path)
+        && scalar.ends_with('\n')
+    {
+        scalar.pop();
+    }
     Ok(documents
         .into_iter()
         .filter(|document| !document.value.is_null())
         .map(|document| (document.value, document.defined.line() as usize))
         .collect())
+}
+
+/// One step of a path into a parsed document.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The path of the text's last scalar when it is a block scalar (`|`, `>`) that ends the text
+/// without a final line break. The YAML parser under serde-saphyr ends such a scalar with a line
+/// break the text does not have (kustomize's parser does not), which changes a ConfigMap's data.
+fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
+    use granit_parser::{Event, Parser, ScalarStyle};
+    if text.ends_with('\n') || !(text.contains('|') || text.contains('>')) {
+        return None;
+    }
+    /// A collection being read: a mapping (with the key of the value to come) or a sequence.
+    enum Frame {
+        Mapping { key: Option<String> },
+        Sequence { next: usize },
+    }
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut path: Vec<Step> = Vec::new();
+    let mut last_block: Option<Vec<Step>> = None;
+    for event in Parser::new_from_str(text) {
+        let (event, _) = event.ok()?;
+        let is_node = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+                | Event::Alias(_)
+        );
+        if !is_node {
+            if matches!(event, Event::SequenceEnd | Event::MappingEnd) {
+                frames.pop();
+                // The root collection has no step of its own.
+                if !frames.is_empty() {
+                    path.pop();
+                }
+            }
+            continue;
+        }
+        // Where this node sits in its parent; a mapping key is not a place.
+        let step = match frames.last_mut() {
+            Some(Frame::Mapping { key }) => match key.take() {
+                None => {
+                    *key = Some(match &event {
+                        Event::Scalar(value, ..) => value.to_string(),
+                        _ => String::new(),
+                    });
+                    last_block = None;
+                    continue;
+                }
+                Some(key) => Some(Step::Key(key)),
+            },
+            Some(Frame::Sequence { next }) => {
+                *next += 1;
+                Some(Step::Index(*next - 1))
+            }
+            None => None,
+        };
+        match event {
+            Event::Scalar(_, style, ..) => {
+                last_block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded)
+                    .then(|| path.iter().cloned().chain(step).collect());
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                last_block = None;
+                frames.push(if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Sequence { next: 0 }
+                } else {
+                    Frame::Mapping { key: None }
+                });
+                path.extend(step);
+            }
+            _ => last_block = None,
+        }
+    }
+    last_block
+}
+
+fn value_at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    path.iter().try_fold(value, |value, step| match step {
+        Step::Key(key) => value.get_mut(key.as_str()),
+        Step::Index(index) => value.get_mut(*index),
+    })
 }
 
 /// Parses every YAML document of a file into objects; each must be a mapping with a kind.
@@ -251,6 +346,20 @@ mod tests {
         assert_eq!(value["mode"], 420);
         assert_eq!(value["flag"], true);
         assert_eq!(value["quoted"], "0644");
+    }
+
+    #[test]
+    fn block_scalar_ending_the_file_has_no_line_break_it_lacks() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  first: |\n    one\n  list:\n  - x\n  - |\n    two\n    lines";
+        let objects = parse(text).unwrap();
+        assert_eq!(objects[0].value["data"]["first"], "one\n");
+        assert_eq!(objects[0].value["data"]["list"][1], "two\nlines");
+        // With the final line break, the scalar keeps it (clip chomping).
+        let objects = parse(&format!("{text}\n")).unwrap();
+        assert_eq!(objects[0].value["data"]["list"][1], "two\nlines\n");
+        // A folded scalar, in the second document.
+        let objects = parse("kind: A\napiVersion: v1\nmetadata: {name: a}\n---\nkind: B\napiVersion: v1\nmetadata: {name: b}\nnote: >\n  folded\n  text").unwrap();
+        assert_eq!(objects[1].value["note"], "folded text");
     }
 
     #[test]
