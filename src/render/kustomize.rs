@@ -25,7 +25,7 @@ use crate::object::{
 
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
-    let mut resources = accumulate(repo, dir, &mut Vec::new())?;
+    let mut resources = accumulate(repo, dir, &mut Vec::new(), Role::Kustomization, Vec::new())?;
     add_name_hashes(&mut resources)?;
     fix_name_references(&mut resources);
     for resource in &mut resources {
@@ -118,12 +118,13 @@ fn same_namespace(a: &str, b: &str) -> bool {
 struct Kustomization {
     #[allow(dead_code)]
     api_version: Option<String>,
-    #[allow(dead_code)]
     kind: Option<String>,
     #[allow(dead_code)]
     metadata: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     resources: Vec<String>,
+    #[serde(default)]
+    components: Vec<String>,
     #[serde(default)]
     bases: Vec<String>,
     namespace: Option<String>,
@@ -156,7 +157,6 @@ struct Kustomization {
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
 const UNSUPPORTED_FIELDS: &[&str] = &[
     "buildMetadata",
-    "components",
     "configurations",
     "crds",
     "generators",
@@ -302,10 +302,24 @@ fn read_kustomization(repo: &Repo, path: &Path) -> Result<Kustomization, RenderE
 
 // ----- accumulation -----
 
+/// What a kustomization is to the one that names it: a base (in `resources`) or a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The kustomization built, or a base: `kind: Kustomization` (or none).
+    Kustomization,
+    /// Named in `components`: `kind: Component`, run on the resources accumulated so far.
+    Component,
+}
+
+/// Builds one kustomization. A base starts from nothing; a component (`Role::Component`)
+/// starts from `accumulated`, the resources of the kustomization that names it, and its
+/// generators and transformers apply to all of them, as kustomize's do.
 fn accumulate(
     repo: &Repo,
     dir: &Path,
     stack: &mut Vec<PathBuf>,
+    role: Role,
+    accumulated: Vec<Resource>,
 ) -> Result<Vec<Resource>, RenderError> {
     let Some(file) = kustomization_file(repo, dir) else {
         return Err(RenderError::Kustomization {
@@ -323,23 +337,49 @@ fn accumulate(
     }
     stack.push(dir.to_path_buf());
     let kustomization = read_kustomization(repo, &file)?;
+    let kind = kustomization.kind.as_deref().unwrap_or("Kustomization");
+    let expected = match role {
+        Role::Kustomization => "Kustomization",
+        Role::Component => "Component",
+    };
+    if kind != expected {
+        let problem = match role {
+            Role::Kustomization => format!(
+                "kind {kind:?}: a Component is named in `components`, not built or used as a base"
+            ),
+            Role::Component => {
+                format!("kind {kind:?}: only a `kind: Component` can be named in `components`")
+            }
+        };
+        return Err(RenderError::Kustomization {
+            path: file,
+            field: "kind".into(),
+            problem,
+        });
+    }
     let mut build = Level {
         repo,
         dir,
         file: &file,
-        resources: Vec::new(),
+        resources: accumulated,
     };
 
-    // Resources and bases, each base fully built first.
+    // Resources and bases, each base fully built first; then components, each on everything
+    // accumulated so far.
     for reference in kustomization.resources.iter().chain(&kustomization.bases) {
         let path = repo.resolve(dir, reference, &file)?;
         if repo.absolute(&path).is_dir() {
-            let base = accumulate(repo, &path, stack)?;
+            let base = accumulate(repo, &path, stack, Role::Kustomization, Vec::new())?;
             build.append(base)?;
         } else {
             let objects = repo.load_objects(&path)?;
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
+    }
+    for reference in &kustomization.components {
+        let path = repo.resolve(dir, reference, &file)?;
+        let so_far = std::mem::take(&mut build.resources);
+        build.resources = accumulate(repo, &path, stack, Role::Component, so_far)?;
     }
     stack.pop();
 
@@ -1518,6 +1558,60 @@ mod tests {
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                             "metadata": {"name": "sec"}, "data": {"pw": "czNjcjx0Pg=="}});
         assert_eq!(content_hash(&secret), "d7t68ddt6t");
+    }
+
+    fn build_tree(files: &[(&str, &str)]) -> Result<Vec<Object>, RenderError> {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let repo = Repo::open(dir.path()).unwrap();
+        build(&repo, Path::new("."))
+    }
+
+    #[test]
+    fn components_and_bases_must_have_the_right_kind() {
+        const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        const COMPONENT: &str =
+            "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nnamePrefix: x-\n";
+        let error = build_tree(&[
+            (
+                "kustomization.yaml",
+                "resources: [cm.yaml]\ncomponents: [base]\n",
+            ),
+            ("cm.yaml", CM),
+            ("base/kustomization.yaml", "namePrefix: x-\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "base/kustomization.yaml: kind: kind \"Kustomization\": only a `kind: Component`"
+            ),
+            "{error}"
+        );
+        let error = build_tree(&[
+            ("kustomization.yaml", "resources: [comp]\n"),
+            ("comp/kustomization.yaml", COMPONENT),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("comp/kustomization.yaml: kind: kind \"Component\""),
+            "{error}"
+        );
+        let objects = build_tree(&[
+            (
+                "kustomization.yaml",
+                "resources: [cm.yaml]\ncomponents: [comp]\n",
+            ),
+            ("cm.yaml", CM),
+            ("comp/kustomization.yaml", COMPONENT),
+        ])
+        .unwrap();
+        assert_eq!(objects[0].name(), "x-c");
     }
 
     #[test]
