@@ -174,6 +174,12 @@ impl Object {
         split_api_version(self.api_version()).0
     }
 
+    /// Group, version and kind, owned (for matching while the object is changed).
+    pub fn group_version_kind(&self) -> (String, String, String) {
+        let (group, version) = split_api_version(self.api_version());
+        (group.into(), version.into(), self.kind().into())
+    }
+
     /// The identity of the object.
     pub fn object_ref(&self) -> ObjectRef {
         let (group, version) = split_api_version(self.api_version());

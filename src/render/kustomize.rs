@@ -25,9 +25,18 @@ use crate::object::{
 
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
-    let mut resources = accumulate(repo, dir, &mut Vec::new(), Role::Kustomization, Vec::new())?;
+    let Accumulated {
+        mut resources,
+        config,
+    } = accumulate(
+        repo,
+        dir,
+        &mut Vec::new(),
+        Role::Kustomization,
+        Accumulated::default(),
+    )?;
     add_name_hashes(&mut resources)?;
-    fix_name_references(&mut resources);
+    fix_name_references(&mut resources, &config.name_reference);
     for resource in &mut resources {
         // kustomize writes no empty (or null) `metadata.annotations`; empty labels stay.
         let metadata = resource.object.metadata_mut();
@@ -126,6 +135,8 @@ struct Kustomization {
     #[serde(default)]
     components: Vec<String>,
     #[serde(default)]
+    configurations: Vec<String>,
+    #[serde(default)]
     bases: Vec<String>,
     namespace: Option<String>,
     name_prefix: Option<String>,
@@ -157,7 +168,6 @@ struct Kustomization {
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
 const UNSUPPORTED_FIELDS: &[&str] = &[
     "buildMetadata",
-    "configurations",
     "crds",
     "generators",
     "helmChartInflationGenerator",
@@ -184,16 +194,85 @@ struct LabelsEntry {
     fields: Vec<FieldSpecEntry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A place where a transformer writes, in objects of a group and kind (kustomize's FieldSpec).
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FieldSpecEntry {
     path: String,
     group: Option<String>,
-    #[allow(dead_code)]
     version: Option<String>,
     kind: Option<String>,
     #[serde(default)]
     create: bool,
+}
+
+impl FieldSpecEntry {
+    fn applies(&self, group: &str, version: &str, kind: &str) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == kind)
+            && self.group.as_deref().is_none_or(|g| g == group)
+            && self.version.as_deref().is_none_or(|v| v == version)
+    }
+}
+
+/// A `configurations` file: field specs added to kustomize's built-in ones. Sections that
+/// would change where names, prefixes or namespaces go are refused by name (see `read_config`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransformerConfig {
+    #[serde(default)]
+    common_labels: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    template_labels: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    common_annotations: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    name_reference: Vec<NameReference>,
+    #[serde(default)]
+    var_reference: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    images: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    replicas: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    name_prefix: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    name_suffix: Vec<FieldSpecEntry>,
+    #[serde(default)]
+    namespace: Vec<FieldSpecEntry>,
+}
+
+impl TransformerConfig {
+    /// Adds `other`'s specs that are not already here (kustomize's MergeConfig).
+    fn merge(&mut self, other: TransformerConfig) {
+        fn add<T: PartialEq>(to: &mut Vec<T>, from: Vec<T>) {
+            for item in from {
+                if !to.contains(&item) {
+                    to.push(item);
+                }
+            }
+        }
+        add(&mut self.common_labels, other.common_labels);
+        add(&mut self.template_labels, other.template_labels);
+        add(&mut self.common_annotations, other.common_annotations);
+        add(&mut self.name_reference, other.name_reference);
+        add(&mut self.var_reference, other.var_reference);
+        add(&mut self.images, other.images);
+        add(&mut self.replicas, other.replicas);
+        add(&mut self.name_prefix, other.name_prefix);
+        add(&mut self.name_suffix, other.name_suffix);
+        add(&mut self.namespace, other.namespace);
+    }
+}
+
+/// Fields (`fieldSpecs`, in the referring objects) that name an object of `kind`.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NameReference {
+    kind: String,
+    group: Option<String>,
+    version: Option<String>,
+    #[serde(default)]
+    field_specs: Vec<FieldSpecEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,9 +366,17 @@ fn read_kustomization(repo: &Repo, path: &Path) -> Result<Kustomization, RenderE
             problem: "expected a mapping".into(),
         });
     }
-    // Deserialise from the text, not the tree: `newTag: 1.10` must stay "1.10".
-    serde_saphyr::from_str_with_options::<Option<Kustomization>>(
-        &text,
+    typed_document(&text, path)
+}
+
+/// Deserialises a kustomize file (kustomization, configuration) strictly; an empty file is
+/// the default. From the text, not a parsed tree: `newTag: 1.10` must stay "1.10".
+fn typed_document<T: serde::de::DeserializeOwned + Default>(
+    text: &str,
+    path: &Path,
+) -> Result<T, RenderError> {
+    serde_saphyr::from_str_with_options::<Option<T>>(
+        text,
         serde_saphyr::options! { legacy_octal_numbers: true, with_snippet: false },
     )
     .map(Option::unwrap_or_default)
@@ -311,16 +398,24 @@ enum Role {
     Component,
 }
 
+/// What a build has gathered: its resources, and the transformer configurations
+/// (`configurations`) of it and everything below it, which kustomize passes upwards.
+#[derive(Debug, Default)]
+struct Accumulated {
+    resources: Vec<Resource>,
+    config: TransformerConfig,
+}
+
 /// Builds one kustomization. A base starts from nothing; a component (`Role::Component`)
-/// starts from `accumulated`, the resources of the kustomization that names it, and its
-/// generators and transformers apply to all of them, as kustomize's do.
+/// starts from `accumulated`, what the kustomization that names it has gathered, and its
+/// generators and transformers apply to all of it, as kustomize's do.
 fn accumulate(
     repo: &Repo,
     dir: &Path,
     stack: &mut Vec<PathBuf>,
     role: Role,
-    accumulated: Vec<Resource>,
-) -> Result<Vec<Resource>, RenderError> {
+    accumulated: Accumulated,
+) -> Result<Accumulated, RenderError> {
     let Some(file) = kustomization_file(repo, dir) else {
         return Err(RenderError::Kustomization {
             path: dir.to_path_buf(),
@@ -361,7 +456,8 @@ fn accumulate(
         repo,
         dir,
         file: &file,
-        resources: accumulated,
+        resources: accumulated.resources,
+        config: accumulated.config,
     };
 
     // Resources and bases, each base fully built first; then components, each on everything
@@ -369,8 +465,15 @@ fn accumulate(
     for reference in kustomization.resources.iter().chain(&kustomization.bases) {
         let path = repo.resolve(dir, reference, &file)?;
         if repo.absolute(&path).is_dir() {
-            let base = accumulate(repo, &path, stack, Role::Kustomization, Vec::new())?;
-            build.append(base)?;
+            let base = accumulate(
+                repo,
+                &path,
+                stack,
+                Role::Kustomization,
+                Accumulated::default(),
+            )?;
+            build.append(base.resources)?;
+            build.config.merge(base.config);
         } else {
             let objects = repo.load_objects(&path)?;
             build.append(objects.into_iter().map(Resource::new).collect())?;
@@ -378,10 +481,19 @@ fn accumulate(
     }
     for reference in &kustomization.components {
         let path = repo.resolve(dir, reference, &file)?;
-        let so_far = std::mem::take(&mut build.resources);
-        build.resources = accumulate(repo, &path, stack, Role::Component, so_far)?;
+        let so_far = Accumulated {
+            resources: std::mem::take(&mut build.resources),
+            config: std::mem::take(&mut build.config),
+        };
+        let with_component = accumulate(repo, &path, stack, Role::Component, so_far)?;
+        build.resources = with_component.resources;
+        build.config = with_component.config;
     }
     stack.pop();
+    for (index, reference) in kustomization.configurations.iter().enumerate() {
+        let config = build.read_config(reference, index)?;
+        build.config.merge(config);
+    }
 
     // Generators, then the transformers in kustomize's order.
     build.generate(&kustomization, "configMapGenerator")?;
@@ -400,7 +512,10 @@ fn accumulate(
     build.patch(&kustomization.patches_json6902, "patchesJson6902")?;
     build.set_replicas(&kustomization.replicas);
     build.set_images(&kustomization.images);
-    Ok(build.resources)
+    Ok(Accumulated {
+        resources: build.resources,
+        config: build.config,
+    })
 }
 
 /// One kustomization being built.
@@ -409,6 +524,8 @@ struct Level<'a> {
     dir: &'a Path,
     file: &'a Path,
     resources: Vec<Resource>,
+    /// The transformer configurations in force: this level's and its bases'.
+    config: TransformerConfig,
 }
 
 impl Level<'_> {
@@ -920,10 +1037,16 @@ impl Level<'_> {
                 for spec in &specs {
                     set_pairs(&mut object.value, &spec.path, spec.create, pairs);
                 }
-                for field in fields {
-                    let applies = field.kind.as_deref().is_none_or(|k| k == kind)
-                        && field.group.as_deref().is_none_or(|g| g == group);
-                    if applies {
+                // The entry's own fields, and those of `configurations` files: commonLabels
+                // where selectors are labelled, templateLabels where only templates are.
+                let version = split_api_version(object.api_version()).1.to_string();
+                let configured: &[FieldSpecEntry] = match (selectors, templates) {
+                    (true, _) => &self.config.common_labels,
+                    (false, true) => &self.config.template_labels,
+                    (false, false) => &[],
+                };
+                for field in fields.iter().chain(configured) {
+                    if field.applies(&group, &version, &kind) {
                         set_pairs(&mut object.value, &field.path, field.create, pairs);
                     }
                 }
@@ -945,20 +1068,44 @@ impl Level<'_> {
             {
                 set_pairs(&mut object.value, &spec.path, spec.create, annotations);
             }
+            let version = split_api_version(object.api_version()).1.to_string();
+            for spec in self
+                .config
+                .common_annotations
+                .iter()
+                .filter(|s| s.applies(&group, &version, &kind))
+            {
+                set_pairs(&mut object.value, &spec.path, spec.create, annotations);
+            }
         }
     }
 
     fn set_replicas(&mut self, replicas: &[ReplicaEntry]) {
         for entry in replicas {
             for resource in &mut self.resources {
-                let kind = resource.object.kind();
+                if !resource.known_as(&entry.name) {
+                    continue;
+                }
+                let object = &mut resource.object;
+                let kind = object.kind();
                 let scalable = matches!(
                     kind,
                     "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
                 );
-                if scalable && resource.known_as(&entry.name) {
-                    map_at_path(&mut resource.object.value, &["spec"])
+                if scalable {
+                    map_at_path(&mut object.value, &["spec"])
                         .insert("replicas".into(), json!(entry.count));
+                }
+                let (group, version, kind) = object.group_version_kind();
+                for spec in self
+                    .config
+                    .replicas
+                    .iter()
+                    .filter(|s| s.applies(&group, &version, &kind))
+                {
+                    visit_path(&mut object.value, &spec.path, spec.create, &mut |slot| {
+                        *slot = json!(entry.count);
+                    });
                 }
             }
         }
@@ -969,28 +1116,74 @@ impl Level<'_> {
             return;
         }
         for resource in &mut self.resources {
-            visit_containers(&mut resource.object.value, &mut |container| {
-                let Some(image) = container.get("image").and_then(Value::as_str) else {
-                    return;
-                };
-                let (name, tag, digest) = split_image(image);
-                let Some(entry) = images.iter().find(|e| e.name == name) else {
-                    return;
-                };
-                let name = entry.new_name.as_deref().unwrap_or(name);
-                let image = match (&entry.digest, &entry.new_tag) {
-                    (Some(d), _) => format!("{name}@{d}"),
-                    (None, Some(t)) => format!("{name}:{t}"),
-                    (None, None) => match (tag, digest) {
-                        (_, Some(d)) => format!("{name}@{d}"),
-                        (Some(t), None) => format!("{name}:{t}"),
-                        (None, None) => name.to_string(),
-                    },
-                };
-                container.insert("image".into(), Value::String(image));
+            let object = &mut resource.object;
+            visit_containers(&mut object.value, &mut |container| {
+                if let Some(image) = container.get_mut("image") {
+                    set_image(image, images);
+                }
             });
+            // Image fields a `configurations` file names (custom resources' images).
+            let (group, version, kind) = object.group_version_kind();
+            for spec in self
+                .config
+                .images
+                .iter()
+                .filter(|s| s.applies(&group, &version, &kind))
+            {
+                visit_path(&mut object.value, &spec.path, false, &mut |slot| {
+                    set_image(slot, images)
+                });
+            }
         }
     }
+
+    /// Reads a `configurations` file.
+    fn read_config(&self, reference: &str, index: usize) -> Result<TransformerConfig, RenderError> {
+        let field = format!("configurations[{index}]");
+        let (path, text) = self.read_relative(reference)?;
+        let config: TransformerConfig = typed_document(&text, &path)?;
+        // Where names, prefixes and namespaces go is kustomize's own table here; a file that
+        // moves them would be silently half-applied, so it is refused.
+        for (section, specs, default) in [
+            ("namePrefix", &config.name_prefix, "metadata/name"),
+            ("nameSuffix", &config.name_suffix, "metadata/name"),
+            ("namespace", &config.namespace, "metadata/namespace"),
+        ] {
+            if let Some(spec) = specs.iter().find(|s| s.path != default) {
+                return Err(self.error(
+                    field,
+                    format!(
+                        "{}: {section} field spec {:?}: only {default:?} is supported",
+                        path.display(),
+                        spec.path
+                    ),
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Rewrites one image reference by the first `images` entry whose name it has.
+fn set_image(slot: &mut Value, images: &[ImageEntry]) {
+    let Some(image) = slot.as_str() else {
+        return;
+    };
+    let (name, tag, digest) = split_image(image);
+    let Some(entry) = images.iter().find(|e| e.name == name) else {
+        return;
+    };
+    let name = entry.new_name.as_deref().unwrap_or(name);
+    let image = match (&entry.digest, &entry.new_tag) {
+        (Some(d), _) => format!("{name}@{d}"),
+        (None, Some(t)) => format!("{name}:{t}"),
+        (None, None) => match (tag, digest) {
+            (_, Some(d)) => format!("{name}@{d}"),
+            (Some(t), None) => format!("{name}:{t}"),
+            (None, None) => name.to_string(),
+        },
+    };
+    *slot = Value::String(image);
 }
 
 fn merged_options(global: &GeneratorOptions, local: &GeneratorOptions) -> GeneratorOptions {
@@ -1215,24 +1408,35 @@ static ANNOTATION_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
 /// element by element). Missing maps are created only when `create` is set; a segment marked
 /// `name[]` is a list and is never created.
 fn set_pairs(value: &mut Value, path: &str, create: bool, pairs: &BTreeMap<String, String>) {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    set_pairs_at(value, &segments, create, pairs);
-}
-
-fn set_pairs_at(value: &mut Value, path: &[&str], create: bool, pairs: &BTreeMap<String, String>) {
-    if let Value::Array(items) = value {
-        for item in items {
-            set_pairs_at(item, path, create, pairs);
-        }
-        return;
-    }
-    let Some((first, rest)) = path.split_first() else {
-        if value.is_null() || value.is_object() {
-            let map = crate::object::ensure_map(value);
+    visit_path(value, path, create, &mut |slot| {
+        if slot.is_null() || slot.is_object() {
+            let map = crate::object::ensure_map(slot);
             for (k, v) in pairs {
                 map.insert(k.clone(), Value::String(v.clone()));
             }
         }
+    });
+}
+
+/// Calls `f` on every value at `path` (kustomize's field spec path: `/`-separated, lists on
+/// the way entered element by element). Missing maps (and the last field, as null) are
+/// created only when `create` is set; a segment marked `name[]` is a list, never created.
+fn visit_path(value: &mut Value, path: &str, create: bool, f: &mut dyn FnMut(&mut Value)) {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    visit_segments(value, &segments, create, f);
+}
+
+fn visit_segments(value: &mut Value, path: &[&str], create: bool, f: &mut dyn FnMut(&mut Value)) {
+    if let Value::Array(items) = value
+        && !path.is_empty()
+    {
+        for item in items {
+            visit_segments(item, path, create, f);
+        }
+        return;
+    }
+    let Some((first, rest)) = path.split_first() else {
+        f(value);
         return;
     };
     if value.is_null() && create {
@@ -1241,19 +1445,45 @@ fn set_pairs_at(value: &mut Value, path: &[&str], create: bool, pairs: &BTreeMap
     let Value::Object(map) = value else {
         return;
     };
-    // `name[]` is a list: entered element by element where it exists, never created.
     let (first, is_list) = match first.strip_suffix("[]") {
         Some(name) => (name, true),
         None => (*first, false),
     };
     match map.get_mut(first) {
-        Some(child) if !child.is_null() => set_pairs_at(child, rest, create, pairs),
+        Some(child) if !child.is_null() => visit_segments(child, rest, create, f),
         _ if create && !is_list => {
             let child = map.entry(first.to_string()).or_insert(Value::Null);
-            set_pairs_at(child, rest, create, pairs);
+            visit_segments(child, rest, create, f);
         }
         _ => {}
     }
+}
+
+/// JSON pointers of every value at a field spec path (as `visit_path`, never creating).
+fn pointers_at(value: &Value, path: &str) -> Vec<String> {
+    fn walk(value: &Value, path: &[&str], at: String, out: &mut Vec<String>) {
+        if let Value::Array(items) = value
+            && !path.is_empty()
+        {
+            for (i, item) in items.iter().enumerate() {
+                walk(item, path, format!("{at}/{i}"), out);
+            }
+            return;
+        }
+        let Some((first, rest)) = path.split_first() else {
+            out.push(at);
+            return;
+        };
+        let first = first.strip_suffix("[]").unwrap_or(first);
+        if let Some(child) = value.get(first) {
+            let escaped = first.replace('~', "~0").replace('/', "~1");
+            walk(child, rest, format!("{at}/{escaped}"), out);
+        }
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut out = Vec::new();
+    walk(value, &segments, String::new(), &mut out);
+    out
 }
 
 /// Calls `f` on every container map in `containers` / `initContainers` lists anywhere.
@@ -1362,7 +1592,7 @@ struct Reference {
     /// JSON pointer of the name inside the referring object.
     pointer: String,
     /// Kind of the object it names.
-    kind: &'static str,
+    kind: String,
     /// Namespace to look the object up in, when the field says (binding subjects).
     namespace: Option<String>,
     /// The field sits beside a `namespace` that follows the named object (binding subjects).
@@ -1370,10 +1600,28 @@ struct Reference {
 }
 
 /// Rewrites every reference to an object that was renamed during the build.
-fn fix_name_references(resources: &mut [Resource]) {
+fn fix_name_references(resources: &mut [Resource], configured: &[NameReference]) {
     let scopes = Scopes::from_objects(resources.iter().map(|r| &r.object));
     for i in 0..resources.len() {
-        let references = references_of(&resources[i].object.value);
+        let mut references = references_of(&resources[i].object.value);
+        // Fields a `configurations` file says name objects (custom resources' references).
+        let (group, version, kind) = resources[i].object.group_version_kind();
+        for named in configured {
+            for spec in named
+                .field_specs
+                .iter()
+                .filter(|s| s.applies(&group, &version, &kind))
+            {
+                for pointer in pointers_at(&resources[i].object.value, &spec.path) {
+                    references.push(Reference {
+                        pointer,
+                        kind: named.kind.clone(),
+                        namespace: None,
+                        namespace_follows: false,
+                    });
+                }
+            }
+        }
         for reference in references {
             let Some(current) = resources[i]
                 .object
@@ -1389,7 +1637,7 @@ fn fix_name_references(resources: &mut [Resource]) {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| referrer.object.namespace().to_string());
-            let cluster_scoped = scopes.is_cluster_scoped("", reference.kind);
+            let cluster_scoped = scopes.is_cluster_scoped("", &reference.kind);
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
             let candidates: Vec<&Resource> = resources
@@ -1446,7 +1694,7 @@ fn references_of(object: &Value) -> Vec<Reference> {
     let mut add = |pointer: String, kind: &'static str| {
         refs.push(Reference {
             pointer,
-            kind,
+            kind: kind.to_string(),
             namespace: None,
             namespace_follows: false,
         })
@@ -1504,7 +1752,7 @@ fn references_of(object: &Value) -> Vec<Reference> {
                 if subject.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
                     refs.push(Reference {
                         pointer: format!("/subjects/{i}/name"),
-                        kind: "ServiceAccount",
+                        kind: "ServiceAccount".into(),
                         namespace: subject
                             .get("namespace")
                             .and_then(Value::as_str)
@@ -1612,6 +1860,30 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(objects[0].name(), "x-c");
+    }
+
+    #[test]
+    fn configurations_that_move_names_or_have_unknown_fields_are_refused() {
+        let error = build_tree(&[
+            ("kustomization.yaml", "configurations: [c.yaml]\n"),
+            ("c.yaml", "namePrefix:\n- path: spec/alias\n  kind: MyApp\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("configurations[0]: c.yaml: namePrefix field spec \"spec/alias\""),
+            "{error}"
+        );
+        let error = build_tree(&[
+            ("kustomization.yaml", "configurations: [c.yaml]\n"),
+            ("c.yaml", "commonLabel:\n- path: spec/x\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("c.yaml") && error.contains("commonLabel"),
+            "{error}"
+        );
     }
 
     #[test]
