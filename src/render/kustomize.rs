@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::load::{Repo, parse_documents};
-use super::merge::{json_merge, strategic_merge};
+use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
 use crate::object::{
@@ -297,7 +297,6 @@ struct PatchEntry {
     path: Option<String>,
     patch: Option<String>,
     target: Option<Target>,
-    #[allow(dead_code)]
     options: Option<BTreeMap<String, bool>>,
 }
 
@@ -754,7 +753,7 @@ impl Level<'_> {
                 self.read_relative(entry)?.1
             };
             for (patch, _) in parse_documents(&text, self.file)? {
-                self.apply_merge_patch(&patch, None, &field)?;
+                self.apply_merge_patch(&patch, None, &field, &BTreeMap::new())?;
             }
         }
         Ok(())
@@ -781,7 +780,8 @@ impl Level<'_> {
                 self.apply_json_patch(&operations, target, &field)?;
             } else {
                 for (patch, _) in &documents {
-                    self.apply_merge_patch(patch, entry.target.as_ref(), &field)?;
+                    let options = entry.options.clone().unwrap_or_default();
+                    self.apply_merge_patch(patch, entry.target.as_ref(), &field, &options)?;
                 }
             }
         }
@@ -831,12 +831,19 @@ impl Level<'_> {
         Ok(selected)
     }
 
+    /// Applies a strategic merge patch. The patched object keeps its name and kind unless the
+    /// patch's `options` allow a change (`allowNameChange`, `allowKindChange`), and always keeps
+    /// its namespace, as kustomize's do.
     fn apply_merge_patch(
         &mut self,
         patch: &Value,
         target: Option<&Target>,
         field: &str,
+        options: &BTreeMap<String, bool>,
     ) -> Result<(), RenderError> {
+        let allowed = |option: &str| options.get(option).copied().unwrap_or(false);
+        let (name_may_change, kind_may_change) =
+            (allowed("allowNameChange"), allowed("allowKindChange"));
         let selected = match target {
             Some(target) => self.selected(target, field)?,
             None => {
@@ -877,6 +884,10 @@ impl Level<'_> {
                 continue;
             }
             let resource = &mut self.resources[i];
+            if name_may_change || kind_may_change {
+                // References to the old name follow a rename, as they do a prefix.
+                resource.remember_identity();
+            }
             let (name, namespace) = (
                 resource.object.name().to_string(),
                 resource.object.namespace().to_string(),
@@ -895,12 +906,15 @@ impl Level<'_> {
                     }
                 })?;
             } else {
-                json_merge(&mut resource.object.value, patch);
+                schemaless_merge(&mut resource.object.value, patch);
             }
-            // A patch never changes which object it patched.
             resource.object.value["apiVersion"] = Value::String(api_version);
-            resource.object.value["kind"] = Value::String(kind);
-            resource.object.set_name(&name);
+            if !kind_may_change {
+                resource.object.value["kind"] = Value::String(kind);
+            }
+            if !name_may_change {
+                resource.object.set_name(&name);
+            }
             if namespace.is_empty() {
                 resource.object.metadata_mut().remove("namespace");
             } else {

@@ -172,12 +172,18 @@ fn strip_directives(value: &Value) -> Value {
     }
 }
 
-/// Applies an RFC 7386 JSON merge patch: maps merge, `null` deletes, everything else replaces.
-pub fn json_merge(target: &mut Value, patch: &Value) {
+/// Applies a strategic merge patch to an object without a known schema (a custom resource),
+/// as kustomize does: maps merge, `$patch: replace` replaces a map, `$patch: delete` and `null`
+/// delete a field; lists and scalars are replaced.
+pub fn schemaless_merge(target: &mut Value, patch: &Value) {
     let Value::Object(patch_map) = patch else {
-        *target = patch.clone();
+        *target = strip_directives(patch);
         return;
     };
+    if patch_map.get("$patch").and_then(Value::as_str) == Some("replace") {
+        *target = strip_directives(patch);
+        return;
+    }
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
@@ -185,10 +191,13 @@ pub fn json_merge(target: &mut Value, patch: &Value) {
         return;
     };
     for (key, value) in patch_map {
-        if value.is_null() {
+        if key.starts_with('$') {
+            continue;
+        }
+        if value.is_null() || value.get("$patch").and_then(Value::as_str) == Some("delete") {
             target_map.remove(key);
         } else {
-            json_merge(target_map.entry(key.clone()).or_insert(Value::Null), value);
+            schemaless_merge(target_map.entry(key.clone()).or_insert(Value::Null), value);
         }
     }
 }
@@ -245,9 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn json_merge_replaces_lists_and_deletes_nulls() {
-        let mut target = json!({"spec": {"list": [1, 2], "keep": 1, "drop": 2}});
-        json_merge(&mut target, &json!({"spec": {"list": [3], "drop": null}}));
-        assert_eq!(target, json!({"spec": {"list": [3], "keep": 1}}));
+    fn schemaless_merge_replaces_lists_and_honours_directives() {
+        let mut target = json!({"spec": {"list": [1, 2], "keep": 1, "drop": 2, "map": {"a": 1}, "gone": {"b": 1}}});
+        let patch = json!({"spec": {"list": [3], "drop": null, "map": {"$patch": "replace", "c": 2}, "gone": {"$patch": "delete"}}});
+        schemaless_merge(&mut target, &patch);
+        assert_eq!(
+            target,
+            json!({"spec": {"list": [3], "keep": 1, "map": {"c": 2}}})
+        );
     }
 }
