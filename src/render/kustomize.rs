@@ -23,6 +23,8 @@ use crate::object::{
     Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, split_api_version,
 };
 
+mod plugins;
+
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
     let Accumulated {
@@ -137,6 +139,10 @@ struct Kustomization {
     #[serde(default)]
     configurations: Vec<String>,
     #[serde(default)]
+    generators: Vec<String>,
+    #[serde(default)]
+    transformers: Vec<String>,
+    #[serde(default)]
     bases: Vec<String>,
     namespace: Option<String>,
     name_prefix: Option<String>,
@@ -169,14 +175,12 @@ struct Kustomization {
 const UNSUPPORTED_FIELDS: &[&str] = &[
     "buildMetadata",
     "crds",
-    "generators",
     "helmChartInflationGenerator",
     "helmCharts",
     "helmGlobals",
     "openapi",
     "replacements",
     "sortOptions",
-    "transformers",
     "validators",
     "vars",
 ];
@@ -495,8 +499,20 @@ fn accumulate(
     }
 
     // Generators, then the transformers in kustomize's order.
-    build.generate(&kustomization, "configMapGenerator")?;
-    build.generate(&kustomization, "secretGenerator")?;
+    let options = &kustomization.generator_options;
+    build.generate(
+        &kustomization.config_map_generator,
+        "ConfigMap",
+        options,
+        "configMapGenerator",
+    )?;
+    build.generate(
+        &kustomization.secret_generator,
+        "Secret",
+        options,
+        "secretGenerator",
+    )?;
+    build.run_plugin_configs(&kustomization.generators, "generators")?;
     build.patch_strategic_merge(&kustomization.patches_strategic_merge)?;
     build.patch(&kustomization.patches, "patches")?;
     if let Some(namespace) = &kustomization.namespace {
@@ -511,6 +527,7 @@ fn accumulate(
     build.patch(&kustomization.patches_json6902, "patchesJson6902")?;
     build.set_replicas(&kustomization.replicas);
     build.set_images(&kustomization.images);
+    build.run_plugin_configs(&kustomization.transformers, "transformers")?;
     Ok(Accumulated {
         resources: build.resources,
         config: build.config,
@@ -560,15 +577,18 @@ impl Level<'_> {
 
     // ----- generators -----
 
-    fn generate(&mut self, k: &Kustomization, field: &str) -> Result<(), RenderError> {
-        let (list, kind) = match field {
-            "configMapGenerator" => (&k.config_map_generator, "ConfigMap"),
-            _ => (&k.secret_generator, "Secret"),
-        };
+    /// Runs generators of one kind (`ConfigMap`, `Secret`); `field` names the list for errors.
+    fn generate(
+        &mut self,
+        list: &[GeneratorArgs],
+        kind: &str,
+        global_options: &GeneratorOptions,
+        field: &str,
+    ) -> Result<(), RenderError> {
         for (index, args) in list.iter().enumerate() {
             let field = format!("{field}[{index}]");
-            let data = self.generator_data(args, &field)?;
-            let options = merged_options(&k.generator_options, &args.options);
+            let data = self.generator_data(args, kind == "Secret", &field)?;
+            let options = merged_options(global_options, &args.options);
             let namespace = args.namespace.clone().unwrap_or_default();
             // Like kustomize, any other behavior (`add`, none) means create.
             let behavior = args
@@ -658,7 +678,12 @@ impl Level<'_> {
     }
 
     /// The `data` / `binaryData` of a generator, from literals, files and env files.
-    fn generator_data(&self, args: &GeneratorArgs, field: &str) -> Result<Value, RenderError> {
+    fn generator_data(
+        &self,
+        args: &GeneratorArgs,
+        secret: bool,
+        field: &str,
+    ) -> Result<Value, RenderError> {
         let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
         for env in args.envs.iter().chain(args.env.as_ref()) {
             let (path, text) = self.read_relative(env)?;
@@ -710,7 +735,6 @@ impl Level<'_> {
                 })?;
             pairs.push((key, bytes));
         }
-        let secret = args.secret_type.is_some() || field.starts_with("secretGenerator");
         let mut data = Map::new();
         let mut binary = Map::new();
         for (key, bytes) in pairs {
@@ -948,9 +972,17 @@ impl Level<'_> {
     // ----- transformers -----
 
     fn set_namespace(&mut self, namespace: &str) {
+        self.set_namespace_where(namespace, false);
+    }
+
+    /// Sets the namespace of every namespaced object (with `unset_only`, of those without one).
+    fn set_namespace_where(&mut self, namespace: &str, unset_only: bool) {
         let scopes = Scopes::from_objects(self.resources.iter().map(|r| &r.object));
         for resource in &mut self.resources {
             let object = &resource.object;
+            if unset_only && !object.namespace().is_empty() {
+                continue;
+            }
             let kind = object.kind().to_string();
             if kind == "Namespace" && object.group().is_empty() {
                 // kustomize renames Namespace objects to the namespace it sets.
@@ -978,10 +1010,19 @@ impl Level<'_> {
     }
 
     fn add_affixes(&mut self, prefix: &str, suffix: &str) {
+        self.add_affixes_where(prefix, suffix, &[]);
+    }
+
+    /// Adds a name prefix and suffix to the objects `specs` select (all when empty).
+    fn add_affixes_where(&mut self, prefix: &str, suffix: &str, specs: &[FieldSpecEntry]) {
         if prefix.is_empty() && suffix.is_empty() {
             return;
         }
         for resource in &mut self.resources {
+            let (group, version, kind) = resource.object.group_version_kind();
+            if !specs.is_empty() && !specs.iter().any(|s| s.applies(&group, &version, &kind)) {
+                continue;
+            }
             let kind = resource.object.kind();
             // Kubernetes fixes these names: a CRD's is plural.group, a Namespace's is what
             // the namespace transformer set.
@@ -1110,17 +1151,9 @@ impl Level<'_> {
                     map_at_path(&mut object.value, &["spec"])
                         .insert("replicas".into(), json!(entry.count));
                 }
-                let (group, version, kind) = object.group_version_kind();
-                for spec in self
-                    .config
-                    .replicas
-                    .iter()
-                    .filter(|s| s.applies(&group, &version, &kind))
-                {
-                    visit_path(&mut object.value, &spec.path, spec.create, &mut |slot| {
-                        *slot = json!(entry.count);
-                    });
-                }
+                visit_field_specs(object, &self.config.replicas, &mut |slot| {
+                    *slot = json!(entry.count);
+                });
             }
         }
     }
@@ -1137,17 +1170,9 @@ impl Level<'_> {
                 }
             });
             // Image fields a `configurations` file names (custom resources' images).
-            let (group, version, kind) = object.group_version_kind();
-            for spec in self
-                .config
-                .images
-                .iter()
-                .filter(|s| s.applies(&group, &version, &kind))
-            {
-                visit_path(&mut object.value, &spec.path, false, &mut |slot| {
-                    set_image(slot, images)
-                });
-            }
+            visit_field_specs(object, &self.config.images, &mut |slot| {
+                set_image(slot, images)
+            });
         }
     }
 
@@ -1422,14 +1447,25 @@ static ANNOTATION_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
 /// element by element). Missing maps are created only when `create` is set; a segment marked
 /// `name[]` is a list and is never created.
 fn set_pairs(value: &mut Value, path: &str, create: bool, pairs: &BTreeMap<String, String>) {
-    visit_path(value, path, create, &mut |slot| {
-        if slot.is_null() || slot.is_object() {
-            let map = crate::object::ensure_map(slot);
-            for (k, v) in pairs {
-                map.insert(k.clone(), Value::String(v.clone()));
-            }
+    visit_path(value, path, create, &mut |slot| add_pairs(slot, pairs));
+}
+
+/// Adds `pairs` to a map (or a null that becomes one).
+fn add_pairs(slot: &mut Value, pairs: &BTreeMap<String, String>) {
+    if slot.is_null() || slot.is_object() {
+        let map = crate::object::ensure_map(slot);
+        for (k, v) in pairs {
+            map.insert(k.clone(), Value::String(v.clone()));
         }
-    });
+    }
+}
+
+/// Calls `f` on every value the field specs that apply to `object` select.
+fn visit_field_specs(object: &mut Object, specs: &[FieldSpecEntry], f: &mut dyn FnMut(&mut Value)) {
+    let (group, version, kind) = object.group_version_kind();
+    for spec in specs.iter().filter(|s| s.applies(&group, &version, &kind)) {
+        visit_path(&mut object.value, &spec.path, spec.create, f);
+    }
 }
 
 /// Calls `f` on every value at `path` (kustomize's field spec path: `/`-separated, lists on
@@ -1822,7 +1858,7 @@ mod tests {
         assert_eq!(content_hash(&secret), "d7t68ddt6t");
     }
 
-    fn build_tree(files: &[(&str, &str)]) -> Result<Vec<Object>, RenderError> {
+    pub(super) fn build_tree(files: &[(&str, &str)]) -> Result<Vec<Object>, RenderError> {
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in files {
             let path = dir.path().join(path);
