@@ -23,11 +23,19 @@ use crate::object::{
     Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, split_api_version,
 };
 
+// Child modules so that they reach `Level`, `Resource` and `Target` without widening them.
+#[path = "replacements.rs"]
+mod replacements;
+#[path = "vars.rs"]
+mod vars;
+
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
-    let mut resources = accumulate(repo, dir, &mut Vec::new())?;
+    let mut declared_vars = vars::DeclaredVars::default();
+    let mut resources = accumulate(repo, dir, &mut Vec::new(), &mut declared_vars)?;
     add_name_hashes(&mut resources)?;
     fix_name_references(&mut resources);
+    declared_vars.resolve(&mut resources, &vars::BUILTIN_VAR_REFERENCES)?;
     Ok(resources.into_iter().map(|r| r.object).collect())
 }
 
@@ -41,6 +49,8 @@ struct Resource {
     affixes: Vec<(String, String)>,
     /// Generated and still to get its content-hash suffix.
     needs_hash: bool,
+    /// The vars whose objref names this object.
+    var_names: Vec<String>,
 }
 
 impl Resource {
@@ -50,6 +60,7 @@ impl Resource {
             history: Vec::new(),
             affixes: Vec::new(),
             needs_hash: false,
+            var_names: Vec::new(),
         }
     }
 
@@ -141,6 +152,10 @@ struct Kustomization {
     secret_generator: Vec<GeneratorArgs>,
     #[serde(default)]
     generator_options: GeneratorOptions,
+    #[serde(default)]
+    replacements: Vec<replacements::ReplacementEntry>,
+    #[serde(default)]
+    vars: Vec<vars::VarEntry>,
 }
 
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
@@ -154,11 +169,9 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "helmCharts",
     "helmGlobals",
     "openapi",
-    "replacements",
     "sortOptions",
     "transformers",
     "validators",
-    "vars",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +309,7 @@ fn accumulate(
     repo: &Repo,
     dir: &Path,
     stack: &mut Vec<PathBuf>,
+    declared_vars: &mut vars::DeclaredVars,
 ) -> Result<Vec<Resource>, RenderError> {
     let Some(file) = kustomization_file(repo, dir) else {
         return Err(RenderError::Kustomization {
@@ -324,7 +338,7 @@ fn accumulate(
     for reference in kustomization.resources.iter().chain(&kustomization.bases) {
         let path = repo.resolve(dir, reference, &file)?;
         if repo.absolute(&path).is_dir() {
-            let base = accumulate(repo, &path, stack)?;
+            let base = accumulate(repo, &path, stack, declared_vars)?;
             build.append(base)?;
         } else {
             let objects = repo.load_objects(&path)?;
@@ -350,6 +364,8 @@ fn accumulate(
     build.patch(&kustomization.patches_json6902, "patchesJson6902")?;
     build.set_replicas(&kustomization.replicas);
     build.set_images(&kustomization.images);
+    build.replace(&kustomization.replacements)?;
+    build.declare_vars(&kustomization.vars, declared_vars)?;
     Ok(build.resources)
 }
 
