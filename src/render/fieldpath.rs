@@ -367,6 +367,12 @@ pub fn scalar_text(value: &Value) -> Option<String> {
 /// What `text` reads as when written as a plain YAML scalar: `5` a number, `true` a boolean,
 /// anything else a string. Kustomize writes untagged scalars this way.
 pub fn plain_scalar(text: &str) -> Value {
+    // Numbers, booleans and nulls are short and have none of YAML's structure characters;
+    // anything else is a string without parsing (no anchors or aliases are ever expanded).
+    let structural = |c: char| "&*[]{}:#,|>'\"\n".contains(c);
+    if text.len() > 64 || text.contains(structural) {
+        return Value::String(text.to_string());
+    }
     match serde_saphyr::from_str::<Value>(text) {
         Ok(value @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => value,
         _ => Value::String(text.to_string()),
@@ -426,5 +432,6 @@ mod tests {
         assert_eq!(plain_scalar("5"), json!(5));
         assert_eq!(plain_scalar("true"), json!(true));
         assert_eq!(plain_scalar("a: b"), json!("a: b"));
+        assert_eq!(plain_scalar("&a [*a]"), json!("&a [*a]"));
     }
 }
