@@ -23,10 +23,14 @@ use crate::object::{
     Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, split_api_version,
 };
 
+// Child modules reach `Level`, `Resource` and `Target` without widening them.
 mod plugins;
+mod replacements;
+mod vars;
 
 /// Builds the kustomization in `dir` (root-relative) into its objects.
 pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
+    let mut declared_vars = vars::DeclaredVars::default();
     let Accumulated {
         mut resources,
         config,
@@ -34,11 +38,15 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         repo,
         dir,
         &mut Vec::new(),
+        &mut declared_vars,
         Role::Kustomization,
         Accumulated::default(),
     )?;
     add_name_hashes(&mut resources)?;
     fix_name_references(&mut resources, &config.name_reference);
+    let mut var_references = vars::BUILTIN_VAR_REFERENCES.clone();
+    var_references.extend(config.var_reference);
+    declared_vars.resolve(&mut resources, &var_references)?;
     for resource in &mut resources {
         // kustomize writes no empty (or null) `metadata.annotations`; empty labels stay.
         let metadata = resource.object.metadata_mut();
@@ -62,6 +70,8 @@ struct Resource {
     affixes: Vec<(String, String)>,
     /// Generated and still to get its content-hash suffix.
     needs_hash: bool,
+    /// The vars whose objref names this object.
+    var_names: Vec<String>,
 }
 
 impl Resource {
@@ -71,6 +81,7 @@ impl Resource {
             history: Vec::new(),
             affixes: Vec::new(),
             needs_hash: false,
+            var_names: Vec::new(),
         }
     }
 
@@ -169,6 +180,10 @@ struct Kustomization {
     secret_generator: Vec<GeneratorArgs>,
     #[serde(default)]
     generator_options: GeneratorOptions,
+    #[serde(default)]
+    replacements: Vec<replacements::ReplacementEntry>,
+    #[serde(default)]
+    vars: Vec<vars::VarEntry>,
 }
 
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
@@ -179,10 +194,8 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "helmCharts",
     "helmGlobals",
     "openapi",
-    "replacements",
     "sortOptions",
     "validators",
-    "vars",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -416,6 +429,7 @@ fn accumulate(
     repo: &Repo,
     dir: &Path,
     stack: &mut Vec<PathBuf>,
+    declared_vars: &mut vars::DeclaredVars,
     role: Role,
     accumulated: Accumulated,
 ) -> Result<Accumulated, RenderError> {
@@ -472,6 +486,7 @@ fn accumulate(
                 repo,
                 &path,
                 stack,
+                declared_vars,
                 Role::Kustomization,
                 Accumulated::default(),
             )?;
@@ -488,7 +503,8 @@ fn accumulate(
             resources: std::mem::take(&mut build.resources),
             config: std::mem::take(&mut build.config),
         };
-        let with_component = accumulate(repo, &path, stack, Role::Component, so_far)?;
+        let with_component =
+            accumulate(repo, &path, stack, declared_vars, Role::Component, so_far)?;
         build.resources = with_component.resources;
         build.config = with_component.config;
     }
@@ -527,7 +543,9 @@ fn accumulate(
     build.patch(&kustomization.patches_json6902, "patchesJson6902")?;
     build.set_replicas(&kustomization.replicas);
     build.set_images(&kustomization.images);
+    build.replace(&kustomization.replacements)?;
     build.run_plugin_configs(&kustomization.transformers, "transformers")?;
+    build.declare_vars(&kustomization.vars, declared_vars)?;
     Ok(Accumulated {
         resources: build.resources,
         config: build.config,

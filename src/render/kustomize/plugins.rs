@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::vars::DeclaredVars;
 use super::{
     Accumulated, FieldSpecEntry, GeneratorArgs, GeneratorOptions, ImageEntry, Level, PatchEntry,
     ReplicaEntry, Role, Target, accumulate, add_pairs, set_image, visit_field_specs,
@@ -92,6 +93,7 @@ impl Level<'_> {
                     self.repo,
                     &path,
                     &mut Vec::new(),
+                    &mut DeclaredVars::default(),
                     Role::Kustomization,
                     Accumulated::default(),
                 )?;
