@@ -141,6 +141,9 @@ struct Kustomization {
     secret_generator: Vec<GeneratorArgs>,
     #[serde(default)]
     generator_options: GeneratorOptions,
+    #[serde(default)]
+    helm_charts: Vec<super::helm::HelmChart>,
+    helm_globals: Option<super::helm::HelmGlobals>,
 }
 
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
@@ -151,8 +154,6 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "crds",
     "generators",
     "helmChartInflationGenerator",
-    "helmCharts",
-    "helmGlobals",
     "openapi",
     "replacements",
     "sortOptions",
@@ -336,6 +337,14 @@ fn accumulate(
     // Generators, then the transformers in kustomize's order.
     build.generate(&kustomization, "configMapGenerator")?;
     build.generate(&kustomization, "secretGenerator")?;
+    let inflated = super::helm::inflate_charts(
+        repo,
+        dir,
+        &file,
+        &kustomization.helm_charts,
+        kustomization.helm_globals.as_ref(),
+    )?;
+    build.append(inflated.into_iter().map(Resource::new).collect())?;
     build.patch_strategic_merge(&kustomization.patches_strategic_merge)?;
     build.patch(&kustomization.patches, "patches")?;
     if let Some(namespace) = &kustomization.namespace {

@@ -5,6 +5,7 @@
 //! [`kustomize`]; any other directory is walked, every `*.yaml` / `*.yml` file is loaded in path
 //! order, and a sub-directory with its own kustomization is built as one unit and not descended.
 
+pub mod helm;
 pub mod kustomize;
 pub mod load;
 mod merge;
