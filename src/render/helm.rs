@@ -727,13 +727,8 @@ fn integral_floats_as_integers(value: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::tests::write;
     use std::os::unix::fs::PermissionsExt;
-
-    fn write(root: &Path, path: &str, text: &str) {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
 
     /// A repository with `app/kustomization.yaml` and a minimal chart `app/charts/web`.
     fn repo_with_chart() -> tempfile::TempDir {
@@ -972,38 +967,32 @@ printf "  values: '%s'\n" "$(cat "$2")""#,
     fn bad_values_settings_name_their_field() {
         let repo = repo_with_chart();
         let runner = fake_helm(repo.path(), "exit 1");
-        let error = error_text(inflate_with(
-            repo.path(),
-            "{name: web, valuesMerge: deep}",
-            None,
-            &runner,
-        ));
-        assert!(error.contains("helmCharts[2].valuesMerge"), "{error}");
-        let error = error_text(inflate_with(
-            repo.path(),
-            "{name: web, valuesInline: {replicas: [1]}}",
-            None,
-            &runner,
-        ));
-        assert!(
-            error.contains("helmCharts[2].valuesInline") && error.contains(".replicas"),
-            "{error}"
-        );
+        let cases = [
+            (
+                "{name: web, valuesMerge: deep}",
+                None,
+                "helmCharts[2].valuesMerge:",
+            ),
+            (
+                "{name: web, valuesInline: {replicas: [1]}}",
+                None,
+                "helmCharts[2].valuesInline: cannot merge a list into a scalar at .replicas",
+            ),
+            (
+                "name: web",
+                Some("configHome: /tmp/helm"),
+                "helmGlobals.configHome:",
+            ),
+        ];
+        for (chart, globals, expected) in cases {
+            let error = error_text(inflate_with(repo.path(), chart, globals, &runner));
+            assert!(error.contains(expected), "{chart}: {error}");
+        }
+        // kyaml cannot merge valuesInline into a values file of comments only.
         write(repo.path(), "app/charts/web/values.yaml", "# nothing yet\n");
-        let error = error_text(inflate_with(
-            repo.path(),
-            "{name: web, valuesInline: {replicas: 2}}",
-            None,
-            &runner,
-        ));
+        let chart = "{name: web, valuesInline: {replicas: 2}}";
+        let error = error_text(inflate_with(repo.path(), chart, None, &runner));
         assert!(error.contains("no YAML document"), "{error}");
-        let error = error_text(inflate_with(
-            repo.path(),
-            "name: web",
-            Some("configHome: /tmp/helm"),
-            &runner,
-        ));
-        assert!(error.contains("helmGlobals.configHome"), "{error}");
     }
 
     #[test]
