@@ -127,28 +127,48 @@ fn built_by(script: &str) -> String {
         .to_string()
 }
 
+/// What the reference kustomize builds from `dir` (with helm enabled).
+fn live_build(kustomize: &str, dir: &Path) -> Vec<Object> {
+    let output = Command::new(kustomize)
+        .args(["build", "--enable-helm", "--helm-command", reference_helm()])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}: kustomize build failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_objects(
+        &String::from_utf8(output.stdout).unwrap(),
+        Path::new("live"),
+    )
+    .unwrap()
+}
+
 #[test]
 fn fixtures_match_live_kustomize() {
     let kustomize = reference_kustomize();
     let mut failures = String::new();
     for case in cases() {
-        let output = Command::new(&kustomize)
-            .args(["build", "--enable-helm", "--helm-command", reference_helm()])
-            .arg(&case)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}: kustomize build failed: {}",
-            case.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let live = parse_objects(
-            &String::from_utf8(output.stdout).unwrap(),
-            Path::new("live"),
-        )
-        .unwrap();
+        let live = live_build(&kustomize, &case);
         failures.push_str(&differences(&case, &render(&case), &live));
     }
+    assert!(failures.is_empty(), "{failures}");
+}
+
+/// The Helm example fleet's chart app renders as kustomize inflates it.
+#[test]
+fn helm_example_app_matches_live_kustomize() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/helm-chart");
+    let app = Path::new("apps/status-page");
+    helm_for_flotilla();
+    let ours = render_tree(&root, app)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .objects;
+    let live = live_build(&reference_kustomize(), &root.join(app));
+    assert_eq!(ours.len(), 4, "ConfigMap, Deployment and two policies");
+    let failures = differences(&root.join(app), &ours, &live);
     assert!(failures.is_empty(), "{failures}");
 }
