@@ -5,6 +5,8 @@
 //! Helm is the binary named by `FLOTILLA_HELM`, else `helm` on `PATH`. It runs with a timeout and
 //! a cap on its output, and with its config, cache and data homes in a private temporary
 //! directory, where the values file is written too: nothing is written into the repository.
+//! Unlike kustomize, helm does not inherit the environment (see [`HelmRunner`]'s `run`), so that
+//! `.Release.Namespace` is `default` everywhere unless the chart sets `namespace`.
 //! A chart is read from the chart home in the repository; it is pulled (into that temporary
 //! directory) only when it is missing there and the chart names a `repo`, as kustomize does.
 
@@ -38,6 +40,17 @@ const MAX_CHART_ENTRIES: usize = 20_000;
 
 /// Deepest directory nesting checked in one chart.
 const MAX_CHART_DEPTH: usize = 32;
+
+/// The only variables of Flotilla's environment helm sees (for finding programs and proxies).
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 /// kustomize's default chart home, relative to the kustomization (`types.HelmDefaultHome`).
 const DEFAULT_CHART_HOME: &str = "charts";
@@ -126,8 +139,18 @@ impl HelmRunner {
             }
             line
         };
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        // A clean environment: HELM_NAMESPACE, a kubeconfig context or a pod's service account
+        // would otherwise change `.Release.Namespace`, so the hub and a laptop would differ.
+        command.env_clear();
+        for name in PASSED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .args(args)
+            .env("KUBECONFIG", home.join("no-kubeconfig"))
             .env("HELM_CONFIG_HOME", home)
             .env("HELM_CACHE_HOME", home.join(".cache"))
             .env("HELM_DATA_HOME", home.join(".data"))
@@ -521,7 +544,9 @@ impl ChartSet<'_> {
                             reference: self.shown(&path).display().to_string(),
                         });
                     }
-                } else if kind.is_dir() {
+                }
+                // A linked directory is followed too (helm does); the caps bound link cycles.
+                if kind.is_dir() || (kind.is_symlink() && path.is_dir()) {
                     if depth + 1 > MAX_CHART_DEPTH {
                         return Err(self.error(
                             field,
