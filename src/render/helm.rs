@@ -349,7 +349,8 @@ impl ChartSet<'_> {
                 (self.shown(&path), text)
             }
             reference => {
-                let path = self.repo.resolve(self.dir, reference, self.file)?;
+                let field = format!("{field}.valuesFile");
+                let path = self.resolve_file(reference, &field)?;
                 let text = self.repo.read_to_string(&path)?;
                 (path, text)
             }
@@ -399,13 +400,8 @@ impl ChartSet<'_> {
 
         let mut additional = Vec::new();
         for (i, reference) in chart.additional_values_files.iter().enumerate() {
-            let path = self.repo.resolve(self.dir, reference, self.file)?;
-            if !self.repo.absolute(&path).is_file() {
-                return Err(self.error(
-                    format!("{field}.additionalValuesFiles[{i}]"),
-                    format!("{} is not a file", path.display()),
-                ));
-            }
+            let path =
+                self.resolve_file(reference, &format!("{field}.additionalValuesFiles[{i}]"))?;
             additional.push(self.repo.absolute(&path));
         }
 
@@ -428,6 +424,21 @@ impl ChartSet<'_> {
             .into_iter()
             .map(|object| Object::new(object.value, Origin::generated(self.file)))
             .collect())
+    }
+
+    /// Resolves a values file named at `field`: inside the repository, and a file.
+    fn resolve_file(&self, reference: &str, field: &str) -> Result<PathBuf, RenderError> {
+        let path = match self.repo.resolve(self.dir, reference, self.file) {
+            Ok(path) => path,
+            Err(RenderError::Read { path, source }) => {
+                return Err(self.error(field, format!("{}: {source}", path.display())));
+            }
+            Err(other) => return Err(other),
+        };
+        if !self.repo.absolute(&path).is_file() {
+            return Err(self.error(field, format!("{} is not a file", path.display())));
+        }
+        Ok(path)
     }
 
     /// A path for messages: root-relative when inside the repository.
@@ -1007,6 +1018,16 @@ printf "  values: '%s'\n" "$(cat "$2")""#,
                 "name: web",
                 Some("configHome: /tmp/helm"),
                 "helmGlobals.configHome:",
+            ),
+            (
+                "{name: web, valuesFile: none.yaml}",
+                None,
+                "helmCharts[2].valuesFile: app/none.yaml: No such file",
+            ),
+            (
+                "{name: web, additionalValuesFiles: [charts]}",
+                None,
+                "helmCharts[2].additionalValuesFiles[0]: app/charts is not a file",
             ),
         ];
         for (chart, globals, expected) in cases {
