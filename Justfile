@@ -62,7 +62,7 @@ deps:
 # Build (or reuse from ~/.cache/flotilla) the test control plane of the lane FLOTILLA_KUBE
 # selects: `current` (the default: Kubernetes 1.37 with etcd 3.6 and kwok, from Go modules,
 # 7-15 minutes the first time) or `1.20` (from Debian's source, 4-10 minutes), and the
-# reference kustomize the conformance suite runs.
+# reference kustomize and the helm v3 (for helmCharts) the conformance suite runs.
 kube:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -72,6 +72,7 @@ kube:
         *) echo "kube: FLOTILLA_KUBE must be current or 1.20" >&2; exit 2 ;;
     esac
     tests/build-kustomize.sh >/dev/null
+    tests/build-helm.sh >/dev/null
 
 # The compatibility lane: the end-to-end suite on Kubernetes 1.20 (the example fleet, zero-write
 # re-syncs, prune, drift correction, diff, the agent), with the 1.20-only apply forms.

@@ -5,10 +5,14 @@
 //! (`regenerate.sh`). The test also builds each case live with the real kustomize v5.5.0
 //! (built once from the Go module proxy by `tests/build-kustomize.sh`), so a fixture can never
 //! drift from what kustomize really does.
+//!
+//! The `helmCharts` cases need helm v3 (`tests/build-helm.sh`): kustomize runs with
+//! `--enable-helm --helm-command <it>` and Flotilla finds it through `FLOTILLA_HELM`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use flotilla::object::{Object, ObjectRef};
 use flotilla::render::{load::parse_objects, render_tree};
@@ -53,6 +57,7 @@ fn differences(case: &Path, ours: &[Object], theirs: &[Object]) -> String {
 }
 
 fn render(case: &Path) -> Vec<Object> {
+    helm_for_flotilla();
     render_tree(case, Path::new("."))
         .unwrap_or_else(|e| panic!("{}: {e}", case.display()))
         .objects
@@ -83,14 +88,37 @@ fn overlays_render_like_kubectl_kustomize() {
 /// The reference kustomize binary, built once from the Go module proxy by
 /// `tests/build-kustomize.sh` (cached in ~/.cache/flotilla).
 fn reference_kustomize() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build-kustomize.sh");
+    built_by("tests/build-kustomize.sh")
+}
+
+/// The helm v3 both kustomize and Flotilla inflate charts with (`tests/build-helm.sh`).
+fn reference_helm() -> &'static str {
+    static HELM: OnceLock<String> = OnceLock::new();
+    HELM.get_or_init(|| built_by("tests/build-helm.sh"))
+}
+
+/// Points Flotilla at [`reference_helm`] through `FLOTILLA_HELM`, once for the whole process
+/// and always to the same path, before any case is rendered.
+fn helm_for_flotilla() {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| {
+        let helm = reference_helm();
+        // SAFETY: set once, to one value, under the OnceLock; nothing in this test binary
+        // reads the environment through libc concurrently.
+        unsafe { std::env::set_var("FLOTILLA_HELM", helm) };
+    });
+}
+
+/// Runs a build script of tests/ that prints the path of the binary it built (or cached).
+fn built_by(script: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let output = Command::new(&script)
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap_or_else(|error| panic!("running {}: {error}", script.display()));
     assert!(
         output.status.success(),
-        "{} failed: the live comparison with kustomize cannot run",
+        "{} failed: the comparison with kustomize cannot run",
         script.display()
     );
     String::from_utf8(output.stdout)
@@ -99,28 +127,48 @@ fn reference_kustomize() -> String {
         .to_string()
 }
 
+/// What the reference kustomize builds from `dir` (with helm enabled).
+fn live_build(kustomize: &str, dir: &Path) -> Vec<Object> {
+    let output = Command::new(kustomize)
+        .args(["build", "--enable-helm", "--helm-command", reference_helm()])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}: kustomize build failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_objects(
+        &String::from_utf8(output.stdout).unwrap(),
+        Path::new("live"),
+    )
+    .unwrap()
+}
+
 #[test]
 fn fixtures_match_live_kustomize() {
     let kustomize = reference_kustomize();
     let mut failures = String::new();
     for case in cases() {
-        let output = Command::new(&kustomize)
-            .arg("build")
-            .arg(&case)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}: kustomize build failed: {}",
-            case.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let live = parse_objects(
-            &String::from_utf8(output.stdout).unwrap(),
-            Path::new("live"),
-        )
-        .unwrap();
+        let live = live_build(&kustomize, &case);
         failures.push_str(&differences(&case, &render(&case), &live));
     }
+    assert!(failures.is_empty(), "{failures}");
+}
+
+/// The Helm example fleet's chart app renders as kustomize inflates it.
+#[test]
+fn helm_example_app_matches_live_kustomize() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/helm-chart");
+    let app = Path::new("apps/status-page");
+    helm_for_flotilla();
+    let ours = render_tree(&root, app)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .objects;
+    let live = live_build(&reference_kustomize(), &root.join(app));
+    assert_eq!(ours.len(), 4, "ConfigMap, Deployment and two policies");
+    let failures = differences(&root.join(app), &ours, &live);
     assert!(failures.is_empty(), "{failures}");
 }

@@ -184,6 +184,9 @@ struct Kustomization {
     replacements: Vec<replacements::ReplacementEntry>,
     #[serde(default)]
     vars: Vec<vars::VarEntry>,
+    #[serde(default)]
+    helm_charts: Vec<super::helm::HelmChart>,
+    helm_globals: Option<super::helm::HelmGlobals>,
 }
 
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
@@ -191,8 +194,6 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "buildMetadata",
     "crds",
     "helmChartInflationGenerator",
-    "helmCharts",
-    "helmGlobals",
     "openapi",
     "sortOptions",
     "validators",
@@ -528,6 +529,14 @@ fn accumulate(
         options,
         "secretGenerator",
     )?;
+    let inflated = super::helm::inflate_charts(
+        repo,
+        dir,
+        &file,
+        &kustomization.helm_charts,
+        kustomization.helm_globals.as_ref(),
+    )?;
+    build.append(inflated.into_iter().map(Resource::new).collect())?;
     build.run_plugin_configs(&kustomization.generators, "generators")?;
     build.patch_strategic_merge(&kustomization.patches_strategic_merge)?;
     build.patch(&kustomization.patches, "patches")?;

@@ -6,6 +6,7 @@
 //! order, and a sub-directory with its own kustomization is built as one unit and not descended.
 
 mod fieldpath;
+pub mod helm;
 pub mod kustomize;
 pub mod load;
 mod merge;
@@ -213,10 +214,11 @@ pub fn check_unique(objects: &[Object]) -> Result<(), RenderError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn write(root: &Path, path: &str, text: &str) {
+    /// Writes `text` to `path` below `root`, creating its directories.
+    pub(crate) fn write(root: &Path, path: &str, text: &str) {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();

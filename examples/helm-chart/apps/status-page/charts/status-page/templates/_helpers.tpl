@@ -1,0 +1,3 @@
+{{- define "status-page.fullname" -}}
+{{ .Release.Name }}-{{ .Chart.Name }}
+{{- end -}}
