@@ -15,7 +15,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use flotilla::object::{Object, ObjectRef};
-use flotilla::render::{load::parse_objects, render_tree};
+use flotilla::render::load::{Strictness, parse_objects_with};
+use flotilla::render::render_tree;
 use serde_json::Value;
 
 fn cases() -> Vec<PathBuf> {
@@ -74,7 +75,12 @@ fn overlays_render_like_kubectl_kustomize() {
     let mut failures = String::new();
     for case in &cases {
         let expected_text = std::fs::read_to_string(case.join("expected.yaml")).unwrap();
-        let expected = parse_objects(&expected_text, Path::new("expected.yaml")).unwrap();
+        let expected = parse_objects_with(
+            &expected_text,
+            Path::new("expected.yaml"),
+            Strictness::KustomizeResource,
+        )
+        .unwrap();
         assert!(
             !expected.is_empty(),
             "{}: empty expected.yaml",
@@ -140,9 +146,10 @@ fn live_build(kustomize: &str, dir: &Path) -> Vec<Object> {
         dir.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    parse_objects(
+    parse_objects_with(
         &String::from_utf8(output.stdout).unwrap(),
         Path::new("live"),
+        Strictness::KustomizeResource,
     )
     .unwrap()
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::load::{Repo, parse_documents};
+use super::load::{Repo, Strictness, parse_documents};
 use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
@@ -187,17 +187,117 @@ struct Kustomization {
     #[serde(default)]
     helm_charts: Vec<super::helm::HelmChart>,
     helm_globals: Option<super::helm::HelmGlobals>,
+    sort_options: Option<SortOptions>,
 }
 
-/// Kustomization fields kustomize has and Flotilla refuses rather than ignores.
-const UNSUPPORTED_FIELDS: &[&str] = &[
+/// Kustomization fields kustomize has and Flotilla refuses rather than ignores, and why.
+const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
+    (
+        "buildMetadata",
+        "its origin annotations and managed-by label describe a kustomize build",
+    ),
+    (
+        "crds",
+        "name references from CRD OpenAPI extensions are not read; use `configurations`",
+    ),
+    (
+        "helmChartInflationGenerator",
+        "deprecated by kustomize; use `helmCharts`",
+    ),
+    (
+        "openapi",
+        "custom OpenAPI schemas are not read; use `configurations` or `$patch` directives",
+    ),
+    (
+        "validators",
+        "validator plugins run code from the repository",
+    ),
+];
+
+/// Every top-level field of a kustomization. kustomize reads field names without regard to
+/// case (Go's JSON decoding), so `patchesJSON6902` is `patchesJson6902`.
+const KUSTOMIZATION_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "resources",
+    "components",
+    "configurations",
+    "generators",
+    "transformers",
+    "bases",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "labels",
+    "commonAnnotations",
+    "images",
+    "replicas",
+    "patches",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "replacements",
+    "vars",
+    "helmCharts",
+    "helmGlobals",
+    "sortOptions",
     "buildMetadata",
     "crds",
     "helmChartInflationGenerator",
     "openapi",
-    "sortOptions",
     "validators",
 ];
+
+/// The text with top-level keys spelled in another case renamed to kustomize's spelling.
+/// Top-level keys of a block mapping start at column 0, where nothing else can.
+fn canonical_field_names(text: &str) -> std::borrow::Cow<'_, str> {
+    let rename = |line: &str| -> Option<String> {
+        let (key, rest) = line.split_once(':')?;
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let canonical = KUSTOMIZATION_FIELDS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(key) && **f != key)?;
+        Some(format!("{canonical}:{rest}"))
+    };
+    if !text.lines().any(|line| rename(line).is_some()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match rename(line) {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `sortOptions`: accepted and checked; Flotilla orders objects for apply (CRDs and
+/// Namespaces first), so kustomize's output order has no effect here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SortOptions {
+    order: Option<String>,
+    #[allow(dead_code)]
+    legacy_sort_options: Option<LegacySortOptions>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LegacySortOptions {
+    #[allow(dead_code)]
+    #[serde(default)]
+    order_first: Vec<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    order_last: Vec<String>,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -363,17 +463,18 @@ struct GeneratorOptions {
 
 fn read_kustomization(repo: &Repo, path: &Path) -> Result<Kustomization, RenderError> {
     let text = repo.read_to_string(path)?;
+    let text = canonical_field_names(&text);
     // Check the raw keys first so that unsupported features get a message of their own.
     let documents = parse_documents(&text, path)?;
     if let Some((Value::Object(map), _)) = documents.first() {
-        if let Some(field) = map
-            .keys()
-            .find(|k| UNSUPPORTED_FIELDS.contains(&k.as_str()))
+        if let Some((field, why)) = UNSUPPORTED_FIELDS
+            .iter()
+            .find(|(field, _)| map.contains_key(*field))
         {
             return Err(RenderError::Kustomization {
                 path: path.to_path_buf(),
-                field: field.clone(),
-                problem: "not supported by Flotilla's kustomize subset".into(),
+                field: field.to_string(),
+                problem: format!("not supported: {why}"),
             });
         }
     } else if !documents.is_empty() {
@@ -383,7 +484,19 @@ fn read_kustomization(repo: &Repo, path: &Path) -> Result<Kustomization, RenderE
             problem: "expected a mapping".into(),
         });
     }
-    typed_document(&text, path)
+    let kustomization: Kustomization = typed_document(&text, path)?;
+    let order = kustomization
+        .sort_options
+        .as_ref()
+        .and_then(|o| o.order.as_deref());
+    if let Some(order) = order.filter(|o| !matches!(*o, "legacy" | "fifo")) {
+        return Err(RenderError::Kustomization {
+            path: path.to_path_buf(),
+            field: "sortOptions.order".into(),
+            problem: format!("{order:?} is not one of legacy, fifo"),
+        });
+    }
+    Ok(kustomization)
 }
 
 /// Deserialises a kustomize file (kustomization, configuration) strictly; an empty file is
@@ -494,7 +607,7 @@ fn accumulate(
             build.append(base.resources)?;
             build.config.merge(base.config);
         } else {
-            let objects = repo.load_objects(&path)?;
+            let objects = repo.load_objects_with(&path, Strictness::KustomizeResource)?;
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
     }
@@ -1719,7 +1832,13 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
             // (name, namespace) the object has had, or its current namespace.
             let candidates: Vec<&Resource> = resources
                 .iter()
-                .filter(|r| r.object.kind() == reference.kind && r.known_as(&current))
+                // kustomize's name references name a group and version; an object without
+                // an apiVersion is never one's target.
+                .filter(|r| {
+                    r.object.kind() == reference.kind
+                        && !r.object.api_version().is_empty()
+                        && r.known_as(&current)
+                })
                 .filter(|r| {
                     cluster_scoped
                         || same_namespace(r.object.namespace(), &namespace)
@@ -1960,6 +2079,37 @@ mod tests {
         assert!(
             error.contains("c.yaml") && error.contains("commonLabel"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn refused_fields_and_values_say_why() {
+        for (kustomization, expected) in [
+            (
+                "sortOptions: {order: newest}\n",
+                "sortOptions.order: \"newest\" is not one of legacy, fifo",
+            ),
+            (
+                "buildMetadata: [originAnnotations]\n",
+                "buildMetadata: not supported: its origin annotations",
+            ),
+            (
+                "VALIDATORS: [v.yaml]\n",
+                "validators: not supported: validator plugins run code",
+            ),
+        ] {
+            let error = build_tree(&[("kustomization.yaml", kustomization)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn field_names_are_read_without_regard_to_case_at_the_top_level_only() {
+        assert_eq!(
+            canonical_field_names("NamePrefix: a-\npatchesJSON6902: []\ndata:\n  Resources: x\n"),
+            "namePrefix: a-\npatchesJson6902: []\ndata:\n  Resources: x\n"
         );
     }
 

@@ -107,8 +107,17 @@ impl Repo {
 
     /// Reads and parses every YAML document of a root-relative file.
     pub fn load_objects(&self, relative: &Path) -> Result<Vec<Object>, RenderError> {
+        self.load_objects_with(relative, Strictness::Object)
+    }
+
+    /// Reads and parses a YAML file into objects, each checked as `strictness` says.
+    pub fn load_objects_with(
+        &self,
+        relative: &Path,
+        strictness: Strictness,
+    ) -> Result<Vec<Object>, RenderError> {
         let text = self.read_to_string(relative)?;
-        parse_objects(&text, relative)
+        parse_objects_with(&text, relative, strictness)
     }
 }
 
@@ -262,8 +271,27 @@ fn value_at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value
     })
 }
 
-/// Parses every YAML document of a file into objects; each must be a mapping with a kind.
+/// What a document needs to be an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// apiVersion, kind and metadata.name (what a cluster needs).
+    Object,
+    /// kind and metadata.name: kustomize builds resources without an apiVersion.
+    KustomizeResource,
+}
+
+/// Parses every YAML document of a file into objects; each must be a mapping with an
+/// apiVersion, a kind and a name.
 pub fn parse_objects(text: &str, path: &Path) -> Result<Vec<Object>, RenderError> {
+    parse_objects_with(text, path, Strictness::Object)
+}
+
+/// Parses every YAML document of a file into objects, each checked as `strictness` says.
+pub fn parse_objects_with(
+    text: &str,
+    path: &Path,
+    strictness: Strictness,
+) -> Result<Vec<Object>, RenderError> {
     let mut objects = Vec::new();
     for (index, (value, line)) in parse_documents(text, path)?.into_iter().enumerate() {
         let origin = Origin {
@@ -283,17 +311,34 @@ pub fn parse_objects(text: &str, path: &Path) -> Result<Vec<Object>, RenderError
             && let Some(items) = value.get("items").and_then(Value::as_array)
         {
             for item in items {
-                objects.push(checked_object(item.clone(), origin.clone())?);
+                objects.push(checked_object(item.clone(), origin.clone(), strictness)?);
             }
             continue;
         }
-        objects.push(checked_object(value, origin)?);
+        objects.push(checked_object(value, origin, strictness)?);
     }
     Ok(objects)
 }
 
-fn checked_object(value: Value, origin: Origin) -> Result<Object, RenderError> {
-    for field in ["apiVersion", "kind"] {
+fn checked_object(
+    value: Value,
+    origin: Origin,
+    strictness: Strictness,
+) -> Result<Object, RenderError> {
+    let required: &[&str] = match strictness {
+        Strictness::Object => &["apiVersion", "kind"],
+        Strictness::KustomizeResource => &["kind"],
+    };
+    if strictness == Strictness::KustomizeResource
+        && value.get("apiVersion").is_some_and(|v| !v.is_string())
+    {
+        return Err(RenderError::InvalidObject {
+            origin,
+            field: "apiVersion".into(),
+            problem: "not a string".into(),
+        });
+    }
+    for &field in required {
         match value.get(field) {
             Some(Value::String(s)) if !s.is_empty() => {}
             _ => {
