@@ -113,6 +113,7 @@ check:
 # and drift-correction latency, and its memory on 20 clusters x 500 objects.
 bench:
     cargo bench --bench render_place
+    cargo bench --bench kustomize
     cargo bench --bench sync
     cargo bench --bench agent
     cargo bench --bench hub

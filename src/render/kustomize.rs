@@ -507,7 +507,7 @@ fn typed_document<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, RenderError> {
     serde_saphyr::from_str_with_options::<Option<T>>(
         text,
-        serde_saphyr::options! { legacy_octal_numbers: true, with_snippet: false },
+        crate::render::load::yaml_options(),
     )
     .map(Option::unwrap_or_default)
     .map_err(|error| RenderError::Yaml {

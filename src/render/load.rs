@@ -148,10 +148,19 @@ fn normalize(path: &Path) -> Option<PathBuf> {
 }
 
 /// The parser options every fleet file is read with.
-fn yaml_options() -> serde_saphyr::Options {
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         legacy_octal_numbers: true,
         with_snippet: false,
+        // serde-saphyr's default budget (1,024 documents, 250,000 nodes, depth 64) refuses
+        // real bundles (a 1,500-document manifest, deep CRD schemas) that kustomize reads. The
+        // file size limit already bounds the work; these only keep pathological shapes out.
+        budget: serde_saphyr::budget! {
+            max_documents: 100_000,
+            max_nodes: MAX_FILE_BYTES as usize,
+            max_events: 2 * MAX_FILE_BYTES as usize,
+            max_depth: 128,
+        },
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: MAX_REPLAYED_ALIAS_EVENTS,
             max_replay_stack_depth: 16,
@@ -405,6 +414,20 @@ mod tests {
         // A folded scalar, in the second document.
         let objects = parse("kind: A\napiVersion: v1\nmetadata: {name: a}\n---\nkind: B\napiVersion: v1\nmetadata: {name: b}\nnote: >\n  folded\n  text").unwrap();
         assert_eq!(objects[1].value["note"], "folded text");
+    }
+
+    #[test]
+    fn large_bundles_and_deep_schemas_load() {
+        let bundle: String = (0..1_500)
+            .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n"))
+            .collect();
+        assert_eq!(parse(&bundle).unwrap().len(), 1_500);
+        let deep = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata: {}1{}\n",
+            "{a: ".repeat(100),
+            "}".repeat(100)
+        );
+        assert_eq!(parse(&deep).unwrap().len(), 1);
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Level<'_> {
                 parse_documents(&text, self.file)?;
                 serde_saphyr::from_multiple_with_options::<PluginConfig>(
                     &text,
-                    serde_saphyr::options! { legacy_octal_numbers: true, with_snippet: false },
+                    crate::render::load::yaml_options(),
                 )
                 .map_err(|e| invalid(e.to_string().lines().next().unwrap_or("").to_string()))
             }
