@@ -68,7 +68,9 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
         return Ok(());
     }
     for (key, patch_value) in patch {
-        if key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/") {
+        // kustomize's merge (kyaml) knows no `$setElementOrder/<list>`: it copies the field
+        // into the object like any other, so it is merged as data here too.
+        if key == "$patch" || key == "$retainKeys" {
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
@@ -101,21 +103,32 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
 }
 
 fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(), String> {
-    // `- $patch: replace` anywhere in the patch list replaces the whole list.
-    if patch
+    let replace_all = patch
         .iter()
-        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
-    {
-        *target = patch
-            .iter()
-            .filter(|e| e.get("$patch").is_none())
-            .map(strip_directives)
-            .collect();
-        return Ok(());
-    }
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
     match list_strategy(field, target) {
+        // A list without merge semantics is replaced by the patch's list as it stands: kyaml
+        // keeps even a `- $patch: replace` element in it (a `$patch` element is a directive
+        // only in lists that merge).
         ListStrategy::Replace => {
-            *target = patch.iter().map(strip_directives).collect();
+            *target = patch
+                .iter()
+                .map(|e| {
+                    if e.get("$patch").is_some() {
+                        e.clone()
+                    } else {
+                        strip_directives(e)
+                    }
+                })
+                .collect();
+        }
+        // `- $patch: replace` anywhere in a merging patch list replaces the whole list.
+        _ if replace_all => {
+            *target = patch
+                .iter()
+                .filter(|e| e.get("$patch").is_none())
+                .map(strip_directives)
+                .collect();
         }
         ListStrategy::Union => {
             for element in patch {
@@ -134,7 +147,12 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
                     return Err(format!("{field}: expected a list of maps"));
                 };
                 let Some(id) = element_map.get(key) else {
-                    return Err(format!("{field}: element has no merge key {key:?}"));
+                    // kyaml empties the whole list for such an element (observed with
+                    // kustomize v5.5.0), which is never what the patch's author meant.
+                    return Err(format!(
+                        "{field}: element has no merge key {key:?} (kustomize would empty \
+                         the whole list; give each element its {key:?})"
+                    ));
                 };
                 let position = original.iter().position(|e| e.get(key) == Some(id));
                 let delete = element_map.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -163,7 +181,9 @@ fn strip_directives(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
-                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .filter(|(k, v)| {
+                    (!k.starts_with('$') || k.starts_with("$setElementOrder/")) && !v.is_null()
+                })
                 .map(|(k, v)| (k.clone(), strip_directives(v)))
                 .collect(),
         ),
@@ -262,5 +282,37 @@ mod tests {
             target,
             json!({"spec": {"list": [3], "keep": 1, "map": {"c": 2}}})
         );
+    }
+
+    #[test]
+    fn atomic_lists_keep_directive_elements_and_set_element_order_is_data() {
+        // What kustomize v5.5.0 outputs for these (fixture 88): kyaml treats neither as a
+        // directive.
+        let mut target = deployment();
+        target["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "a"}]);
+        let patch = json!({"spec": {"template": {"spec": {
+            "tolerations": [{"$patch": "replace"}, {"key": "b"}],
+            "$setElementOrder/containers": [{"name": "sidecar"}, {"name": "app"}]
+        }}}});
+        strategic_merge(&mut target, &patch).unwrap();
+        let spec = &target["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["tolerations"],
+            json!([{"$patch": "replace"}, {"key": "b"}])
+        );
+        assert_eq!(
+            spec["$setElementOrder/containers"],
+            json!([{"name": "sidecar"}, {"name": "app"}])
+        );
+    }
+
+    #[test]
+    fn element_without_merge_key_is_refused() {
+        let mut target = deployment();
+        let patch = json!({"spec": {"template": {"spec": {
+            "volumes": [{"$patch": "delete", "emptyDir": {}}]
+        }}}});
+        let error = strategic_merge(&mut target, &patch).unwrap_err();
+        assert!(error.contains("no merge key \"name\""), "{error}");
     }
 }
