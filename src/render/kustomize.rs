@@ -442,11 +442,16 @@ fn accumulate(
             problem: "directory has no kustomization.yaml".into(),
         });
     };
-    if stack.contains(&dir.to_path_buf()) {
+    // kustomize refuses a directory that is, or contains, one being built ("cycle detected:
+    // candidate root contains visited root"), e.g. an overlay under its base naming `../../`.
+    if let Some(visited) = stack.iter().find(|visited| visited.starts_with(dir)) {
         return Err(RenderError::Kustomization {
             path: file,
             field: "resources".into(),
-            problem: "cycle: this kustomization includes itself".into(),
+            problem: format!(
+                "cycle: this directory contains {}, which is being built and names it",
+                visited.display()
+            ),
         });
     }
     stack.push(dir.to_path_buf());
@@ -469,6 +474,21 @@ fn accumulate(
             path: file,
             field: "kind".into(),
             problem,
+        });
+    }
+    // kustomize's EnforceFields: each kind has one apiVersion (or none).
+    let required = match kind {
+        "Component" => "kustomize.config.k8s.io/v1alpha1",
+        _ => "kustomize.config.k8s.io/v1beta1",
+    };
+    if let Some(api_version) = kustomization.api_version.as_deref()
+        && !api_version.is_empty()
+        && api_version != required
+    {
+        return Err(RenderError::Kustomization {
+            path: file,
+            field: "apiVersion".into(),
+            problem: format!("{api_version:?}: a {kind} must have apiVersion {required}"),
         });
     }
     let mut build = Level {
@@ -2039,6 +2059,46 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(objects[0].name(), "x-c");
+    }
+
+    #[test]
+    fn kustomize_refusals_are_refused() {
+        const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        // An apiVersion other than the kind's (kustomize: "apiVersion for Kustomization
+        // should be kustomize.config.k8s.io/v1beta1").
+        for (kustomization, component) in [
+            ("apiVersion: v1\nresources: [cm.yaml]\n", ""),
+            (
+                "resources: [cm.yaml]\ncomponents: [comp]\n",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Component\n",
+            ),
+        ] {
+            let error = build_tree(&[
+                ("kustomization.yaml", kustomization),
+                ("cm.yaml", CM),
+                ("comp/kustomization.yaml", component),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("apiVersion"), "{error}");
+        }
+        // An overlay under its base naming the base's directory: kustomize's "cycle detected:
+        // candidate root contains visited root".
+        let error = build_tree(&[
+            ("kustomization.yaml", "resources: [app/overlays/prod]\n"),
+            ("app/kustomization.yaml", "resources: [cm.yaml]\n"),
+            ("app/cm.yaml", CM),
+            (
+                "app/overlays/prod/kustomization.yaml",
+                "resources: [../..]\n",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("app/kustomization.yaml: resources: cycle"),
+            "{error}"
+        );
     }
 
     #[test]
