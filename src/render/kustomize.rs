@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::load::{Repo, parse_documents};
+use super::load::{Booleans, Repo, parse_documents, parse_documents_with};
 use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
@@ -515,7 +515,8 @@ fn accumulate(
             build.append(base.resources)?;
             build.config.merge(base.config);
         } else {
-            let objects = repo.load_objects(&path)?;
+            // kustomize reads resources with kyaml: YAML 1.2 booleans.
+            let objects = repo.load_objects_with(&path, Booleans::Yaml12)?;
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
     }
@@ -824,7 +825,7 @@ impl Level<'_> {
             } else {
                 self.read_relative(entry)?.1
             };
-            for (patch, _) in parse_documents(&text, self.file)? {
+            for (patch, _) in parse_documents_with(&text, self.file, Booleans::Yaml12)? {
                 self.apply_merge_patch(&patch, None, &field, &BTreeMap::new())?;
             }
         }
@@ -839,7 +840,7 @@ impl Level<'_> {
                 (None, Some(patch)) => patch.clone(),
                 _ => return Err(self.error(field, "needs exactly one of path and patch")),
             };
-            let documents = parse_documents(&text, self.file)?;
+            let documents = parse_documents_with(&text, self.file, Booleans::Yaml12)?;
             // A list is a JSON 6902 patch; maps are strategic merge patches.
             if let [(Value::Array(ops), _)] = documents.as_slice() {
                 let Some(target) = &entry.target else {

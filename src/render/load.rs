@@ -1,5 +1,6 @@
 //! Reading files of the fleet repo: bounded, confined to the repository root, and parsed as the
-//! YAML 1.1 that Kubernetes reads (`0644` is 420, `yes` is true).
+//! YAML 1.1 that Kubernetes reads (`0644` is 420, `yes` is true), or, for what kustomize reads
+//! with kyaml (resources, patches), with YAML 1.2 booleans (`yes` is a string).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -107,8 +108,17 @@ impl Repo {
 
     /// Reads and parses every YAML document of a root-relative file.
     pub fn load_objects(&self, relative: &Path) -> Result<Vec<Object>, RenderError> {
+        self.load_objects_with(relative, Booleans::Yaml11)
+    }
+
+    /// [`Repo::load_objects`] with the given boolean spellings.
+    pub fn load_objects_with(
+        &self,
+        relative: &Path,
+        booleans: Booleans,
+    ) -> Result<Vec<Object>, RenderError> {
         let text = self.read_to_string(relative)?;
-        parse_objects(&text, relative)
+        parse_objects_with(&text, relative, booleans)
     }
 }
 
@@ -138,10 +148,21 @@ fn normalize(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Which plain scalars read as booleans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Booleans {
+    /// YAML 1.1, as Kubernetes decodes manifests: `yes`, `no`, `on`, `off`, `y`, `n` too.
+    Yaml11,
+    /// YAML 1.2 core, as kustomize's kyaml reads resources and patches: only `true`/`false`
+    /// (any case); `yes`, `on`, `y` stay strings (observed with kustomize v5.5.0).
+    Yaml12,
+}
+
 /// The parser options every fleet file is read with.
-fn yaml_options() -> serde_saphyr::Options {
+fn yaml_options(booleans: Booleans) -> serde_saphyr::Options {
     serde_saphyr::options! {
         legacy_octal_numbers: true,
+        strict_booleans: booleans == Booleans::Yaml12,
         with_snippet: false,
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: MAX_REPLAYED_ALIAS_EVENTS,
@@ -152,14 +173,23 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// Parses YAML text into values, one per non-empty document, each with its starting line.
 pub fn parse_documents(text: &str, path: &Path) -> Result<Vec<(Value, usize)>, RenderError> {
+    parse_documents_with(text, path, Booleans::Yaml11)
+}
+
+/// [`parse_documents`] with the given boolean spellings.
+pub fn parse_documents_with(
+    text: &str,
+    path: &Path,
+    booleans: Booleans,
+) -> Result<Vec<(Value, usize)>, RenderError> {
     let documents: Vec<Spanned<Value>> =
-        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|error| {
-            RenderError::Yaml {
+        serde_saphyr::from_multiple_with_options(text, yaml_options(booleans)).map_err(
+            |error| RenderError::Yaml {
                 path: path.to_path_buf(),
                 line: error.location().map(|l| l.line() as usize).unwrap_or(0),
                 message: yaml_message(&error),
-            }
-        })?;
+            },
+        )?;
     let mut documents = documents;
     if let (Some(path), Some(last)) = (final_block_scalar(text), documents.last_mut())
         && let Some(Value::String(scalar)) = value_at_mut(&mut last.value, &path)
@@ -264,8 +294,20 @@ fn value_at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value
 
 /// Parses every YAML document of a file into objects; each must be a mapping with a kind.
 pub fn parse_objects(text: &str, path: &Path) -> Result<Vec<Object>, RenderError> {
+    parse_objects_with(text, path, Booleans::Yaml11)
+}
+
+/// [`parse_objects`] with the given boolean spellings.
+pub fn parse_objects_with(
+    text: &str,
+    path: &Path,
+    booleans: Booleans,
+) -> Result<Vec<Object>, RenderError> {
     let mut objects = Vec::new();
-    for (index, (value, line)) in parse_documents(text, path)?.into_iter().enumerate() {
+    for (index, (value, line)) in parse_documents_with(text, path, booleans)?
+        .into_iter()
+        .enumerate()
+    {
         let origin = Origin {
             path: path.to_path_buf(),
             document: index + 1,
@@ -346,6 +388,18 @@ mod tests {
         assert_eq!(value["mode"], 420);
         assert_eq!(value["flag"], true);
         assert_eq!(value["quoted"], "0644");
+    }
+
+    #[test]
+    fn yaml_12_booleans_leave_yes_and_y_strings() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\nx: {a: y, b: yes, c: on, d: True, e: 0644}\n";
+        let objects = parse_objects_with(text, Path::new("t.yaml"), Booleans::Yaml12).unwrap();
+        let x = &objects[0].value["x"];
+        assert_eq!(x["a"], "y");
+        assert_eq!(x["b"], "yes");
+        assert_eq!(x["c"], "on");
+        assert_eq!(x["d"], true);
+        assert_eq!(x["e"], 420);
     }
 
     #[test]

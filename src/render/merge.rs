@@ -46,6 +46,17 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
     }
 }
 
+/// The second list-map key kyaml merges these lists by (the API's
+/// `x-kubernetes-list-map-keys`): `53/UDP` and `53/TCP` are two ports. It only tells elements
+/// apart when both carry it; when either lacks it kyaml matches on the first key alone.
+fn secondary_key(field: &str) -> Option<&'static str> {
+    match field {
+        "ports" => Some("protocol"),
+        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
+        _ => None,
+    }
+}
+
 /// Applies a strategic merge patch to `target` in place.
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
     match (target, patch) {
@@ -138,8 +149,18 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
             }
         }
         ListStrategy::MergeByKey(key) => {
-            // Like apimachinery: the patch's elements come first, in patch order, then the
-            // original elements the patch did not mention.
+            // kyaml's order (observed with kustomize v5.5.0): in a list merged by one key the
+            // patch's elements come first, in patch order, then the original elements the
+            // patch did not mention; once any element carries the second key of a two-key
+            // list (`protocol` of ports) the merged elements stay where they were and only
+            // the new ones come first.
+            let second = secondary_key(field);
+            let in_place = second.is_some_and(|k| {
+                patch
+                    .iter()
+                    .chain(target.iter())
+                    .any(|e| e.get(k).is_some())
+            });
             let mut original = std::mem::take(target);
             let mut merged = Vec::with_capacity(original.len() + patch.len());
             for element in patch {
@@ -154,13 +175,20 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
                          the whole list; give each element its {key:?})"
                     ));
                 };
-                let position = original.iter().position(|e| e.get(key) == Some(id));
+                let position = original.iter().position(|e| {
+                    e.get(key) == Some(id)
+                        && second.is_none_or(|k| match (e.get(k), element_map.get(k)) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => true,
+                        })
+                });
                 let delete = element_map.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (position, delete) {
                     (Some(i), true) => {
                         original.remove(i);
                     }
                     (None, true) => {}
+                    (Some(i), false) if in_place => strategic_merge(&mut original[i], element)?,
                     (Some(i), false) => {
                         let mut existing = original.remove(i);
                         strategic_merge(&mut existing, element)?;
@@ -314,5 +342,27 @@ mod tests {
         }}}});
         let error = strategic_merge(&mut target, &patch).unwrap_err();
         assert!(error.contains("no merge key \"name\""), "{error}");
+    }
+
+    #[test]
+    fn ports_of_one_number_and_two_protocols_are_two_elements() {
+        let mut target =
+            json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "dns"}]}});
+        let patch = json!({"spec": {"ports": [
+            {"port": 53, "protocol": "TCP", "name": "dns-tcp"}
+        ]}});
+        strategic_merge(&mut target, &patch).unwrap();
+        assert_eq!(
+            target["spec"]["ports"],
+            json!([{"port": 53, "protocol": "TCP", "name": "dns-tcp"},
+                   {"port": 53, "protocol": "UDP", "name": "dns"}])
+        );
+        // Without a protocol on one side the port number alone matches (the first such port);
+        // with protocols in the list a merged port keeps its place.
+        let patch = json!({"spec": {"ports": [{"port": 53, "targetPort": 5353}]}});
+        strategic_merge(&mut target, &patch).unwrap();
+        assert_eq!(target["spec"]["ports"][0]["targetPort"], 5353);
+        assert_eq!(target["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(target["spec"]["ports"].as_array().map(Vec::len), Some(2));
     }
 }
