@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla::render::load::{Strictness, parse_objects_with};
+use flotilla::render::load::{Dialect, parse_objects_with};
 use flotilla::render::render_tree;
 
 const RUNS: usize = 5;
@@ -116,7 +116,7 @@ fn kustomize_build(kustomize: &str, path: &Path) -> Vec<flotilla::object::Object
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8_lossy(&output.stdout);
-    parse_objects_with(&text, Path::new("kustomize"), Strictness::KustomizeResource)
+    parse_objects_with(&text, Path::new("kustomize"), Dialect::Kustomize)
         .expect("kustomize output parses")
 }
 
@@ -150,7 +150,7 @@ fn largest_fixtures(count: usize) -> Vec<(String, PathBuf, PathBuf)> {
             (documents, format!("fixture {name}"), p)
         })
         .collect();
-    sized.sort_by(|a, b| b.0.cmp(&a.0));
+    sized.sort_by_key(|s| std::cmp::Reverse(s.0));
     sized
         .into_iter()
         .take(count)

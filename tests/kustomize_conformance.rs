@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use flotilla::object::{Object, ObjectRef};
-use flotilla::render::load::{Strictness, parse_objects_with};
+use flotilla::render::load::{Dialect, parse_objects_with};
 use flotilla::render::render_tree;
 use serde_json::Value;
 
@@ -78,7 +78,7 @@ fn overlays_render_like_kubectl_kustomize() {
         let expected = parse_objects_with(
             &expected_text,
             Path::new("expected.yaml"),
-            Strictness::KustomizeResource,
+            Dialect::Kustomize,
         )
         .unwrap();
         assert!(
@@ -149,7 +149,7 @@ fn live_build(kustomize: &str, dir: &Path) -> Vec<Object> {
     parse_objects_with(
         &String::from_utf8(output.stdout).unwrap(),
         Path::new("live"),
-        Strictness::KustomizeResource,
+        Dialect::Kustomize,
     )
     .unwrap()
 }

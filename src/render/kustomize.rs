@@ -15,12 +15,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::load::{Repo, Strictness, parse_documents};
+use super::load::{Dialect, Repo, parse_documents, parse_documents_with};
 use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
 use crate::object::{
-    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, split_api_version,
+    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
+    split_api_version,
 };
 
 // Child modules reach `Level`, `Resource` and `Target` without widening them.
@@ -507,7 +508,7 @@ fn typed_document<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, RenderError> {
     serde_saphyr::from_str_with_options::<Option<T>>(
         text,
-        crate::render::load::yaml_options(),
+        crate::render::load::yaml_options(Dialect::Kustomize),
     )
     .map(Option::unwrap_or_default)
     .map_err(|error| RenderError::Yaml {
@@ -554,11 +555,16 @@ fn accumulate(
             problem: "directory has no kustomization.yaml".into(),
         });
     };
-    if stack.contains(&dir.to_path_buf()) {
+    // kustomize refuses a directory that is, or contains, one being built ("cycle detected:
+    // candidate root contains visited root"), e.g. an overlay under its base naming `../../`.
+    if let Some(visited) = stack.iter().find(|visited| visited.starts_with(dir)) {
         return Err(RenderError::Kustomization {
             path: file,
             field: "resources".into(),
-            problem: "cycle: this kustomization includes itself".into(),
+            problem: format!(
+                "cycle: this directory contains {}, which is being built and names it",
+                visited.display()
+            ),
         });
     }
     stack.push(dir.to_path_buf());
@@ -581,6 +587,21 @@ fn accumulate(
             path: file,
             field: "kind".into(),
             problem,
+        });
+    }
+    // kustomize's EnforceFields: each kind has one apiVersion (or none).
+    let required = match kind {
+        "Component" => "kustomize.config.k8s.io/v1alpha1",
+        _ => "kustomize.config.k8s.io/v1beta1",
+    };
+    if let Some(api_version) = kustomization.api_version.as_deref()
+        && !api_version.is_empty()
+        && api_version != required
+    {
+        return Err(RenderError::Kustomization {
+            path: file,
+            field: "apiVersion".into(),
+            problem: format!("{api_version:?}: a {kind} must have apiVersion {required}"),
         });
     }
     let mut build = Level {
@@ -607,7 +628,8 @@ fn accumulate(
             build.append(base.resources)?;
             build.config.merge(base.config);
         } else {
-            let objects = repo.load_objects_with(&path, Strictness::KustomizeResource)?;
+            // kustomize reads resources with kyaml: YAML 1.2 booleans, apiVersion optional.
+            let objects = repo.load_objects_with(&path, Dialect::Kustomize)?;
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
     }
@@ -916,7 +938,7 @@ impl Level<'_> {
             } else {
                 self.read_relative(entry)?.1
             };
-            for (patch, _) in parse_documents(&text, self.file)? {
+            for (patch, _) in parse_documents_with(&text, self.file, Dialect::Kustomize)? {
                 self.apply_merge_patch(&patch, None, &field, &BTreeMap::new())?;
             }
         }
@@ -931,7 +953,7 @@ impl Level<'_> {
                 (None, Some(patch)) => patch.clone(),
                 _ => return Err(self.error(field, "needs exactly one of path and patch")),
             };
-            let documents = parse_documents(&text, self.file)?;
+            let documents = parse_documents_with(&text, self.file, Dialect::Kustomize)?;
             // A list is a JSON 6902 patch; maps are strategic merge patches.
             if let [(Value::Array(ops), _)] = documents.as_slice() {
                 let Some(target) = &entry.target else {
@@ -957,6 +979,11 @@ impl Level<'_> {
             regex_lite::Regex::new(&format!("^(?:{pattern})$"))
                 .map_err(|e| self.error(format!("{field}.target"), e.to_string()))
         };
+        // kustomize anchors and matches every part of a target as a regular expression, the
+        // group, version and kind too (`kind: (StatefulSet|Deployment)`).
+        let group = target.group.as_deref().map(regex).transpose()?;
+        let version = target.version.as_deref().map(regex).transpose()?;
+        let kind = target.kind.as_deref().map(regex).transpose()?;
         let name = target.name.as_deref().map(regex).transpose()?;
         let namespace = target.namespace.as_deref().map(regex).transpose()?;
         let selector = |s: &Option<String>| {
@@ -970,10 +997,12 @@ impl Level<'_> {
         let mut selected = Vec::new();
         for (i, resource) in self.resources.iter().enumerate() {
             let object = &resource.object;
-            let (group, version) = split_api_version(object.api_version());
-            let gvk_ok = target.group.as_deref().is_none_or(|g| g == group)
-                && target.version.as_deref().is_none_or(|v| v == version)
-                && target.kind.as_deref().is_none_or(|k| k == object.kind());
+            let (object_group, object_version) = split_api_version(object.api_version());
+            let gvk_ok = group.as_ref().is_none_or(|re| re.is_match(object_group))
+                && version
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(object_version))
+                && kind.as_ref().is_none_or(|re| re.is_match(object.kind()));
             let name_ok = name
                 .as_ref()
                 .is_none_or(|re| resource.identities().any(|(n, _)| re.is_match(n)));
@@ -1130,6 +1159,14 @@ impl Level<'_> {
             } else if !scopes.is_cluster_scoped(object.group(), &kind) {
                 resource.set_namespace(namespace);
             }
+            // kustomize's namespace field specs also set (creating it) an APIService's
+            // `spec.service.namespace`, whether or not the APIService names a service.
+            if kind == "APIService" && resource.object.group() == "apiregistration.k8s.io" {
+                let service = map_at_path(&mut resource.object.value, &["spec", "service"]);
+                if !(unset_only && service.contains_key("namespace")) {
+                    service.insert("namespace".into(), Value::String(namespace.into()));
+                }
+            }
             // Binding subjects named `default` get the namespace (kustomize's default mode);
             // ServiceAccount subjects of the build follow their account in name references.
             if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
@@ -1164,9 +1201,13 @@ impl Level<'_> {
                 continue;
             }
             let kind = resource.object.kind();
-            // Kubernetes fixes these names: a CRD's is plural.group, a Namespace's is what
-            // the namespace transformer set.
-            if kind == "CustomResourceDefinition" || kind == "Namespace" {
+            // Kubernetes fixes these names: a CRD's is plural.group, an APIService's is
+            // version.group, a Namespace's is what the namespace transformer set (kustomize's
+            // prefixSuffixFieldSpecsToSkip).
+            if kind == "CustomResourceDefinition"
+                || kind == "Namespace"
+                || (kind == "APIService" && group == "apiregistration.k8s.io")
+            {
                 continue;
             }
             let name = format!("{prefix}{}{suffix}", resource.object.name());
@@ -1683,7 +1724,8 @@ fn visit_containers(value: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>
             for (key, child) in map.iter_mut() {
                 if matches!(
                     key.as_str(),
-                    "containers" | "initContainers" | "ephemeralContainers"
+                    // kustomize's image transformer leaves ephemeralContainers alone.
+                    "containers" | "initContainers"
                 ) && let Value::Array(items) = child
                 {
                     for item in items.iter_mut() {
@@ -1828,6 +1870,11 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                 .clone()
                 .unwrap_or_else(|| referrer.object.namespace().to_string());
             let cluster_scoped = scopes.is_cluster_scoped("", &reference.kind);
+            // A cluster-scoped referrer (an APIService, a ClusterRole) naming an object by its
+            // name alone reaches it in any namespace, as kustomize's nameref lets it.
+            let (referrer_group, _, referrer_kind) = referrer.object.group_version_kind();
+            let from_cluster = reference.namespace.is_none()
+                && scopes.is_cluster_scoped(&referrer_group, &referrer_kind);
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
             let candidates: Vec<&Resource> = resources
@@ -1841,6 +1888,7 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                 })
                 .filter(|r| {
                     cluster_scoped
+                        || from_cluster
                         || same_namespace(r.object.namespace(), &namespace)
                         || r.identities()
                             .any(|(n, ns)| n == current && same_namespace(ns, &namespace))
@@ -1898,8 +1946,67 @@ fn references_of(object: &Value) -> Vec<Reference> {
     for (kind, pointer) in pod_references(object) {
         add(pointer, kind);
     }
+    // kustomize's PriorityClass references: every pod template but a ReplicaSet's.
+    if kind != "ReplicaSet"
+        && let Some(pod) = pod_spec_pointer(kind)
+    {
+        add(format!("{pod}/priorityClassName"), "PriorityClass");
+    }
     match kind {
-        "StatefulSet" => add("/spec/serviceName".into(), "Service"),
+        "StatefulSet" => {
+            add("/spec/serviceName".into(), "Service");
+            for (i, _) in array(object.pointer("/spec/volumeClaimTemplates")) {
+                add(
+                    format!("/spec/volumeClaimTemplates/{i}/spec/storageClassName"),
+                    "StorageClass",
+                );
+            }
+        }
+        "PersistentVolumeClaim" => {
+            add("/spec/volumeName".into(), "PersistentVolume");
+            add("/spec/storageClassName".into(), "StorageClass");
+        }
+        "PersistentVolume" => {
+            add("/spec/storageClassName".into(), "StorageClass");
+            add("/spec/azureFile/secretName".into(), "Secret");
+        }
+        "StorageClass" => {
+            for parameter in [
+                "secretName",
+                "adminSecretName",
+                "userSecretName",
+                "secretRef",
+            ] {
+                add(format!("/parameters/{parameter}"), "Secret");
+            }
+        }
+        "Role" | "ClusterRole" => {
+            for (i, rule) in array(object.get("rules")) {
+                for (j, _) in array(rule.get("resourceNames")) {
+                    let pointer = format!("/rules/{i}/resourceNames/{j}");
+                    add(pointer.clone(), "ConfigMap");
+                    add(pointer.clone(), "Secret");
+                    if kind == "ClusterRole" {
+                        add(pointer, "PersistentVolume");
+                    }
+                }
+            }
+        }
+        "APIService" => add("/spec/service/name".into(), "Service"),
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+            // The service is named with its namespace, which follows the Service's.
+            for (i, webhook) in array(object.get("webhooks")) {
+                let namespace = webhook
+                    .pointer("/clientConfig/service/namespace")
+                    .and_then(Value::as_str);
+                refs.push(Reference {
+                    pointer: format!("/webhooks/{i}/clientConfig/service/name"),
+                    kind: "Service".into(),
+                    namespace: namespace.map(str::to_string),
+                    namespace_follows: namespace.is_some(),
+                });
+            }
+        }
         "Ingress" => {
             add("/spec/defaultBackend/service/name".into(), "Service");
             add("/spec/backend/serviceName".into(), "Service");
@@ -1918,6 +2025,19 @@ fn references_of(object: &Value) -> Vec<Reference> {
             for (i, _) in array(object.pointer("/spec/tls")) {
                 add(format!("/spec/tls/{i}/secretName"), "Secret");
             }
+            // ingress-nginx annotations that name a Secret or ConfigMap of the Ingress's
+            // namespace (kustomize's table; `/` is `~1` in a JSON pointer).
+            for (annotation, named) in [
+                ("ingress.kubernetes.io~1auth-secret", "Secret"),
+                ("nginx.ingress.kubernetes.io~1auth-secret", "Secret"),
+                ("nginx.ingress.kubernetes.io~1auth-tls-secret", "Secret"),
+                (
+                    "nginx.ingress.kubernetes.io~1fastcgi-params-configmap",
+                    "ConfigMap",
+                ),
+            ] {
+                add(format!("/metadata/annotations/{annotation}"), named);
+            }
         }
         "ServiceAccount" => {
             for (i, _) in array(object.get("secrets")) {
@@ -1935,6 +2055,9 @@ fn references_of(object: &Value) -> Vec<Reference> {
                 Some("Deployment") => add("/spec/scaleTargetRef/name".into(), "Deployment"),
                 Some("StatefulSet") => add("/spec/scaleTargetRef/name".into(), "StatefulSet"),
                 Some("ReplicaSet") => add("/spec/scaleTargetRef/name".into(), "ReplicaSet"),
+                Some("ReplicationController") => {
+                    add("/spec/scaleTargetRef/name".into(), "ReplicationController")
+                }
                 _ => {}
             }
         }
@@ -2056,6 +2179,46 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(objects[0].name(), "x-c");
+    }
+
+    #[test]
+    fn kustomize_refusals_are_refused() {
+        const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        // An apiVersion other than the kind's (kustomize: "apiVersion for Kustomization
+        // should be kustomize.config.k8s.io/v1beta1").
+        for (kustomization, component) in [
+            ("apiVersion: v1\nresources: [cm.yaml]\n", ""),
+            (
+                "resources: [cm.yaml]\ncomponents: [comp]\n",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Component\n",
+            ),
+        ] {
+            let error = build_tree(&[
+                ("kustomization.yaml", kustomization),
+                ("cm.yaml", CM),
+                ("comp/kustomization.yaml", component),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("apiVersion"), "{error}");
+        }
+        // An overlay under its base naming the base's directory: kustomize's "cycle detected:
+        // candidate root contains visited root".
+        let error = build_tree(&[
+            ("kustomization.yaml", "resources: [app/overlays/prod]\n"),
+            ("app/kustomization.yaml", "resources: [cm.yaml]\n"),
+            ("app/cm.yaml", CM),
+            (
+                "app/overlays/prod/kustomization.yaml",
+                "resources: [../..]\n",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("app/kustomization.yaml: resources: cycle"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -46,6 +46,17 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
     }
 }
 
+/// The second list-map key kyaml merges these lists by (the API's
+/// `x-kubernetes-list-map-keys`): `53/UDP` and `53/TCP` are two ports. It only tells elements
+/// apart when both carry it; when either lacks it kyaml matches on the first key alone.
+fn secondary_key(field: &str) -> Option<&'static str> {
+    match field {
+        "ports" => Some("protocol"),
+        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
+        _ => None,
+    }
+}
+
 /// Applies a strategic merge patch to `target` in place.
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
     match (target, patch) {
@@ -68,7 +79,9 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
         return Ok(());
     }
     for (key, patch_value) in patch {
-        if key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/") {
+        // kustomize's merge (kyaml) knows no `$setElementOrder/<list>`: it copies the field
+        // into the object like any other, so it is merged as data here too.
+        if key == "$patch" || key == "$retainKeys" {
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
@@ -101,21 +114,32 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
 }
 
 fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(), String> {
-    // `- $patch: replace` anywhere in the patch list replaces the whole list.
-    if patch
+    let replace_all = patch
         .iter()
-        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
-    {
-        *target = patch
-            .iter()
-            .filter(|e| e.get("$patch").is_none())
-            .map(strip_directives)
-            .collect();
-        return Ok(());
-    }
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
     match list_strategy(field, target) {
+        // A list without merge semantics is replaced by the patch's list as it stands: kyaml
+        // keeps even a `- $patch: replace` element in it (a `$patch` element is a directive
+        // only in lists that merge).
         ListStrategy::Replace => {
-            *target = patch.iter().map(strip_directives).collect();
+            *target = patch
+                .iter()
+                .map(|e| {
+                    if e.get("$patch").is_some() {
+                        e.clone()
+                    } else {
+                        strip_directives(e)
+                    }
+                })
+                .collect();
+        }
+        // `- $patch: replace` anywhere in a merging patch list replaces the whole list.
+        _ if replace_all => {
+            *target = patch
+                .iter()
+                .filter(|e| e.get("$patch").is_none())
+                .map(strip_directives)
+                .collect();
         }
         ListStrategy::Union => {
             for element in patch {
@@ -125,8 +149,18 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
             }
         }
         ListStrategy::MergeByKey(key) => {
-            // Like apimachinery: the patch's elements come first, in patch order, then the
-            // original elements the patch did not mention.
+            // kyaml's order (observed with kustomize v5.5.0): in a list merged by one key the
+            // patch's elements come first, in patch order, then the original elements the
+            // patch did not mention; once any element carries the second key of a two-key
+            // list (`protocol` of ports) the merged elements stay where they were and only
+            // the new ones come first.
+            let second = secondary_key(field);
+            let in_place = second.is_some_and(|k| {
+                patch
+                    .iter()
+                    .chain(target.iter())
+                    .any(|e| e.get(k).is_some())
+            });
             let mut original = std::mem::take(target);
             let mut merged = Vec::with_capacity(original.len() + patch.len());
             for element in patch {
@@ -134,15 +168,27 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
                     return Err(format!("{field}: expected a list of maps"));
                 };
                 let Some(id) = element_map.get(key) else {
-                    return Err(format!("{field}: element has no merge key {key:?}"));
+                    // kyaml empties the whole list for such an element (observed with
+                    // kustomize v5.5.0), which is never what the patch's author meant.
+                    return Err(format!(
+                        "{field}: element has no merge key {key:?} (kustomize would empty \
+                         the whole list; give each element its {key:?})"
+                    ));
                 };
-                let position = original.iter().position(|e| e.get(key) == Some(id));
+                let position = original.iter().position(|e| {
+                    e.get(key) == Some(id)
+                        && second.is_none_or(|k| match (e.get(k), element_map.get(k)) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => true,
+                        })
+                });
                 let delete = element_map.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (position, delete) {
                     (Some(i), true) => {
                         original.remove(i);
                     }
                     (None, true) => {}
+                    (Some(i), false) if in_place => strategic_merge(&mut original[i], element)?,
                     (Some(i), false) => {
                         let mut existing = original.remove(i);
                         strategic_merge(&mut existing, element)?;
@@ -163,7 +209,9 @@ fn strip_directives(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
-                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .filter(|(k, v)| {
+                    (!k.starts_with('$') || k.starts_with("$setElementOrder/")) && !v.is_null()
+                })
                 .map(|(k, v)| (k.clone(), strip_directives(v)))
                 .collect(),
         ),
@@ -262,5 +310,59 @@ mod tests {
             target,
             json!({"spec": {"list": [3], "keep": 1, "map": {"c": 2}}})
         );
+    }
+
+    #[test]
+    fn atomic_lists_keep_directive_elements_and_set_element_order_is_data() {
+        // What kustomize v5.5.0 outputs for these (fixture 88): kyaml treats neither as a
+        // directive.
+        let mut target = deployment();
+        target["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "a"}]);
+        let patch = json!({"spec": {"template": {"spec": {
+            "tolerations": [{"$patch": "replace"}, {"key": "b"}],
+            "$setElementOrder/containers": [{"name": "sidecar"}, {"name": "app"}]
+        }}}});
+        strategic_merge(&mut target, &patch).unwrap();
+        let spec = &target["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["tolerations"],
+            json!([{"$patch": "replace"}, {"key": "b"}])
+        );
+        assert_eq!(
+            spec["$setElementOrder/containers"],
+            json!([{"name": "sidecar"}, {"name": "app"}])
+        );
+    }
+
+    #[test]
+    fn element_without_merge_key_is_refused() {
+        let mut target = deployment();
+        let patch = json!({"spec": {"template": {"spec": {
+            "volumes": [{"$patch": "delete", "emptyDir": {}}]
+        }}}});
+        let error = strategic_merge(&mut target, &patch).unwrap_err();
+        assert!(error.contains("no merge key \"name\""), "{error}");
+    }
+
+    #[test]
+    fn ports_of_one_number_and_two_protocols_are_two_elements() {
+        let mut target =
+            json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "dns"}]}});
+        let patch = json!({"spec": {"ports": [
+            {"port": 53, "protocol": "TCP", "name": "dns-tcp"}
+        ]}});
+        strategic_merge(&mut target, &patch).unwrap();
+        assert_eq!(
+            target["spec"]["ports"],
+            json!([{"port": 53, "protocol": "TCP", "name": "dns-tcp"},
+                   {"port": 53, "protocol": "UDP", "name": "dns"}])
+        );
+        // Without a protocol on one side the port number alone matches (the first such port);
+        // with protocols in the list a merged port keeps its place.
+        let patch = json!({"spec": {"ports": [{"port": 53, "targetPort": 5353}]}});
+        strategic_merge(&mut target, &patch).unwrap();
+        assert_eq!(target["spec"]["ports"][0]["targetPort"], 5353);
+        assert_eq!(target["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(target["spec"]["ports"].as_array().map(Vec::len), Some(2));
     }
 }

@@ -113,7 +113,7 @@ impl Level<'_> {
                 parse_documents(&text, self.file)?;
                 serde_saphyr::from_multiple_with_options::<PluginConfig>(
                     &text,
-                    crate::render::load::yaml_options(),
+                    crate::render::load::yaml_options(crate::render::load::Dialect::Kustomize),
                 )
                 .map_err(|e| invalid(e.to_string().lines().next().unwrap_or("").to_string()))
             }
