@@ -23,8 +23,26 @@ use flotilla::render::render_tree;
 const RUNS: usize = 5;
 
 fn main() {
-    let kustomize = reference_kustomize();
     let dir = tempfile::tempdir().expect("temporary directory");
+    // FLOTILLA_BENCH_PROFILE=<apps>: only Flotilla's build of one generated overlay, in a
+    // loop, for a profiler (`perf record`); no kustomize, no comparison.
+    if let Some(apps) = std::env::var("FLOTILLA_BENCH_PROFILE")
+        .ok()
+        .and_then(|a| a.parse().ok())
+    {
+        write_tree(dir.path(), apps);
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let rendered = render_tree(dir.path(), Path::new("overlays/staging")).expect("render");
+            println!(
+                "{} objects in {:.1} ms",
+                rendered.objects.len(),
+                ms(start.elapsed())
+            );
+        }
+        return;
+    }
+    let kustomize = reference_kustomize();
     // (name, repository root, overlay below it)
     let mut cases: Vec<(String, PathBuf, PathBuf)> = Vec::new();
     for apps in [100, 500] {

@@ -142,31 +142,33 @@ impl Object {
         Object { value, origin }
     }
 
-    fn str_at(&self, pointer: &str) -> &str {
-        self.value
-            .pointer(pointer)
+    /// The string at a path of keys, empty when missing. (Not `Value::pointer`: it allocates
+    /// per segment, and these accessors run in every comparison of a build.)
+    fn str_at(&self, path: &[&str]) -> &str {
+        path.iter()
+            .try_fold(&self.value, |value, key| value.get(key))
             .and_then(Value::as_str)
             .unwrap_or("")
     }
 
     /// `apiVersion`, empty when missing.
     pub fn api_version(&self) -> &str {
-        self.str_at("/apiVersion")
+        self.str_at(&["apiVersion"])
     }
 
     /// `kind`, empty when missing.
     pub fn kind(&self) -> &str {
-        self.str_at("/kind")
+        self.str_at(&["kind"])
     }
 
     /// `metadata.name`, empty when missing.
     pub fn name(&self) -> &str {
-        self.str_at("/metadata/name")
+        self.str_at(&["metadata", "name"])
     }
 
     /// `metadata.namespace`, empty when missing.
     pub fn namespace(&self) -> &str {
-        self.str_at("/metadata/namespace")
+        self.str_at(&["metadata", "namespace"])
     }
 
     /// The API group (empty for the core group).

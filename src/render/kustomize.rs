@@ -716,15 +716,22 @@ impl Level<'_> {
     }
 
     fn append(&mut self, incoming: Vec<Resource>) -> Result<(), RenderError> {
+        let mut known: BTreeMap<crate::object::ObjectRef, usize> = self
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.object.object_ref(), i))
+            .collect();
         for resource in incoming {
             let id = resource.object.object_ref();
-            if let Some(existing) = self.resources.iter().find(|r| r.object.object_ref() == id) {
+            if let Some(&existing) = known.get(&id) {
                 return Err(RenderError::Duplicate {
                     object: id,
-                    first: existing.object.origin.clone(),
+                    first: self.resources[existing].object.origin.clone(),
                     second: resource.object.origin.clone(),
                 });
             }
+            known.insert(id, self.resources.len());
             self.resources.push(resource);
         }
         Ok(())
