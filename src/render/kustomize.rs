@@ -334,7 +334,7 @@ impl FieldSpecEntry {
 }
 
 /// A `configurations` file: field specs added to kustomize's built-in ones. Sections that
-/// would change where names, prefixes or namespaces go are refused by name (see `read_config`).
+/// would move name prefixes or suffixes are refused by name (see `read_config`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TransformerConfig {
@@ -1148,13 +1148,38 @@ impl Level<'_> {
     // ----- transformers -----
 
     fn set_namespace(&mut self, namespace: &str) {
-        self.set_namespace_where(namespace, false);
+        // `configurations` may name more namespace fields (kubebuilder's webhook
+        // clientConfig.service.namespace); kustomize's `namespace` writes those too.
+        let specs = self.config.namespace.clone();
+        self.set_namespace_where(namespace, false, &specs);
     }
 
-    /// Sets the namespace of every namespaced object (with `unset_only`, of those without one).
-    fn set_namespace_where(&mut self, namespace: &str, unset_only: bool) {
+    /// Sets the namespace of every namespaced object (with `unset_only`, of those without one),
+    /// and at the other fields `specs` name (in any object they apply to, cluster-scoped too).
+    fn set_namespace_where(&mut self, namespace: &str, unset_only: bool, specs: &[FieldSpecEntry]) {
+        // kustomize handles metadata.namespace, a Namespace's name and binding subjects itself
+        // (below); only the other specs are plain fields to set.
+        let extra: Vec<FieldSpecEntry> = specs
+            .iter()
+            .filter(|s| {
+                let binding = matches!(
+                    s.kind.as_deref(),
+                    Some("RoleBinding" | "ClusterRoleBinding")
+                );
+                s.path != "metadata/namespace"
+                    && s.path != "metadata/name"
+                    && !(binding && s.path == "subjects")
+            })
+            .cloned()
+            .collect();
         let scopes = Scopes::from_objects(self.resources.iter().map(|r| &r.object));
         for resource in &mut self.resources {
+            visit_field_specs(&mut resource.object, &extra, &mut |slot| {
+                let unset = slot.as_str().is_none_or(str::is_empty);
+                if !unset_only || unset {
+                    *slot = Value::String(namespace.to_string());
+                }
+            });
             let object = &resource.object;
             if unset_only && !object.namespace().is_empty() {
                 continue;
@@ -1369,12 +1394,11 @@ impl Level<'_> {
         let field = format!("configurations[{index}]");
         let (path, text) = self.read_relative(reference)?;
         let config: TransformerConfig = typed_document(&text, &path)?;
-        // Where names, prefixes and namespaces go is kustomize's own table here; a file that
-        // moves them would be silently half-applied, so it is refused.
+        // Where prefixes and suffixes go is kustomize's own table here; a file that moves them
+        // would be silently half-applied, so it is refused. Namespace fields are honoured.
         for (section, specs, default) in [
             ("namePrefix", &config.name_prefix, "metadata/name"),
             ("nameSuffix", &config.name_suffix, "metadata/name"),
-            ("namespace", &config.namespace, "metadata/namespace"),
         ] {
             if let Some(spec) = specs.iter().find(|s| s.path != default) {
                 return Err(self.error(

@@ -24,7 +24,10 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         | "env"
         | "volumes"
         | "imagePullSecrets"
-        | "resourceClaims" => ListStrategy::MergeByKey("name"),
+        | "resourceClaims"
+        // A ServiceAccount's `secrets`; webhook configurations' `webhooks`.
+        | "secrets"
+        | "webhooks" => ListStrategy::MergeByKey("name"),
         "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
         "hostAliases" => ListStrategy::MergeByKey("ip"),
@@ -32,7 +35,8 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         "readinessGates" => ListStrategy::MergeByKey("conditionType"),
         "conditions" => ListStrategy::MergeByKey("type"),
         "ownerReferences" => ListStrategy::MergeByKey("uid"),
-        // Container ports merge by containerPort, Service ports by port.
+        // Container ports merge by containerPort, Service ports by port (and by protocol too
+        // once an element names one: `merge_by_two_keys`).
         "ports" => {
             let container_ports = elements.iter().any(|e| e.get("containerPort").is_some());
             if container_ports {
@@ -46,21 +50,20 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
     }
 }
 
-/// The second list-map key kyaml merges these lists by (the API's
-/// `x-kubernetes-list-map-keys`): `53/UDP` and `53/TCP` are two ports. It only tells elements
-/// apart when both carry it; when either lacks it kyaml matches on the first key alone.
-fn secondary_key(field: &str) -> Option<&'static str> {
-    match field {
-        "ports" => Some("protocol"),
-        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
-        _ => None,
-    }
-}
-
 /// Applies a strategic merge patch to `target` in place.
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
     match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => merge_map(target, patch),
+        (Value::Object(target), Value::Object(patch)) => {
+            merge_map(target, patch)?;
+            // A ServiceAccount's `imagePullSecrets` has no merge key (a pod's has `name`):
+            // the patch's list replaces it.
+            if target.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                && let Some(list @ Value::Array(_)) = patch.get("imagePullSecrets")
+            {
+                target.insert("imagePullSecrets".into(), strip_directives(list));
+            }
+            Ok(())
+        }
         (target, patch) => {
             *target = strip_directives(patch);
             Ok(())
@@ -148,19 +151,20 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
                 }
             }
         }
-        ListStrategy::MergeByKey(key) => {
-            // kyaml's order (observed with kustomize v5.5.0): in a list merged by one key the
-            // patch's elements come first, in patch order, then the original elements the
-            // patch did not mention; once any element carries the second key of a two-key
-            // list (`protocol` of ports) the merged elements stay where they were and only
-            // the new ones come first.
-            let second = secondary_key(field);
-            let in_place = second.is_some_and(|k| {
-                patch
+        ListStrategy::MergeByKey(key)
+            if second_key(field).is_some_and(|second| {
+                target
                     .iter()
-                    .chain(target.iter())
-                    .any(|e| e.get(k).is_some())
-            });
+                    .chain(patch)
+                    .any(|e| !text(e, second).is_empty())
+            }) =>
+        {
+            let keys = [key, second_key(field).unwrap_or_default()];
+            *target = merge_by_two_keys(field, std::mem::take(target), patch, keys)?;
+        }
+        ListStrategy::MergeByKey(key) => {
+            // kyaml's order (observed with kustomize v5.5.0): the patch's elements come first,
+            // in patch order, then the original elements the patch did not mention.
             let mut original = std::mem::take(target);
             let mut merged = Vec::with_capacity(original.len() + patch.len());
             for element in patch {
@@ -175,20 +179,13 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
                          the whole list; give each element its {key:?})"
                     ));
                 };
-                let position = original.iter().position(|e| {
-                    e.get(key) == Some(id)
-                        && second.is_none_or(|k| match (e.get(k), element_map.get(k)) {
-                            (Some(a), Some(b)) => a == b,
-                            _ => true,
-                        })
-                });
+                let position = original.iter().position(|e| e.get(key) == Some(id));
                 let delete = element_map.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (position, delete) {
                     (Some(i), true) => {
                         original.remove(i);
                     }
                     (None, true) => {}
-                    (Some(i), false) if in_place => strategic_merge(&mut original[i], element)?,
                     (Some(i), false) => {
                         let mut existing = original.remove(i);
                         strategic_merge(&mut existing, element)?;
@@ -202,6 +199,137 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The text of a scalar field of a list element, `""` when missing (kyaml's ElementValuesList).
+fn text(element: &Value, key: &str) -> String {
+    match element.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// kyaml's ElementSetter test: the element has each key that `values` gives (`""` only asks
+/// for the field to be there), with that value.
+fn setter_matches(element: &Value, keys: &[&str; 2], values: &[String]) -> bool {
+    values
+        .iter()
+        .zip(keys)
+        .all(|(value, key)| match element.get(*key) {
+            None | Some(Value::Null) => false,
+            Some(_) => value.is_empty() || text(element, key) == *value,
+        })
+}
+
+/// The second of the two list-map keys of the Kubernetes schema kustomize merges with.
+fn second_key(field: &str) -> Option<&'static str> {
+    match field {
+        "ports" => Some("protocol"),
+        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
+        _ => None,
+    }
+}
+
+/// Merges a list with two list-map keys (ports: port or containerPort and protocol; spread
+/// constraints: topologyKey and whenUnsatisfiable) once some element has the second: kustomize's
+/// kyaml then keys elements by both (walk/associative_sequence.go), with its quirks kept: a
+/// patch element without the second key does not reach an original element that has it (the
+/// patch is dropped), an original element without it shadows a patch element with it, and new
+/// patch elements come first, then the original ones in their order.
+fn merge_by_two_keys(
+    field: &str,
+    original: Vec<Value>,
+    patch: &[Value],
+    keys: [&str; 2],
+) -> Result<Vec<Value>, String> {
+    if original.iter().chain(patch).any(|e| !e.is_object()) {
+        return Err(format!("{field}: expected a list of maps"));
+    }
+    // Every (key, protocol) pair, the patch's first; then kyaml's mergeValues: two pairs that
+    // share a value and do not conflict where both are set become one.
+    let mut pairs: Vec<[String; 2]> = Vec::new();
+    for pair in patch
+        .iter()
+        .chain(&original)
+        .map(|e| keys.map(|k| text(e, k)))
+    {
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    for i in 0..pairs.len() {
+        for j in 0..pairs.len() {
+            let (a, b) = (&pairs[i], &pairs[j]);
+            let common = (0..2).any(|n| a[n] == b[n]);
+            let conflict = (0..2).any(|n| a[n] != b[n] && !a[n].is_empty() && !b[n].is_empty());
+            if common && !conflict {
+                let merged = [0, 1].map(|n| {
+                    if a[n].is_empty() {
+                        b[n].clone()
+                    } else {
+                        a[n].clone()
+                    }
+                });
+                pairs[i] = merged.clone();
+                pairs[j] = merged;
+            }
+        }
+    }
+    // The elements a pair reaches: each of its non-empty values present and equal.
+    let found_by = |e: &Value, pair: &[String; 2]| {
+        pair.iter().any(|v| !v.is_empty())
+            && (0..2).all(|n| pair[n].is_empty() || text(e, keys[n]) == pair[n])
+    };
+    let mut dest = original;
+    let mut items: Vec<Value> = Vec::new();
+    for pair in &pairs {
+        let at = dest.iter().position(|e| found_by(e, pair));
+        let from_patch = patch.iter().find(|e| found_by(e, pair));
+        let delete = from_patch
+            .and_then(|p| p.get("$patch"))
+            .and_then(Value::as_str)
+            == Some("delete");
+        let merged = match (at, from_patch) {
+            (_, Some(_)) if delete => None,
+            (Some(i), Some(p)) => {
+                strategic_merge(&mut dest[i], p)?;
+                Some(dest[i].clone())
+            }
+            (Some(i), None) => Some(dest[i].clone()),
+            (None, Some(p)) => Some(strip_directives(p)),
+            (None, None) => None,
+        };
+        let Some(merged) = merged.filter(|m| m.as_object().is_some_and(|m| !m.is_empty())) else {
+            dest.retain(|e| !setter_matches(e, &keys, pair));
+            continue;
+        };
+        // ElementSetter: replace what the pair matches, else append.
+        let mut replaced = false;
+        for item in items.iter_mut().filter(|e| setter_matches(e, &keys, pair)) {
+            *item = merged.clone();
+            replaced = true;
+        }
+        if !replaced {
+            items.push(merged);
+        }
+    }
+    // kyaml's appendListNode: each original element (merged in place) moves to the end, after
+    // removing what its present keys match; one lacking a key is appended once more first.
+    for element in dest {
+        let mut present = Vec::new();
+        for key in keys {
+            if element.get(key).is_some_and(|v| !v.is_null()) {
+                present.push(text(&element, key));
+            } else {
+                items.push(element.clone());
+            }
+        }
+        items.retain(|e| !setter_matches(e, &keys, &present));
+        items.push(element);
+    }
+    Ok(items)
 }
 
 /// A patch value with its `$patch`-style directives and nulls removed, for inserting as new.
@@ -357,12 +485,67 @@ mod tests {
             json!([{"port": 53, "protocol": "TCP", "name": "dns-tcp"},
                    {"port": 53, "protocol": "UDP", "name": "dns"}])
         );
-        // Without a protocol on one side the port number alone matches (the first such port);
-        // with protocols in the list a merged port keeps its place.
+        // A patch port without a protocol reaches neither (kustomize v5.5.0 drops it).
+        let before = target.clone();
         let patch = json!({"spec": {"ports": [{"port": 53, "targetPort": 5353}]}});
         strategic_merge(&mut target, &patch).unwrap();
-        assert_eq!(target["spec"]["ports"][0]["targetPort"], 5353);
-        assert_eq!(target["spec"]["ports"][0]["protocol"], "TCP");
-        assert_eq!(target["spec"]["ports"].as_array().map(Vec::len), Some(2));
+        assert_eq!(target, before);
+    }
+
+    #[test]
+    fn lists_with_two_keys_merge_like_kyaml() {
+        // Each case as kustomize v5.5 builds it: (original, patch, result).
+        let cases = [
+            // No protocol anywhere: merged by port.
+            (
+                json!([{"port": 80, "name": "a"}]),
+                json!([{"port": 80, "name": "b"}]),
+                json!([{"port": 80, "name": "b"}]),
+            ),
+            // A patch port without the original's protocol is dropped.
+            (
+                json!([{"port": 80, "protocol": "TCP", "name": "a"}]),
+                json!([{"port": 80, "name": "b"}]),
+                json!([{"port": 80, "protocol": "TCP", "name": "a"}]),
+            ),
+            // An original port without a protocol shadows the patch's.
+            (
+                json!([{"port": 80, "name": "a"}]),
+                json!([{"port": 80, "protocol": "TCP", "name": "b"}]),
+                json!([{"port": 80, "name": "a"}]),
+            ),
+            // New ports first, then the original ones in their order (merged in place).
+            (
+                json!([{"port": 80, "name": "a"}, {"port": 443, "name": "s"}]),
+                json!([{"port": 443, "name": "b"}, {"port": 53, "protocol": "UDP", "name": "d"}]),
+                json!([{"port": 53, "protocol": "UDP", "name": "d"}, {"port": 80, "name": "a"},
+                    {"port": 443, "name": "b"}]),
+            ),
+            (
+                json!([{"port": 80, "protocol": "TCP"}]),
+                json!([{"port": 80, "protocol": "TCP", "$patch": "delete"}]),
+                json!([]),
+            ),
+        ];
+        let mut target = json!({"topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule"}]});
+        let patch = json!({"topologySpreadConstraints": [
+            {"topologyKey": "zone", "maxSkew": 2},
+            {"topologyKey": "host", "maxSkew": 3, "whenUnsatisfiable": "ScheduleAnyway"}]});
+        strategic_merge(&mut target, &patch).unwrap();
+        assert_eq!(
+            target["topologySpreadConstraints"],
+            json!([
+                {"maxSkew": 3, "topologyKey": "host", "whenUnsatisfiable": "ScheduleAnyway"},
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule"}
+            ])
+        );
+        for (original, patch, expected) in cases {
+            let mut target = json!({"spec": {"ports": original}});
+            strategic_merge(&mut target, &json!({"spec": {"ports": patch}})).unwrap();
+            assert_eq!(target["spec"]["ports"], expected, "patch {patch}");
+        }
     }
 }
