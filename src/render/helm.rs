@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::RenderError;
-use super::load::{Repo, parse_objects};
+use super::load::{Dialect, Repo, parse_objects_with};
 use crate::object::{Object, Origin};
 
 /// The environment variable naming the helm binary.
@@ -414,12 +414,13 @@ impl ChartSet<'_> {
             .map_err(|problem| self.error(&field, problem))?;
         let text = String::from_utf8(output)
             .map_err(|_| self.error(&field, "helm template wrote output that is not UTF-8"))?;
-        let objects = parse_objects(&text, &self.file.join(&field)).map_err(|error| {
-            self.error(
-                &field,
-                format!("helm template output is not usable: {error}"),
-            )
-        })?;
+        let objects = parse_objects_with(&text, &self.file.join(&field), Dialect::Kustomize)
+            .map_err(|error| {
+                self.error(
+                    &field,
+                    format!("helm template output is not usable: {error}"),
+                )
+            })?;
         Ok(objects
             .into_iter()
             .map(|object| Object::new(object.value, Origin::generated(self.file)))

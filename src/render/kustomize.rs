@@ -49,6 +49,7 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
     var_references.extend(config.var_reference);
     declared_vars.resolve(&mut resources, &var_references)?;
     for resource in &mut resources {
+        whole_floats_as_integers(&mut resource.object.value);
         // kustomize writes no empty (or null) `metadata.annotations`; empty labels stay.
         let metadata = resource.object.metadata_mut();
         if metadata
@@ -57,8 +58,47 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         {
             metadata.remove("annotations");
         }
+        // kustomize rewrites every object's annotations as strings when it strips its build
+        // annotations (Resource.RemoveBuildAnnotations), so an unquoted `scrape: true` or
+        // `port: 8080` comes out quoted. It keeps the YAML text; Flotilla has the parsed value,
+        // which gives the same text for booleans, plain integers and decimals, and `""` for an
+        // empty value (kustomize writes a literal `null` as "null").
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            for value in annotations.values_mut() {
+                let text = match &*value {
+                    Value::String(_) => continue,
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Null | Value::Array(_) | Value::Object(_) => String::new(),
+                };
+                *value = Value::String(text);
+            }
+        }
     }
     Ok(resources.into_iter().map(|r| r.object).collect())
+}
+
+/// kustomize's objects pass through JSON (`map[string]interface{}`), where a number is a
+/// float64 written without a fraction when it has none: `1.0` and `1e3` come out as `1` and
+/// `1000`.
+fn whole_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| < 2^53, and a whole number.
+                *value = json!(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// An object during a build, with the names it had before (kustomize's "previous ids").
@@ -612,8 +652,7 @@ fn accumulate(
         config: accumulated.config,
     };
 
-    // Resources and bases, each base fully built first; then components, each on everything
-    // accumulated so far.
+    // Resources and bases, each base fully built first.
     for reference in kustomization.resources.iter().chain(&kustomization.bases) {
         let path = repo.resolve(dir, reference, &file)?;
         if repo.absolute(&path).is_dir() {
@@ -633,24 +672,12 @@ fn accumulate(
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
     }
-    for reference in &kustomization.components {
-        let path = repo.resolve(dir, reference, &file)?;
-        let so_far = Accumulated {
-            resources: std::mem::take(&mut build.resources),
-            config: std::mem::take(&mut build.config),
-        };
-        let with_component =
-            accumulate(repo, &path, stack, declared_vars, Role::Component, so_far)?;
-        build.resources = with_component.resources;
-        build.config = with_component.config;
-    }
-    stack.pop();
     for (index, reference) in kustomization.configurations.iter().enumerate() {
         let config = build.read_config(reference, index)?;
         build.config.merge(config);
     }
 
-    // Generators, then the transformers in kustomize's order.
+    // Generators, components, then the transformers in kustomize's order.
     let options = &kustomization.generator_options;
     build.generate(
         &kustomization.config_map_generator,
@@ -673,6 +700,20 @@ fn accumulate(
     )?;
     build.append(inflated.into_iter().map(Resource::new).collect())?;
     build.run_plugin_configs(&kustomization.generators, "generators")?;
+    // Components after the generators, before the transformers (kustomize's accumulateTarget):
+    // each runs on everything gathered so far, generated objects included.
+    for reference in &kustomization.components {
+        let path = repo.resolve(dir, reference, &file)?;
+        let so_far = Accumulated {
+            resources: std::mem::take(&mut build.resources),
+            config: std::mem::take(&mut build.config),
+        };
+        let with_component =
+            accumulate(repo, &path, stack, declared_vars, Role::Component, so_far)?;
+        build.resources = with_component.resources;
+        build.config = with_component.config;
+    }
+    stack.pop();
     build.patch_strategic_merge(&kustomization.patches_strategic_merge)?;
     build.patch(&kustomization.patches, "patches")?;
     if let Some(namespace) = &kustomization.namespace {
@@ -1604,6 +1645,7 @@ static LABEL_SELECTOR_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::La
             "spec/jobTemplate/spec/selector/matchLabels",
             false,
         ),
+        spec(&["Job"], "spec/selector/matchLabels", false),
         spec(&["PodDisruptionBudget"], "spec/selector/matchLabels", false),
         spec(&["NetworkPolicy"], "spec/podSelector/matchLabels", false),
         spec(
@@ -1617,20 +1659,22 @@ static LABEL_SELECTOR_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::La
             false,
         ),
     ];
+    // kustomize labels affinity and spread selectors of Deployments and StatefulSets only.
+    let affine: &'static [&'static str] = &["Deployment", "StatefulSet"];
     for affinity in ["podAffinity", "podAntiAffinity"] {
         specs.push(spec(
-            workloads,
+            affine,
             &format!("spec/template/spec/affinity/{affinity}/preferredDuringSchedulingIgnoredDuringExecution/podAffinityTerm/labelSelector/matchLabels"),
             false,
         ));
         specs.push(spec(
-            workloads,
+            affine,
             &format!("spec/template/spec/affinity/{affinity}/requiredDuringSchedulingIgnoredDuringExecution/labelSelector/matchLabels"),
             false,
         ));
     }
     specs.push(spec(
-        workloads,
+        affine,
         "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
         false,
     ));
@@ -1908,6 +1952,22 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                 && scopes.is_cluster_scoped(&referrer_group, &referrer_kind);
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
+            // A RoleBinding subject without a namespace may also name a ServiceAccount of any
+            // namespace another ServiceAccount subject of the binding names (kustomize's
+            // SubsetThatCouldBeReferencedByResource).
+            let subject_namespaces: Vec<&str> = if referrer.object.kind() == "RoleBinding"
+                && reference.kind == "ServiceAccount"
+                && reference.namespace.is_none()
+            {
+                array(referrer.object.value.get("subjects"))
+                    .filter(|(_, s)| {
+                        s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                    })
+                    .filter_map(|(_, s)| s.get("namespace").and_then(Value::as_str))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let candidates: Vec<&Resource> = resources
                 .iter()
                 // kustomize's name references name a group and version; an object without
@@ -1921,6 +1981,7 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                     cluster_scoped
                         || from_cluster
                         || same_namespace(r.object.namespace(), &namespace)
+                        || subject_namespaces.contains(&r.object.namespace())
                         || r.identities()
                             .any(|(n, ns)| n == current && same_namespace(ns, &namespace))
                 })
@@ -2304,6 +2365,77 @@ mod tests {
         assert_eq!(
             canonical_field_names("NamePrefix: a-\npatchesJSON6902: []\ndata:\n  Resources: x\n"),
             "namePrefix: a-\npatchesJson6902: []\ndata:\n  Resources: x\n"
+        );
+    }
+
+    #[test]
+    fn configured_namespace_fields_are_set_and_webhooks_follow_their_service() {
+        let objects = build_tree(&[
+            (
+                "kustomization.yaml",
+                "namespace: ops\nnamePrefix: p-\nresources: [r.yaml]\nconfigurations: [c.yaml]\n",
+            ),
+            (
+                "c.yaml",
+                "namespace:\n- {kind: MyHook, path: spec/target/namespace, create: true}\n",
+            ),
+            (
+                "r.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata: {name: hook, namespace: system}\n---\n\
+                 apiVersion: example.com/v1\nkind: MyHook\nmetadata: {name: h}\n---\n\
+                 apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+                 metadata: {name: v}\nwebhooks:\n- name: v.example.com\n  \
+                 clientConfig: {service: {name: hook, namespace: system}}\n",
+            ),
+        ])
+        .unwrap();
+        let by_kind = |kind: &str| objects.iter().find(|o| o.kind() == kind).unwrap();
+        assert_eq!(
+            by_kind("MyHook").value["spec"]["target"]["namespace"],
+            "ops"
+        );
+        assert_eq!(
+            by_kind("ValidatingWebhookConfiguration").value["webhooks"][0]["clientConfig"]["service"],
+            json!({"name": "p-hook", "namespace": "ops"})
+        );
+    }
+
+    #[test]
+    fn generators_run_before_the_components_of_their_kustomization() {
+        // kustomize v5.5 runs a kustomization's generators before its components: a component
+        // merges into what the overlay generates, and the overlay cannot merge into what a
+        // component generates (kustomize: "does not exist; cannot merge or replace").
+        const COMPONENT: &str = "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n";
+        let objects = build_tree(&[
+            (
+                "kustomization.yaml",
+                "configMapGenerator:\n- {name: c, literals: [A=1]}\ncomponents: [comp]\n",
+            ),
+            (
+                "comp/kustomization.yaml",
+                &format!(
+                    "{COMPONENT}configMapGenerator:\n- {{name: c, behavior: merge, literals: [B=2]}}\n"
+                ),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(objects[0].value["data"], json!({"A": "1", "B": "2"}));
+        let error = build_tree(&[
+            (
+                "kustomization.yaml",
+                "configMapGenerator:\n- {name: c, behavior: replace, literals: [A=1]}\n\
+                 components: [comp]\n",
+            ),
+            (
+                "comp/kustomization.yaml",
+                &format!("{COMPONENT}configMapGenerator:\n- {{name: c, literals: [B=2]}}\n"),
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("configMapGenerator[0]") && error.contains("no ConfigMap named \"c\""),
+            "{error}"
         );
     }
 
