@@ -233,7 +233,7 @@ impl FieldSpecEntry {
 }
 
 /// A `configurations` file: field specs added to kustomize's built-in ones. Sections that
-/// would change where names, prefixes or namespaces go are refused by name (see `read_config`).
+/// would change where prefixes or suffixes go are refused by name (see `read_config`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TransformerConfig {
@@ -318,7 +318,8 @@ struct PatchEntry {
     options: Option<BTreeMap<String, bool>>,
 }
 
-/// Which objects a patch applies to; names and namespaces are anchored regular expressions.
+/// Which objects a patch applies to; every field but the selectors is an anchored regular
+/// expression.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Target {
@@ -478,8 +479,7 @@ fn accumulate(
         config: accumulated.config,
     };
 
-    // Resources and bases, each base fully built first; then components, each on everything
-    // accumulated so far.
+    // Resources and bases, each base fully built first.
     for reference in kustomization.resources.iter().chain(&kustomization.bases) {
         let path = repo.resolve(dir, reference, &file)?;
         if repo.absolute(&path).is_dir() {
@@ -498,24 +498,13 @@ fn accumulate(
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
     }
-    for reference in &kustomization.components {
-        let path = repo.resolve(dir, reference, &file)?;
-        let so_far = Accumulated {
-            resources: std::mem::take(&mut build.resources),
-            config: std::mem::take(&mut build.config),
-        };
-        let with_component =
-            accumulate(repo, &path, stack, declared_vars, Role::Component, so_far)?;
-        build.resources = with_component.resources;
-        build.config = with_component.config;
-    }
-    stack.pop();
     for (index, reference) in kustomization.configurations.iter().enumerate() {
         let config = build.read_config(reference, index)?;
         build.config.merge(config);
     }
 
-    // Generators, then the transformers in kustomize's order.
+    // Generators: this level's own run before its components (kustomize v5.5's
+    // accumulateTarget), so a component patches, labels and merges into what they generate.
     let options = &kustomization.generator_options;
     build.generate(
         &kustomization.config_map_generator,
@@ -538,6 +527,21 @@ fn accumulate(
     )?;
     build.append(inflated.into_iter().map(Resource::new).collect())?;
     build.run_plugin_configs(&kustomization.generators, "generators")?;
+    // Components, each on everything accumulated and generated so far.
+    for reference in &kustomization.components {
+        let path = repo.resolve(dir, reference, &file)?;
+        let so_far = Accumulated {
+            resources: std::mem::take(&mut build.resources),
+            config: std::mem::take(&mut build.config),
+        };
+        let with_component =
+            accumulate(repo, &path, stack, declared_vars, Role::Component, so_far)?;
+        build.resources = with_component.resources;
+        build.config = with_component.config;
+    }
+    stack.pop();
+
+    // The transformers in kustomize's order.
     build.patch_strategic_merge(&kustomization.patches_strategic_merge)?;
     build.patch(&kustomization.patches, "patches")?;
     if let Some(namespace) = &kustomization.namespace {
@@ -844,8 +848,22 @@ impl Level<'_> {
             regex_lite::Regex::new(&format!("^(?:{pattern})$"))
                 .map_err(|e| self.error(format!("{field}.target"), e.to_string()))
         };
-        let name = target.name.as_deref().map(regex).transpose()?;
-        let namespace = target.namespace.as_deref().map(regex).transpose()?;
+        // kustomize's SelectorRegex: group, version, kind, name and namespace are all anchored
+        // regular expressions (`kind: StatefulSet|Deployment`), and an empty one selects all.
+        let pattern = |field: &Option<String>| {
+            field
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(regex)
+                .transpose()
+        };
+        let (group, version, kind) = (
+            pattern(&target.group)?,
+            pattern(&target.version)?,
+            pattern(&target.kind)?,
+        );
+        let name = pattern(&target.name)?;
+        let namespace = pattern(&target.namespace)?;
         let selector = |s: &Option<String>| {
             s.as_deref()
                 .map(parse_label_selector)
@@ -857,10 +875,10 @@ impl Level<'_> {
         let mut selected = Vec::new();
         for (i, resource) in self.resources.iter().enumerate() {
             let object = &resource.object;
-            let (group, version) = split_api_version(object.api_version());
-            let gvk_ok = target.group.as_deref().is_none_or(|g| g == group)
-                && target.version.as_deref().is_none_or(|v| v == version)
-                && target.kind.as_deref().is_none_or(|k| k == object.kind());
+            let (g, v) = split_api_version(object.api_version());
+            let gvk_ok = group.as_ref().is_none_or(|re| re.is_match(g))
+                && version.as_ref().is_none_or(|re| re.is_match(v))
+                && kind.as_ref().is_none_or(|re| re.is_match(object.kind()));
             let name_ok = name
                 .as_ref()
                 .is_none_or(|re| resource.identities().any(|(n, _)| re.is_match(n)));
@@ -999,13 +1017,38 @@ impl Level<'_> {
     // ----- transformers -----
 
     fn set_namespace(&mut self, namespace: &str) {
-        self.set_namespace_where(namespace, false);
+        // `configurations` may name more namespace fields (kubebuilder's webhook
+        // clientConfig.service.namespace); kustomize's `namespace` writes those too.
+        let specs = self.config.namespace.clone();
+        self.set_namespace_where(namespace, false, &specs);
     }
 
-    /// Sets the namespace of every namespaced object (with `unset_only`, of those without one).
-    fn set_namespace_where(&mut self, namespace: &str, unset_only: bool) {
+    /// Sets the namespace of every namespaced object (with `unset_only`, of those without one),
+    /// and at the other fields `specs` name (in any object they apply to, cluster-scoped too).
+    fn set_namespace_where(&mut self, namespace: &str, unset_only: bool, specs: &[FieldSpecEntry]) {
+        // kustomize handles metadata.namespace, a Namespace's name and binding subjects itself
+        // (above and below); only the other specs are plain fields to set.
+        let extra: Vec<FieldSpecEntry> = specs
+            .iter()
+            .filter(|s| {
+                let binding = matches!(
+                    s.kind.as_deref(),
+                    Some("RoleBinding" | "ClusterRoleBinding")
+                );
+                s.path != "metadata/namespace"
+                    && s.path != "metadata/name"
+                    && !(binding && s.path == "subjects")
+            })
+            .cloned()
+            .collect();
         let scopes = Scopes::from_objects(self.resources.iter().map(|r| &r.object));
         for resource in &mut self.resources {
+            visit_field_specs(&mut resource.object, &extra, &mut |slot| {
+                let unset = slot.as_str().is_none_or(str::is_empty);
+                if !unset_only || unset {
+                    *slot = Value::String(namespace.to_string());
+                }
+            });
             let object = &resource.object;
             if unset_only && !object.namespace().is_empty() {
                 continue;
@@ -1208,12 +1251,11 @@ impl Level<'_> {
         let field = format!("configurations[{index}]");
         let (path, text) = self.read_relative(reference)?;
         let config: TransformerConfig = typed_document(&text, &path)?;
-        // Where names, prefixes and namespaces go is kustomize's own table here; a file that
-        // moves them would be silently half-applied, so it is refused.
+        // Where prefixes and suffixes go is kustomize's own table here; a file that moves them
+        // would be silently half-applied, so it is refused. Namespace fields are honoured.
         for (section, specs, default) in [
             ("namePrefix", &config.name_prefix, "metadata/name"),
             ("nameSuffix", &config.name_suffix, "metadata/name"),
-            ("namespace", &config.namespace, "metadata/namespace"),
         ] {
             if let Some(spec) = specs.iter().find(|s| s.path != default) {
                 return Err(self.error(
@@ -1714,7 +1756,11 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                 .namespace
                 .clone()
                 .unwrap_or_else(|| referrer.object.namespace().to_string());
-            let cluster_scoped = scopes.is_cluster_scoped("", &reference.kind);
+            // A cluster-scoped referrer (a webhook configuration) may name an object in any
+            // namespace, unless its field says which (kustomize's sameCurrentNamespaceAsReferrer).
+            let cluster_scoped = scopes.is_cluster_scoped("", &reference.kind)
+                || (reference.namespace.is_none()
+                    && scopes.is_cluster_scoped(referrer.object.group(), referrer.object.kind()));
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
             let candidates: Vec<&Resource> = resources
@@ -1767,6 +1813,10 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
 
 fn references_of(object: &Value) -> Vec<Reference> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let mut refs = Vec::new();
     let mut add = |pointer: String, kind: &'static str| {
         refs.push(Reference {
@@ -1818,6 +1868,28 @@ fn references_of(object: &Value) -> Vec<Reference> {
                 Some("ReplicaSet") => add("/spec/scaleTargetRef/name".into(), "ReplicaSet"),
                 _ => {}
             }
+        }
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+            if api_version.starts_with("admissionregistration.k8s.io/") =>
+        {
+            // kustomize's `webhooks/clientConfig/service` is a map: the name follows the
+            // Service, looked up in the map's namespace if it has one, and so does the namespace.
+            for (i, webhook) in array(object.get("webhooks")) {
+                if let Some(service) = webhook.pointer("/clientConfig/service") {
+                    refs.push(Reference {
+                        pointer: format!("/webhooks/{i}/clientConfig/service/name"),
+                        kind: "Service".into(),
+                        namespace: service
+                            .get("namespace")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        namespace_follows: true,
+                    });
+                }
+            }
+        }
+        "APIService" if api_version.starts_with("apiregistration.k8s.io/") => {
+            add("/spec/service/name".into(), "Service");
         }
         "RoleBinding" | "ClusterRoleBinding" => {
             match object.pointer("/roleRef/kind").and_then(Value::as_str) {
@@ -1960,6 +2032,77 @@ mod tests {
         assert!(
             error.contains("c.yaml") && error.contains("commonLabel"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn generators_run_before_the_components_of_their_kustomization() {
+        // kustomize v5.5 runs a kustomization's generators before its components: a component
+        // merges into what the overlay generates, and the overlay cannot merge into what a
+        // component generates (kustomize: "does not exist; cannot merge or replace").
+        const COMPONENT: &str = "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n";
+        let objects = build_tree(&[
+            (
+                "kustomization.yaml",
+                "configMapGenerator:\n- {name: c, literals: [A=1]}\ncomponents: [comp]\n",
+            ),
+            (
+                "comp/kustomization.yaml",
+                &format!(
+                    "{COMPONENT}configMapGenerator:\n- {{name: c, behavior: merge, literals: [B=2]}}\n"
+                ),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(objects[0].value["data"], json!({"A": "1", "B": "2"}));
+        let error = build_tree(&[
+            (
+                "kustomization.yaml",
+                "configMapGenerator:\n- {name: c, behavior: replace, literals: [A=1]}\n\
+                 components: [comp]\n",
+            ),
+            (
+                "comp/kustomization.yaml",
+                &format!("{COMPONENT}configMapGenerator:\n- {{name: c, literals: [B=2]}}\n"),
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("configMapGenerator[0]") && error.contains("no ConfigMap named \"c\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn configured_namespace_fields_are_set_and_webhooks_follow_their_service() {
+        let objects = build_tree(&[
+            (
+                "kustomization.yaml",
+                "namespace: ops\nnamePrefix: p-\nresources: [r.yaml]\nconfigurations: [c.yaml]\n",
+            ),
+            (
+                "c.yaml",
+                "namespace:\n- {kind: MyHook, path: spec/target/namespace, create: true}\n",
+            ),
+            (
+                "r.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata: {name: hook, namespace: system}\n---\n\
+                 apiVersion: example.com/v1\nkind: MyHook\nmetadata: {name: h}\n---\n\
+                 apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+                 metadata: {name: v}\nwebhooks:\n- name: v.example.com\n  \
+                 clientConfig: {service: {name: hook, namespace: system}}\n",
+            ),
+        ])
+        .unwrap();
+        let by_kind = |kind: &str| objects.iter().find(|o| o.kind() == kind).unwrap();
+        assert_eq!(
+            by_kind("MyHook").value["spec"]["target"]["namespace"],
+            "ops"
+        );
+        assert_eq!(
+            by_kind("ValidatingWebhookConfiguration").value["webhooks"][0]["clientConfig"]["service"],
+            json!({"name": "p-hook", "namespace": "ops"})
         );
     }
 

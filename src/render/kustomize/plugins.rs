@@ -189,7 +189,11 @@ impl Level<'_> {
                 let Some(namespace) = config.metadata.namespace.as_deref() else {
                     return Err(self.error(format!("{field}.metadata.namespace"), "missing"));
                 };
-                self.set_namespace_where(namespace, config.unset_only.unwrap_or(false));
+                self.set_namespace_where(
+                    namespace,
+                    config.unset_only.unwrap_or(false),
+                    &config.field_specs,
+                );
                 Ok(())
             }
             "ImageTagTransformer" => {
