@@ -20,7 +20,8 @@ use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
 use crate::object::{
-    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, split_api_version,
+    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
+    split_api_version,
 };
 
 // Child modules reach `Level`, `Resource` and `Target` without widening them.
@@ -1829,8 +1830,62 @@ fn references_of(object: &Value) -> Vec<Reference> {
     for (kind, pointer) in pod_references(object) {
         add(pointer, kind);
     }
+    // kustomize's other built-in name references (konfig/builtinpluginconsts/namereference.go).
+    if let Some(pod) = pod_spec_pointer(kind).filter(|_| kind != "ReplicaSet") {
+        add(format!("{pod}/priorityClassName"), "PriorityClass");
+    }
     match kind {
-        "StatefulSet" => add("/spec/serviceName".into(), "Service"),
+        "PodTemplate" => {
+            // A PodTemplate's pod spec names ConfigMaps and Secrets only (kustomize's table).
+            let pod = json!({"kind": "Pod", "spec": object.pointer("/template/spec")});
+            for (kind, pointer) in pod_references(&pod) {
+                if kind == "ConfigMap" || kind == "Secret" {
+                    add(format!("/template{pointer}"), kind);
+                }
+            }
+        }
+        "Role" | "ClusterRole" => {
+            for (i, rule) in array(object.get("rules")) {
+                for (j, _) in array(rule.get("resourceNames")) {
+                    let pointer = format!("/rules/{i}/resourceNames/{j}");
+                    add(pointer.clone(), "ConfigMap");
+                    add(pointer.clone(), "Secret");
+                    if kind == "ClusterRole" {
+                        add(pointer, "PersistentVolume");
+                    }
+                }
+            }
+        }
+        "PersistentVolumeClaim" => {
+            add("/spec/volumeName".into(), "PersistentVolume");
+            add("/spec/storageClassName".into(), "StorageClass");
+        }
+        "PersistentVolume" => {
+            add("/spec/storageClassName".into(), "StorageClass");
+            add("/spec/azureFile/secretName".into(), "Secret");
+        }
+        "StorageClass" => {
+            for key in [
+                "secretName",
+                "adminSecretName",
+                "userSecretName",
+                "secretRef",
+            ] {
+                add(format!("/parameters/{key}"), "Secret");
+            }
+        }
+        _ => {}
+    }
+    match kind {
+        "StatefulSet" => {
+            add("/spec/serviceName".into(), "Service");
+            for (i, _) in array(object.pointer("/spec/volumeClaimTemplates")) {
+                add(
+                    format!("/spec/volumeClaimTemplates/{i}/spec/storageClassName"),
+                    "StorageClass",
+                );
+            }
+        }
         "Ingress" => {
             add("/spec/defaultBackend/service/name".into(), "Service");
             add("/spec/backend/serviceName".into(), "Service");
@@ -1848,6 +1903,18 @@ fn references_of(object: &Value) -> Vec<Reference> {
             }
             for (i, _) in array(object.pointer("/spec/tls")) {
                 add(format!("/spec/tls/{i}/secretName"), "Secret");
+            }
+            // Annotation keys contain `/`, escaped as `~1` in a JSON pointer.
+            for (annotation, kind) in [
+                ("ingress.kubernetes.io~1auth-secret", "Secret"),
+                ("nginx.ingress.kubernetes.io~1auth-secret", "Secret"),
+                ("nginx.ingress.kubernetes.io~1auth-tls-secret", "Secret"),
+                (
+                    "nginx.ingress.kubernetes.io~1fastcgi-params-configmap",
+                    "ConfigMap",
+                ),
+            ] {
+                add(format!("/metadata/annotations/{annotation}"), kind);
             }
         }
         "ServiceAccount" => {
