@@ -57,6 +57,25 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         {
             metadata.remove("annotations");
         }
+        // kustomize rewrites every object's annotations as strings when it strips its build
+        // annotations (Resource.RemoveBuildAnnotations), so an unquoted `scrape: true` or
+        // `port: 8080` comes out quoted. It keeps the YAML text; Flotilla has the parsed value,
+        // which gives the same text for booleans, plain integers and decimals, and `""` for an
+        // empty value (kustomize writes a literal `null` as "null").
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            for value in annotations.values_mut() {
+                let text = match &*value {
+                    Value::String(_) => continue,
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Null | Value::Array(_) | Value::Object(_) => String::new(),
+                };
+                *value = Value::String(text);
+            }
+        }
     }
     Ok(resources.into_iter().map(|r| r.object).collect())
 }

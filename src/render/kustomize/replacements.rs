@@ -69,8 +69,9 @@ struct FieldOptions {
     create: bool,
 }
 
-/// An id selector as a patch [`Target`]: names and namespaces matched exactly, like
-/// kustomize's `ResId.IsSelectedBy` (the patch matcher reads them as regular expressions).
+/// An id selector as a patch [`Target`]: group, version, kind, name and namespace matched
+/// exactly, like kustomize's `ResId.IsSelectedBy` (the patch matcher reads them as regular
+/// expressions, so each is escaped).
 fn id_target(
     group: &Option<String>,
     version: &Option<String>,
@@ -83,11 +84,10 @@ fn id_target(
             .filter(|s| !s.is_empty())
             .map(regex_lite::escape)
     };
-    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     Target {
-        group: nonempty(group),
-        version: nonempty(version),
-        kind: nonempty(kind),
+        group: exact(group),
+        version: exact(version),
+        kind: exact(kind),
         name: exact(name),
         namespace: exact(namespace),
         label_selector: None,
