@@ -1481,6 +1481,7 @@ static LABEL_SELECTOR_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::La
             "spec/jobTemplate/spec/selector/matchLabels",
             false,
         ),
+        spec(&["Job"], "spec/selector/matchLabels", false),
         spec(&["PodDisruptionBudget"], "spec/selector/matchLabels", false),
         spec(&["NetworkPolicy"], "spec/podSelector/matchLabels", false),
         spec(
@@ -1494,20 +1495,22 @@ static LABEL_SELECTOR_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::La
             false,
         ),
     ];
+    // kustomize labels affinity and spread selectors of Deployments and StatefulSets only.
+    let affine: &'static [&'static str] = &["Deployment", "StatefulSet"];
     for affinity in ["podAffinity", "podAntiAffinity"] {
         specs.push(spec(
-            workloads,
+            affine,
             &format!("spec/template/spec/affinity/{affinity}/preferredDuringSchedulingIgnoredDuringExecution/podAffinityTerm/labelSelector/matchLabels"),
             false,
         ));
         specs.push(spec(
-            workloads,
+            affine,
             &format!("spec/template/spec/affinity/{affinity}/requiredDuringSchedulingIgnoredDuringExecution/labelSelector/matchLabels"),
             false,
         ));
     }
     specs.push(spec(
-        workloads,
+        affine,
         "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
         false,
     ));
