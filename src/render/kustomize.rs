@@ -1786,12 +1786,29 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                     && scopes.is_cluster_scoped(referrer.object.group(), referrer.object.kind()));
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
+            // A RoleBinding subject without a namespace may also name a ServiceAccount of any
+            // namespace another ServiceAccount subject of the binding names (kustomize's
+            // SubsetThatCouldBeReferencedByResource).
+            let subject_namespaces: Vec<&str> = if referrer.object.kind() == "RoleBinding"
+                && reference.kind == "ServiceAccount"
+                && reference.namespace.is_none()
+            {
+                array(referrer.object.value.get("subjects"))
+                    .filter(|(_, s)| {
+                        s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                    })
+                    .filter_map(|(_, s)| s.get("namespace").and_then(Value::as_str))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let candidates: Vec<&Resource> = resources
                 .iter()
                 .filter(|r| r.object.kind() == reference.kind && r.known_as(&current))
                 .filter(|r| {
                     cluster_scoped
                         || same_namespace(r.object.namespace(), &namespace)
+                        || subject_namespaces.contains(&r.object.namespace())
                         || r.identities()
                             .any(|(n, ns)| n == current && same_namespace(ns, &namespace))
                 })
