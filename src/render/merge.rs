@@ -32,7 +32,8 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         "readinessGates" => ListStrategy::MergeByKey("conditionType"),
         "conditions" => ListStrategy::MergeByKey("type"),
         "ownerReferences" => ListStrategy::MergeByKey("uid"),
-        // Container ports merge by containerPort, Service ports by port.
+        // Container ports merge by containerPort, Service ports by port (and by protocol too
+        // once an element names one: `merge_ports`).
         "ports" => {
             let container_ports = elements.iter().any(|e| e.get("containerPort").is_some());
             if container_ports {
@@ -124,6 +125,15 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
                 }
             }
         }
+        ListStrategy::MergeByKey(key)
+            if field == "ports"
+                && target
+                    .iter()
+                    .chain(patch)
+                    .any(|e| !text(e, "protocol").is_empty()) =>
+        {
+            *target = merge_ports(std::mem::take(target), patch, key)?;
+        }
         ListStrategy::MergeByKey(key) => {
             // Like apimachinery: the patch's elements come first, in patch order, then the
             // original elements the patch did not mention.
@@ -156,6 +166,123 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The text of a scalar field of a list element, `""` when missing (kyaml's ElementValuesList).
+fn text(element: &Value, key: &str) -> String {
+    match element.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// kyaml's ElementSetter test: the element has each key that `values` gives (`""` only asks
+/// for the field to be there), with that value.
+fn setter_matches(element: &Value, keys: &[&str; 2], values: &[String]) -> bool {
+    values
+        .iter()
+        .zip(keys)
+        .all(|(value, key)| match element.get(*key) {
+            None | Some(Value::Null) => false,
+            Some(_) => value.is_empty() || text(element, key) == *value,
+        })
+}
+
+/// Merges container or Service ports once some element names a `protocol`: kustomize's kyaml
+/// then keys them by (`key`, protocol) (walk/associative_sequence.go), with its quirks kept:
+/// a patch element without a protocol does not reach an original element that has one (the
+/// patch is dropped), an original element without a protocol shadows a patch element with
+/// one, and new patch elements come first, then the original ones in their order.
+fn merge_ports(original: Vec<Value>, patch: &[Value], key: &str) -> Result<Vec<Value>, String> {
+    if original.iter().chain(patch).any(|e| !e.is_object()) {
+        return Err("ports: expected a list of maps".into());
+    }
+    let keys = [key, "protocol"];
+    // Every (key, protocol) pair, the patch's first; then kyaml's mergeValues: two pairs that
+    // share a value and do not conflict where both are set become one.
+    let mut pairs: Vec<[String; 2]> = Vec::new();
+    for pair in patch
+        .iter()
+        .chain(&original)
+        .map(|e| keys.map(|k| text(e, k)))
+    {
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    for i in 0..pairs.len() {
+        for j in 0..pairs.len() {
+            let (a, b) = (&pairs[i], &pairs[j]);
+            let common = (0..2).any(|n| a[n] == b[n]);
+            let conflict = (0..2).any(|n| a[n] != b[n] && !a[n].is_empty() && !b[n].is_empty());
+            if common && !conflict {
+                let merged = [0, 1].map(|n| {
+                    if a[n].is_empty() {
+                        b[n].clone()
+                    } else {
+                        a[n].clone()
+                    }
+                });
+                pairs[i] = merged.clone();
+                pairs[j] = merged;
+            }
+        }
+    }
+    // The elements a pair reaches: each of its non-empty values present and equal.
+    let found_by = |e: &Value, pair: &[String; 2]| {
+        pair.iter().any(|v| !v.is_empty())
+            && (0..2).all(|n| pair[n].is_empty() || text(e, keys[n]) == pair[n])
+    };
+    let mut dest = original;
+    let mut items: Vec<Value> = Vec::new();
+    for pair in &pairs {
+        let at = dest.iter().position(|e| found_by(e, pair));
+        let from_patch = patch.iter().find(|e| found_by(e, pair));
+        let delete = from_patch
+            .and_then(|p| p.get("$patch"))
+            .and_then(Value::as_str)
+            == Some("delete");
+        let merged = match (at, from_patch) {
+            (_, Some(_)) if delete => None,
+            (Some(i), Some(p)) => {
+                strategic_merge(&mut dest[i], p)?;
+                Some(dest[i].clone())
+            }
+            (Some(i), None) => Some(dest[i].clone()),
+            (None, Some(p)) => Some(strip_directives(p)),
+            (None, None) => None,
+        };
+        let Some(merged) = merged.filter(|m| m.as_object().is_some_and(|m| !m.is_empty())) else {
+            dest.retain(|e| !setter_matches(e, &keys, pair));
+            continue;
+        };
+        // ElementSetter: replace what the pair matches, else append.
+        let mut replaced = false;
+        for item in items.iter_mut().filter(|e| setter_matches(e, &keys, pair)) {
+            *item = merged.clone();
+            replaced = true;
+        }
+        if !replaced {
+            items.push(merged);
+        }
+    }
+    // kyaml's appendListNode: each original element (merged in place) moves to the end, after
+    // removing what its present keys match; one lacking a key is appended once more first.
+    for element in dest {
+        let mut present = Vec::new();
+        for key in keys {
+            if element.get(key).is_some_and(|v| !v.is_null()) {
+                present.push(text(&element, key));
+            } else {
+                items.push(element.clone());
+            }
+        }
+        items.retain(|e| !setter_matches(e, &keys, &present));
+        items.push(element);
+    }
+    Ok(items)
 }
 
 /// A patch value with its `$patch`-style directives and nulls removed, for inserting as new.
@@ -262,5 +389,47 @@ mod tests {
             target,
             json!({"spec": {"list": [3], "keep": 1, "map": {"c": 2}}})
         );
+    }
+
+    #[test]
+    fn ports_with_protocols_merge_like_kyaml() {
+        // Each case as kustomize v5.5 builds it: (original, patch, result).
+        let cases = [
+            // No protocol anywhere: merged by port.
+            (
+                json!([{"port": 80, "name": "a"}]),
+                json!([{"port": 80, "name": "b"}]),
+                json!([{"port": 80, "name": "b"}]),
+            ),
+            // A patch port without the original's protocol is dropped.
+            (
+                json!([{"port": 80, "protocol": "TCP", "name": "a"}]),
+                json!([{"port": 80, "name": "b"}]),
+                json!([{"port": 80, "protocol": "TCP", "name": "a"}]),
+            ),
+            // An original port without a protocol shadows the patch's.
+            (
+                json!([{"port": 80, "name": "a"}]),
+                json!([{"port": 80, "protocol": "TCP", "name": "b"}]),
+                json!([{"port": 80, "name": "a"}]),
+            ),
+            // New ports first, then the original ones in their order (merged in place).
+            (
+                json!([{"port": 80, "name": "a"}, {"port": 443, "name": "s"}]),
+                json!([{"port": 443, "name": "b"}, {"port": 53, "protocol": "UDP", "name": "d"}]),
+                json!([{"port": 53, "protocol": "UDP", "name": "d"}, {"port": 80, "name": "a"},
+                    {"port": 443, "name": "b"}]),
+            ),
+            (
+                json!([{"port": 80, "protocol": "TCP"}]),
+                json!([{"port": 80, "protocol": "TCP", "$patch": "delete"}]),
+                json!([]),
+            ),
+        ];
+        for (original, patch, expected) in cases {
+            let mut target = json!({"spec": {"ports": original}});
+            strategic_merge(&mut target, &json!({"spec": {"ports": patch}})).unwrap();
+            assert_eq!(target["spec"]["ports"], expected, "patch {patch}");
+        }
     }
 }
