@@ -33,7 +33,7 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         "conditions" => ListStrategy::MergeByKey("type"),
         "ownerReferences" => ListStrategy::MergeByKey("uid"),
         // Container ports merge by containerPort, Service ports by port (and by protocol too
-        // once an element names one: `merge_ports`).
+        // once an element names one: `merge_by_two_keys`).
         "ports" => {
             let container_ports = elements.iter().any(|e| e.get("containerPort").is_some());
             if container_ports {
@@ -126,13 +126,15 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
             }
         }
         ListStrategy::MergeByKey(key)
-            if field == "ports"
-                && target
+            if second_key(field).is_some_and(|second| {
+                target
                     .iter()
                     .chain(patch)
-                    .any(|e| !text(e, "protocol").is_empty()) =>
+                    .any(|e| !text(e, second).is_empty())
+            }) =>
         {
-            *target = merge_ports(std::mem::take(target), patch, key)?;
+            let keys = [key, second_key(field).unwrap_or_default()];
+            *target = merge_by_two_keys(field, std::mem::take(target), patch, keys)?;
         }
         ListStrategy::MergeByKey(key) => {
             // Like apimachinery: the patch's elements come first, in patch order, then the
@@ -190,16 +192,30 @@ fn setter_matches(element: &Value, keys: &[&str; 2], values: &[String]) -> bool 
         })
 }
 
-/// Merges container or Service ports once some element names a `protocol`: kustomize's kyaml
-/// then keys them by (`key`, protocol) (walk/associative_sequence.go), with its quirks kept:
-/// a patch element without a protocol does not reach an original element that has one (the
-/// patch is dropped), an original element without a protocol shadows a patch element with
-/// one, and new patch elements come first, then the original ones in their order.
-fn merge_ports(original: Vec<Value>, patch: &[Value], key: &str) -> Result<Vec<Value>, String> {
-    if original.iter().chain(patch).any(|e| !e.is_object()) {
-        return Err("ports: expected a list of maps".into());
+/// The second of the two list-map keys of the Kubernetes schema kustomize merges with.
+fn second_key(field: &str) -> Option<&'static str> {
+    match field {
+        "ports" => Some("protocol"),
+        "topologySpreadConstraints" => Some("whenUnsatisfiable"),
+        _ => None,
     }
-    let keys = [key, "protocol"];
+}
+
+/// Merges a list with two list-map keys (ports: port or containerPort and protocol; spread
+/// constraints: topologyKey and whenUnsatisfiable) once some element has the second: kustomize's
+/// kyaml then keys elements by both (walk/associative_sequence.go), with its quirks kept: a
+/// patch element without the second key does not reach an original element that has it (the
+/// patch is dropped), an original element without it shadows a patch element with it, and new
+/// patch elements come first, then the original ones in their order.
+fn merge_by_two_keys(
+    field: &str,
+    original: Vec<Value>,
+    patch: &[Value],
+    keys: [&str; 2],
+) -> Result<Vec<Value>, String> {
+    if original.iter().chain(patch).any(|e| !e.is_object()) {
+        return Err(format!("{field}: expected a list of maps"));
+    }
     // Every (key, protocol) pair, the patch's first; then kyaml's mergeValues: two pairs that
     // share a value and do not conflict where both are set become one.
     let mut pairs: Vec<[String; 2]> = Vec::new();
@@ -392,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_with_protocols_merge_like_kyaml() {
+    fn lists_with_two_keys_merge_like_kyaml() {
         // Each case as kustomize v5.5 builds it: (original, patch, result).
         let cases = [
             // No protocol anywhere: merged by port.
@@ -426,6 +442,21 @@ mod tests {
                 json!([]),
             ),
         ];
+        let mut target = json!({"topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule"}]});
+        let patch = json!({"topologySpreadConstraints": [
+            {"topologyKey": "zone", "maxSkew": 2},
+            {"topologyKey": "host", "maxSkew": 3, "whenUnsatisfiable": "ScheduleAnyway"}]});
+        strategic_merge(&mut target, &patch).unwrap();
+        assert_eq!(
+            target["topologySpreadConstraints"],
+            json!([
+                {"maxSkew": 3, "topologyKey": "host", "whenUnsatisfiable": "ScheduleAnyway"},
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule"}
+            ])
+        );
         for (original, patch, expected) in cases {
             let mut target = json!({"spec": {"ports": original}});
             strategic_merge(&mut target, &json!({"spec": {"ports": patch}})).unwrap();
