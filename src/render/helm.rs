@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::RenderError;
-use super::load::{Repo, parse_objects};
+use super::load::{Repo, parse_kustomize_objects};
 use crate::object::{Object, Origin};
 
 /// The environment variable naming the helm binary.
@@ -414,7 +414,7 @@ impl ChartSet<'_> {
             .map_err(|problem| self.error(&field, problem))?;
         let text = String::from_utf8(output)
             .map_err(|_| self.error(&field, "helm template wrote output that is not UTF-8"))?;
-        let objects = parse_objects(&text, &self.file.join(&field)).map_err(|error| {
+        let objects = parse_kustomize_objects(&text, &self.file.join(&field)).map_err(|error| {
             self.error(
                 &field,
                 format!("helm template output is not usable: {error}"),

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::load::{Repo, parse_documents};
+use super::load::{Repo, parse_documents, parse_kustomize_documents};
 use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
@@ -49,6 +49,7 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
     var_references.extend(config.var_reference);
     declared_vars.resolve(&mut resources, &var_references)?;
     for resource in &mut resources {
+        whole_floats_as_integers(&mut resource.object.value);
         // kustomize writes no empty (or null) `metadata.annotations`; empty labels stay.
         let metadata = resource.object.metadata_mut();
         if metadata
@@ -78,6 +79,26 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         }
     }
     Ok(resources.into_iter().map(|r| r.object).collect())
+}
+
+/// kustomize's objects pass through JSON (`map[string]interface{}`), where a number is a
+/// float64 written without a fraction when it has none: `1.0` and `1e3` come out as `1` and
+/// `1000`.
+fn whole_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| < 2^53, and a whole number.
+                *value = json!(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// An object during a build, with the names it had before (kustomize's "previous ids").
@@ -514,7 +535,7 @@ fn accumulate(
             build.append(base.resources)?;
             build.config.merge(base.config);
         } else {
-            let objects = repo.load_objects(&path)?;
+            let objects = repo.load_kustomize_objects(&path)?;
             build.append(objects.into_iter().map(Resource::new).collect())?;
         }
     }
@@ -827,7 +848,7 @@ impl Level<'_> {
             } else {
                 self.read_relative(entry)?.1
             };
-            for (patch, _) in parse_documents(&text, self.file)? {
+            for (patch, _) in parse_kustomize_documents(&text, self.file)? {
                 self.apply_merge_patch(&patch, None, &field, &BTreeMap::new())?;
             }
         }
@@ -842,7 +863,7 @@ impl Level<'_> {
                 (None, Some(patch)) => patch.clone(),
                 _ => return Err(self.error(field, "needs exactly one of path and patch")),
             };
-            let documents = parse_documents(&text, self.file)?;
+            let documents = parse_kustomize_documents(&text, self.file)?;
             // A list is a JSON 6902 patch; maps are strategic merge patches.
             if let [(Value::Array(ops), _)] = documents.as_slice() {
                 let Some(target) = &entry.target else {

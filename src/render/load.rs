@@ -110,6 +110,12 @@ impl Repo {
         let text = self.read_to_string(relative)?;
         parse_objects(&text, relative)
     }
+
+    /// [`Repo::load_objects`] for a kustomization's resources (YAML 1.2 core booleans).
+    pub fn load_kustomize_objects(&self, relative: &Path) -> Result<Vec<Object>, RenderError> {
+        let text = self.read_to_string(relative)?;
+        parse_kustomize_objects(&text, relative)
+    }
 }
 
 fn looks_remote(reference: &str) -> bool {
@@ -138,10 +144,13 @@ fn normalize(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// The parser options every fleet file is read with.
-fn yaml_options() -> serde_saphyr::Options {
+/// The parser options every fleet file is read with. `yes`, `no`, `on`, `off`, `y` and `n`
+/// are booleans to kubectl (YAML 1.1) but strings to kustomize's kyaml (YAML 1.2 core
+/// booleans), so resources and patches of a kustomization are read with `core_booleans`.
+fn yaml_options(core_booleans: bool) -> serde_saphyr::Options {
     serde_saphyr::options! {
         legacy_octal_numbers: true,
+        strict_booleans: core_booleans,
         with_snippet: false,
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: MAX_REPLAYED_ALIAS_EVENTS,
@@ -152,14 +161,30 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// Parses YAML text into values, one per non-empty document, each with its starting line.
 pub fn parse_documents(text: &str, path: &Path) -> Result<Vec<(Value, usize)>, RenderError> {
+    parse_documents_with(text, path, false)
+}
+
+/// [`parse_documents`] as kustomize reads resources and patches (YAML 1.2 core booleans).
+pub fn parse_kustomize_documents(
+    text: &str,
+    path: &Path,
+) -> Result<Vec<(Value, usize)>, RenderError> {
+    parse_documents_with(text, path, true)
+}
+
+fn parse_documents_with(
+    text: &str,
+    path: &Path,
+    core_booleans: bool,
+) -> Result<Vec<(Value, usize)>, RenderError> {
     let documents: Vec<Spanned<Value>> =
-        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|error| {
-            RenderError::Yaml {
+        serde_saphyr::from_multiple_with_options(text, yaml_options(core_booleans)).map_err(
+            |error| RenderError::Yaml {
                 path: path.to_path_buf(),
                 line: error.location().map(|l| l.line() as usize).unwrap_or(0),
                 message: yaml_message(&error),
-            }
-        })?;
+            },
+        )?;
     let mut documents = documents;
     if let (Some(path), Some(last)) = (final_block_scalar(text), documents.last_mut())
         && let Some(Value::String(scalar)) = value_at_mut(&mut last.value, &path)
@@ -264,8 +289,17 @@ fn value_at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value
 
 /// Parses every YAML document of a file into objects; each must be a mapping with a kind.
 pub fn parse_objects(text: &str, path: &Path) -> Result<Vec<Object>, RenderError> {
+    objects_of(parse_documents(text, path)?, path)
+}
+
+/// [`parse_objects`] as kustomize reads resources (YAML 1.2 core booleans).
+pub fn parse_kustomize_objects(text: &str, path: &Path) -> Result<Vec<Object>, RenderError> {
+    objects_of(parse_kustomize_documents(text, path)?, path)
+}
+
+fn objects_of(documents: Vec<(Value, usize)>, path: &Path) -> Result<Vec<Object>, RenderError> {
     let mut objects = Vec::new();
-    for (index, (value, line)) in parse_documents(text, path)?.into_iter().enumerate() {
+    for (index, (value, line)) in documents.into_iter().enumerate() {
         let origin = Origin {
             path: path.to_path_buf(),
             document: index + 1,
@@ -346,6 +380,19 @@ mod tests {
         assert_eq!(value["mode"], 420);
         assert_eq!(value["flag"], true);
         assert_eq!(value["quoted"], "0644");
+    }
+
+    #[test]
+    fn kustomize_resources_keep_yaml_11_booleans_as_strings() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {a: yes, b: on, c: n}\nmode: 0644\nflag: True\n";
+        let objects = parse_kustomize_objects(text, Path::new("apps/x.yaml")).unwrap();
+        let value = &objects[0].value;
+        assert_eq!(
+            value["data"],
+            serde_json::json!({"a": "yes", "b": "on", "c": "n"})
+        );
+        assert_eq!(value["mode"], 420);
+        assert_eq!(value["flag"], true);
     }
 
     #[test]

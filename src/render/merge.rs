@@ -24,7 +24,10 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         | "env"
         | "volumes"
         | "imagePullSecrets"
-        | "resourceClaims" => ListStrategy::MergeByKey("name"),
+        | "resourceClaims"
+        // A ServiceAccount's `secrets`; webhook configurations' `webhooks`.
+        | "secrets"
+        | "webhooks" => ListStrategy::MergeByKey("name"),
         "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
         "hostAliases" => ListStrategy::MergeByKey("ip"),
@@ -50,7 +53,17 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
 /// Applies a strategic merge patch to `target` in place.
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
     match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => merge_map(target, patch),
+        (Value::Object(target), Value::Object(patch)) => {
+            merge_map(target, patch)?;
+            // A ServiceAccount's `imagePullSecrets` has no merge key (a pod's has `name`):
+            // the patch's list replaces it.
+            if target.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                && let Some(list @ Value::Array(_)) = patch.get("imagePullSecrets")
+            {
+                target.insert("imagePullSecrets".into(), strip_directives(list));
+            }
+            Ok(())
+        }
         (target, patch) => {
             *target = strip_directives(patch);
             Ok(())
