@@ -795,6 +795,15 @@ impl Level<'_> {
         global_options: &GeneratorOptions,
         field: &str,
     ) -> Result<(), RenderError> {
+        // Objects of this kind by every name they have had (a scan per generator was quadratic).
+        let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, resource) in self.resources.iter().enumerate() {
+            if resource.object.kind() == kind {
+                for (name, _) in resource.identities() {
+                    by_name.entry(name.to_string()).or_default().push(i);
+                }
+            }
+        }
         for (index, args) in list.iter().enumerate() {
             let field = format!("{field}[{index}]");
             let data = self.generator_data(args, kind == "Secret", &field)?;
@@ -806,10 +815,11 @@ impl Level<'_> {
                 .as_deref()
                 .filter(|b| matches!(*b, "merge" | "replace"))
                 .unwrap_or("create");
-            let existing = self.resources.iter().position(|r| {
-                r.object.kind() == kind
-                    && r.known_as(&args.name)
-                    && r.known_in_namespace(&namespace)
+            let existing = by_name.get(&args.name).and_then(|candidates| {
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|&i| self.resources[i].known_in_namespace(&namespace))
             });
             match (behavior, existing) {
                 ("create", None) => {
@@ -819,6 +829,10 @@ impl Level<'_> {
                         Origin::generated(self.file.to_path_buf()),
                     ));
                     resource.needs_hash = !options.disable_name_suffix_hash.unwrap_or(false);
+                    by_name
+                        .entry(args.name.clone())
+                        .or_default()
+                        .push(self.resources.len());
                     self.resources.push(resource);
                 }
                 ("create", Some(_)) => {
@@ -1390,25 +1404,36 @@ impl Level<'_> {
     }
 
     fn set_replicas(&mut self, replicas: &[ReplicaEntry]) {
-        for entry in replicas {
-            for resource in &mut self.resources {
-                if !resource.known_as(&entry.name) {
-                    continue;
-                }
-                let object = &mut resource.object;
-                let kind = object.kind();
-                let scalable = matches!(
-                    kind,
-                    "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
-                );
-                if scalable {
-                    map_at_path(&mut object.value, &["spec"])
-                        .insert("replicas".into(), json!(entry.count));
-                }
-                visit_field_specs(object, &self.config.replicas, &mut |slot| {
-                    *slot = json!(entry.count);
-                });
+        if replicas.is_empty() {
+            return;
+        }
+        // Entry index and count by name; a later entry for a name wins, as applying the list in
+        // order would (one pass over the objects, not one per entry).
+        let by_name: BTreeMap<&str, (usize, i64)> = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| (entry.name.as_str(), (i, entry.count)))
+            .collect();
+        for resource in &mut self.resources {
+            let Some(count) = resource
+                .identities()
+                .filter_map(|(name, _)| by_name.get(name))
+                .max_by_key(|(index, _)| *index)
+                .map(|(_, count)| *count)
+            else {
+                continue;
+            };
+            let object = &mut resource.object;
+            let scalable = matches!(
+                object.kind(),
+                "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
+            );
+            if scalable {
+                map_at_path(&mut object.value, &["spec"]).insert("replicas".into(), json!(count));
             }
+            visit_field_specs(object, &self.config.replicas, &mut |slot| {
+                *slot = json!(count);
+            });
         }
     }
 
@@ -1909,6 +1934,21 @@ struct Reference {
 /// Rewrites every reference to an object that was renamed during the build.
 fn fix_name_references(resources: &mut [Resource], configured: &[NameReference]) {
     let scopes = Scopes::from_objects(resources.iter().map(|r| &r.object));
+    // (kind, any name an object has had) -> the objects; names do not change below, only the
+    // fields that refer to them. (A scan of every object per reference was quadratic.)
+    let mut by_kind_and_name: std::collections::HashMap<(String, String), Vec<usize>> =
+        std::collections::HashMap::new();
+    for (j, resource) in resources.iter().enumerate() {
+        let kind = resource.object.kind();
+        for (name, _) in resource.identities() {
+            let entry = by_kind_and_name
+                .entry((kind.to_string(), name.to_string()))
+                .or_default();
+            if entry.last() != Some(&j) {
+                entry.push(j);
+            }
+        }
+    }
     for i in 0..resources.len() {
         let mut references = references_of(&resources[i].object.value);
         // Fields a `configurations` file says name objects (custom resources' references).
@@ -1968,15 +2008,15 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
             } else {
                 Vec::new()
             };
-            let candidates: Vec<&Resource> = resources
+            let named = by_kind_and_name
+                .get(&(reference.kind.clone(), current.clone()))
+                .map_or(&[][..], Vec::as_slice);
+            let candidates: Vec<&Resource> = named
                 .iter()
+                .map(|&j| &resources[j])
                 // kustomize's name references name a group and version; an object without
                 // an apiVersion is never one's target.
-                .filter(|r| {
-                    r.object.kind() == reference.kind
-                        && !r.object.api_version().is_empty()
-                        && r.known_as(&current)
-                })
+                .filter(|r| !r.object.api_version().is_empty())
                 .filter(|r| {
                     cluster_scoped
                         || from_cluster
