@@ -107,6 +107,9 @@ for name in sorted(table):
 say "Building flotilla (cargo build)"
 (cd "$repo_root" && cargo build --quiet)
 flotilla="$repo_root/target/debug/flotilla"
+# The example fleet's status-page app is a Helm chart: the agent inflates it with helm v3.
+FLOTILLA_HELM="$("$repo_root/tests/build-helm.sh")" || die "helm could not be built (tests/build-helm.sh)"
+export FLOTILLA_HELM
 
 say "Starting the example fleet's five member clusters (kube-apiserver, controller-manager, etcd)"
 note "The first run builds Kubernetes from Go modules once (7-15 minutes); later runs reuse it."
@@ -145,7 +148,7 @@ note "every cluster synced in $((($(now_ms) - started))) ms from the agent's sta
 
 say "flotilla status"
 "$flotilla" status --server "http://127.0.0.1:$port" || true
-say "Replicas in each cluster: nginx 60/40 -> 6/4, model-server 70/30 -> 7/3, batch-worker 80/20 -> 8/2"
+say "Replicas in each cluster: nginx 60/40 -> 6/4, model-server 70/30 -> 7/3, batch-worker 80/20 -> 8/2, status-status-page (a Helm chart) 2 each"
 show_divisions
 
 say "Committing a change: nginx from 10 to 20 replicas, announced by a webhook"

@@ -3,9 +3,14 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "support/tools.rs"]
+mod tools;
+
 fn flotilla(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(args)
+        // The example fleet's status-page app is a Helm chart.
+        .env("FLOTILLA_HELM", tools::helm())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run flotilla")

@@ -7,7 +7,12 @@ use flotilla::placement::{Plan, plan};
 use flotilla::render::render_tree;
 use serde_json::Value;
 
+#[path = "support/tools.rs"]
+mod tools;
+
 fn example_plan() -> Plan {
+    // The example's status-page app is a Helm chart.
+    tools::use_helm();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo");
     let rendered = render_tree(&root, Path::new(".")).expect("example renders");
     plan(&rendered).expect("example plans")
@@ -196,4 +201,51 @@ fn storage_pool_and_kustomize_app_land_with_their_crd_and_namespace() {
         .expect("generated ConfigMap");
     let referenced = serde_json::to_string(container(storefront)).unwrap();
     assert!(referenced.contains(config.name()), "{referenced}");
+}
+
+#[test]
+fn helm_chart_app_lands_on_production_clusters_with_its_region() {
+    let plan = example_plan();
+    assert_eq!(
+        replicas(&plan, "status-status-page"),
+        pairs(&[
+            ("cluster-frankfurt", 2),
+            ("cluster-hangzhou", 2),
+            ("cluster-shanghai", 2),
+            ("ondemand-cluster", 2),
+        ])
+    );
+    for (cluster, region) in [
+        ("cluster-frankfurt", "eu-central-1"),
+        ("cluster-hangzhou", "cn-east-1"),
+        ("cluster-shanghai", "cn-east-1"),
+        ("ondemand-cluster", "us-central1"),
+    ] {
+        let deployment = object(&plan, cluster, "Deployment", "status-status-page")
+            .unwrap_or_else(|| panic!("{cluster}: no status-status-page"));
+        assert_eq!(
+            container(deployment)["args"],
+            serde_json::json!([
+                "--regions-from=/etc/status/regions",
+                format!("--region={region}")
+            ]),
+            "{cluster}"
+        );
+        assert_eq!(
+            container(deployment)["image"],
+            "registry.example.com/status-page:4.2.1"
+        );
+        let regions = object(&plan, cluster, "ConfigMap", "status-status-page-regions")
+            .unwrap_or_else(|| panic!("{cluster}: no regions ConfigMap"));
+        // The chart's values, with valuesInline's us-central1 endpoint winning.
+        assert_eq!(
+            regions.value["data"],
+            serde_json::json!({
+                "cn-east-1": "https://status.cn.example.com",
+                "eu-central-1": "https://status.eu.example.com",
+                "us-central1": "https://status.us.example.com"
+            })
+        );
+    }
+    assert!(object(&plan, "spot-cluster", "Deployment", "status-status-page").is_none());
 }

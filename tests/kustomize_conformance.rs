@@ -12,12 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use flotilla::object::{Object, ObjectRef};
 use flotilla::render::load::{Dialect, parse_objects_with};
 use flotilla::render::render_tree;
 use serde_json::Value;
+
+#[path = "support/tools.rs"]
+mod tools;
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kustomize");
@@ -58,7 +60,7 @@ fn differences(case: &Path, ours: &[Object], theirs: &[Object]) -> String {
 }
 
 fn render(case: &Path) -> Vec<Object> {
-    helm_for_flotilla();
+    tools::use_helm();
     render_tree(case, Path::new("."))
         .unwrap_or_else(|e| panic!("{}: {e}", case.display()))
         .objects
@@ -94,49 +96,13 @@ fn overlays_render_like_kubectl_kustomize() {
 /// The reference kustomize binary, built once from the Go module proxy by
 /// `tests/build-kustomize.sh` (cached in ~/.cache/flotilla).
 fn reference_kustomize() -> String {
-    built_by("tests/build-kustomize.sh")
-}
-
-/// The helm v3 both kustomize and Flotilla inflate charts with (`tests/build-helm.sh`).
-fn reference_helm() -> &'static str {
-    static HELM: OnceLock<String> = OnceLock::new();
-    HELM.get_or_init(|| built_by("tests/build-helm.sh"))
-}
-
-/// Points Flotilla at [`reference_helm`] through `FLOTILLA_HELM`, once for the whole process
-/// and always to the same path, before any case is rendered.
-fn helm_for_flotilla() {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| {
-        let helm = reference_helm();
-        // SAFETY: set once, to one value, under the OnceLock; nothing in this test binary
-        // reads the environment through libc concurrently.
-        unsafe { std::env::set_var("FLOTILLA_HELM", helm) };
-    });
-}
-
-/// Runs a build script of tests/ that prints the path of the binary it built (or cached).
-fn built_by(script: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
-    let output = Command::new(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap_or_else(|error| panic!("running {}: {error}", script.display()));
-    assert!(
-        output.status.success(),
-        "{} failed: the comparison with kustomize cannot run",
-        script.display()
-    );
-    String::from_utf8(output.stdout)
-        .expect("a path")
-        .trim()
-        .to_string()
+    tools::built_by("tests/build-kustomize.sh")
 }
 
 /// What the reference kustomize builds from `dir` (with helm enabled).
 fn live_build(kustomize: &str, dir: &Path) -> Vec<Object> {
     let output = Command::new(kustomize)
-        .args(["build", "--enable-helm", "--helm-command", reference_helm()])
+        .args(["build", "--enable-helm", "--helm-command", tools::helm()])
         .arg(dir)
         .output()
         .unwrap();
@@ -165,12 +131,12 @@ fn fixtures_match_live_kustomize() {
     assert!(failures.is_empty(), "{failures}");
 }
 
-/// The Helm example fleet's chart app renders as kustomize inflates it.
+/// The example fleet's chart app renders as kustomize inflates it.
 #[test]
 fn helm_example_app_matches_live_kustomize() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/helm-chart");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo");
     let app = Path::new("apps/status-page");
-    helm_for_flotilla();
+    tools::use_helm();
     let ours = render_tree(&root, app)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .objects;

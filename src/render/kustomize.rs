@@ -1,11 +1,14 @@
-//! The kustomize subset Flotilla builds: resources, generators, patches, namespace, name
-//! prefix/suffix, labels, annotations, replicas and images, with kustomize v5's order and name
-//! references. Anything else in a kustomization is refused by name, never silently ignored.
+//! kustomize v5.5.0's build: resources, bases and components, generators (and Helm charts,
+//! `helm.rs`), patches, the field transformers, `configurations`, `replacements`, `vars` and
+//! the built-in plugin configs (`plugins.rs`), with kustomize's order and name references.
+//! What Flotilla does not build (remote bases, external plugins, `crds`, `openapi`, ...) is
+//! refused by name with the reason, never silently ignored.
 //!
-//! A build runs like kustomize's: each kustomization accumulates its resources (building its
-//! bases first), runs its generators, then its transformers in kustomize's fixed order. Only
-//! the top-level build adds content hashes to generated names and then rewrites the references
-//! to renamed objects, so that every level's renames are known by then.
+//! A build runs like kustomize's `accumulateTarget`: each kustomization accumulates its
+//! resources (building its bases first), reads its `configurations`, runs its generators,
+//! its components (on everything gathered so far), then its transformers in kustomize's fixed
+//! order. Only the top-level build adds content hashes to generated names, rewrites the
+//! references to renamed objects (every level's renames are known by then) and resolves vars.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,9 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
+#[path = "../support/tools.rs"]
+mod tools;
+
 /// The member clusters: the example fleet's names, so the example applies as written.
 pub const MEMBERS: [&str; 5] = [
     "cluster-hangzhou",
@@ -42,7 +45,12 @@ struct Supervisor {
 /// The shared clusters, started on first use.
 pub fn clusters() -> &'static Clusters {
     static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
-    CLUSTERS.get_or_init(|| Clusters::start(&MEMBERS))
+    CLUSTERS.get_or_init(|| {
+        // The example fleet's status-page app is a Helm chart: in-process syncs and the
+        // `flotilla` processes the tests start (which inherit it) find helm through this.
+        tools::use_helm();
+        Clusters::start(&MEMBERS)
+    })
 }
 
 impl Clusters {
