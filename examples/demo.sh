@@ -96,11 +96,12 @@ for line in sys.stdin:
     cluster, name, replicas = line.split()
     table.setdefault(name, {})[cluster] = replicas
 widths = [max(len(m), 3) + 2 for m in members]
-print("   %-22s" % "deployment" + "".join(m.rjust(w) for m, w in zip(members, widths)) + "   total")
+first = max([len("deployment")] + [len(n) for n in table])
+print("   " + "deployment".ljust(first) + "".join(m.rjust(w) for m, w in zip(members, widths)) + "   total")
 for name in sorted(table):
     row = table[name]
     total = sum(int(r) for r in row.values())
-    print("   %-22s" % name + "".join(row.get(m, "-").rjust(w) for m, w in zip(members, widths)) + "%8d" % total)
+    print("   " + name.ljust(first) + "".join(row.get(m, "-").rjust(w) for m, w in zip(members, widths)) + "%8d" % total)
 ' "${members[@]}"
 }
 
