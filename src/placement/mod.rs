@@ -7,6 +7,7 @@
 //! alone: it is reported in [`Plan::errors`] and every other resource is still planned.
 //! See DESIGN.md section 2 and the README for the exact rules.
 
+mod enums;
 mod overrides;
 mod schedule;
 pub mod types;
@@ -402,6 +403,7 @@ fn read_spec<T: DeserializeOwned>(object: &Object) -> Result<T, PlanError> {
         .get("spec")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    enums::check(object.kind(), &spec).map_err(|e| invalid(e.field, e.problem))?;
     serde_path_to_error::deserialize(spec).map_err(|error| {
         let path = error.path().to_string();
         let field = if path == "." {

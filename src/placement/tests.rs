@@ -929,3 +929,24 @@ fn a_template_without_replicas_stays_without_when_duplicated_and_counts_one_when
     ));
     assert_eq!(targets(&plan, "app"), [("member1".into(), Some(1))]);
 }
+
+#[test]
+fn mistyped_enum_values_are_refused_with_file_document_field_and_allowed_values() {
+    let policy = r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: web, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
+  placement:
+    replicaScheduling: {replicaSchedulingType: divided}
+"#;
+    let error = try_plan(&format!("{}---{policy}", deployment("web", "web", 4)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("fleet.yaml:28: document 3: ")
+            && error.contains("PropagationPolicy web: spec.placement.replicaScheduling.replicaSchedulingType: \"divided\" is not one of Duplicated, Divided"),
+        "{error}"
+    );
+}
