@@ -26,6 +26,7 @@ const TOLERATION_OPERATORS: &[&str] = &["", "Exists", "Equal"];
 const AFFINITIES: &[&str] = &[
     "placement.clusterAffinity",
     "placement.clusterAffinities[]",
+    "placement.clusterAffinities[].overflowAffinities[]",
     "placement.replicaScheduling.weightPreference.staticWeightList[].targetCluster",
 ];
 
@@ -62,6 +63,21 @@ fn propagation_enums() -> Vec<(String, &'static [&'static str])> {
         (
             "schedulePriority.priorityClassSource".into(),
             &["KubePriorityClass"],
+        ),
+        // v1.15-v1.18 accept the deprecated Immediately and Graciously too.
+        (
+            "failover.application.purgeMode".into(),
+            &[
+                "Directly",
+                "Gracefully",
+                "Never",
+                "Immediately",
+                "Graciously",
+            ],
+        ),
+        (
+            "failover.cluster.purgeMode".into(),
+            &["Directly", "Gracefully"],
         ),
     ];
     for affinity in AFFINITIES {
@@ -101,8 +117,8 @@ fn override_enums() -> Vec<(String, &'static [&'static str])> {
             ("argsOverrider", "operator", &["add", "remove"][..]),
             ("labelsOverrider", "operator", add_remove_replace),
             ("annotationsOverrider", "operator", add_remove_replace),
-            ("fieldOverrider[].jsonPatch", "operator", add_remove_replace),
-            ("fieldOverrider[].yamlPatch", "operator", add_remove_replace),
+            ("fieldOverrider[].json", "operator", add_remove_replace),
+            ("fieldOverrider[].yaml", "operator", add_remove_replace),
         ] {
             table.push((format!("{overriders}.{list}[].{field}"), allowed));
         }

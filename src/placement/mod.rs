@@ -203,7 +203,9 @@ pub fn plan_with_unavailable(
             (KURATOR_FLEET_GROUP, "Fleet") => fleets.push(object),
             (KURATOR_CLUSTER_GROUP, "AttachedCluster") => attached.push(object),
             (KARMADA_POLICY_GROUP, "PropagationPolicy" | "ClusterPropagationPolicy") => {
-                propagations.push(read_propagation(object)?)
+                let propagation = read_propagation(object)?;
+                warn_of_unapplied_fields(object, &propagation.spec, &mut warnings);
+                propagations.push(propagation)
             }
             (KARMADA_POLICY_GROUP, "OverridePolicy" | "ClusterOverridePolicy") => {
                 overrides.push(read_override(object)?)
@@ -413,6 +415,46 @@ fn read_spec<T: DeserializeOwned>(object: &Object) -> Result<T, PlanError> {
         };
         invalid(field, error.into_inner().to_string())
     })
+}
+
+/// Karmada fields Flotilla accepts but whose effect its plan does not have: said in `plan`,
+/// never silently dropped. (The other accepted fields - failover, suspension, conflict
+/// resolution... - are about Karmada's controllers, not about where a template goes.)
+fn warn_of_unapplied_fields(object: &Object, spec: &PropagationSpec, warnings: &mut Vec<Warning>) {
+    let placement = &spec.placement;
+    let mut fields = Vec::new();
+    if placement.workload_affinity.is_some() {
+        fields.push((
+            "spec.placement.workloadAffinity",
+            "workloads are not grouped across templates",
+        ));
+    }
+    if placement
+        .cluster_affinities
+        .iter()
+        .any(|term| !term.overflow_affinities.is_empty())
+    {
+        fields.push((
+            "spec.placement.clusterAffinities[].overflowAffinities",
+            "only each term's own clusters are used",
+        ));
+    }
+    if spec.schedule_priority.is_some() {
+        fields.push((
+            "spec.schedulePriority",
+            "templates are placed independently, so their order changes nothing",
+        ));
+    }
+    for (field, effect) in fields {
+        warnings.push(Warning {
+            kind: "field_not_applied",
+            message: format!(
+                "{}: {}: {field}: accepted, but Flotilla's plan does not apply it: {effect}",
+                object.origin,
+                policy_label(object)
+            ),
+        });
+    }
 }
 
 fn policy_label(object: &Object) -> String {

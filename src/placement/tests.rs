@@ -950,3 +950,66 @@ spec:
         "{error}"
     );
 }
+
+#[test]
+fn todays_karmada_fields_are_accepted_and_unapplied_ones_are_reported() {
+    let policy = r#"
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: web, namespace: web}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
+  propagateDeps: true
+  schedulePriority: {priorityClassSource: KubePriorityClass, priorityClassName: high}
+  preemption: Never
+  conflictResolution: Overwrite
+  failover:
+    application:
+      decisionConditions: {tolerationSeconds: 120}
+      purgeMode: Gracefully
+      gracePeriodSeconds: 600
+    cluster: {purgeMode: Directly}
+  placement:
+    workloadAffinity:
+      affinity: {groupByLabelKey: app.example.com/group}
+      antiAffinity: {groupByLabelKey: app.example.com/spread}
+    clusterAffinities:
+      - affinityName: primary
+        clusterNames: [aws-1]
+        overflowAffinities:
+          - affinityName: burst
+            clusterNames: [aws-2]
+    replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Weighted}
+"#;
+    let plan = plan_of(&format!("{}---{policy}", deployment("web", "web", 4)));
+    let unapplied: Vec<&str> = plan
+        .warnings
+        .iter()
+        .filter(|w| w.kind == "field_not_applied")
+        .map(|w| w.message.as_str())
+        .collect();
+    assert_eq!(unapplied.len(), 3, "{unapplied:?}");
+    for field in [
+        "spec.placement.workloadAffinity",
+        "overflowAffinities",
+        "spec.schedulePriority",
+    ] {
+        assert!(
+            unapplied.iter().any(|m| m.contains(field)),
+            "{field}: {unapplied:?}"
+        );
+    }
+    let error = try_plan(&format!(
+        "{}---{}",
+        deployment("web", "web", 4),
+        policy.replace("purgeMode: Directly", "purgeMode: Never")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(
+            "spec.failover.cluster.purgeMode: \"Never\" is not one of Directly, Gracefully"
+        ),
+        "{error}"
+    );
+}

@@ -136,8 +136,20 @@ pub struct PropagationSpec {
     pub preserve_resources_on_deletion: Option<Value>,
     /// See `preemption` (deprecated in Karmada).
     pub association: Option<Value>,
-    /// See `preemption`.
-    pub scheduler_priority: Option<Value>,
+    /// Karmada's scheduling priority (`priorityClassSource: KubePriorityClass` and a
+    /// PriorityClass name): the order Karmada's scheduler takes bindings in. Every template is
+    /// placed independently here, so the order changes nothing; accepted and reported by `plan`.
+    pub schedule_priority: Option<SchedulePriority>,
+}
+
+/// Karmada's `SchedulePriority`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchedulePriority {
+    /// `KubePriorityClass` (the only value Karmada's CRD allows).
+    pub priority_class_source: String,
+    /// The `scheduling.k8s.io/v1` PriorityClass.
+    pub priority_class_name: String,
 }
 
 /// Selects resource templates by type, and optionally namespace, name or labels.
@@ -173,6 +185,28 @@ pub struct Placement {
     pub spread_constraints: Vec<SpreadConstraint>,
     /// How replicas are shared out.
     pub replica_scheduling: Option<ReplicaScheduling>,
+    /// Karmada's workload affinity groups (v1.17+, behind its `WorkloadAffinity` gate):
+    /// accepted; `plan` reports that it is not applied here.
+    pub workload_affinity: Option<WorkloadAffinity>,
+}
+
+/// Karmada's `WorkloadAffinity`: templates with one value of a label key together (affinity)
+/// or apart (anti-affinity), per cluster.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadAffinity {
+    /// Go where the group's other workloads are.
+    pub affinity: Option<WorkloadAffinityTerm>,
+    /// Keep away from the group's other workloads.
+    pub anti_affinity: Option<WorkloadAffinityTerm>,
+}
+
+/// One workload affinity term.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadAffinityTerm {
+    /// The template label whose value names the group.
+    pub group_by_label_key: String,
 }
 
 /// Karmada's `ClusterAffinity`: every set part must hold.
@@ -210,6 +244,10 @@ pub struct ClusterAffinityTerm {
     /// As in [`ClusterAffinity`].
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Karmada's overflow tiers (v1.18+; with Aggregated or dynamic-weight division only):
+    /// accepted; `plan` reports that they are not applied here.
+    #[serde(default)]
+    pub overflow_affinities: Vec<Value>,
 }
 
 impl ClusterAffinityTerm {
