@@ -930,17 +930,17 @@ fn a_template_without_replicas_stays_without_when_duplicated_and_counts_one_when
     assert_eq!(targets(&plan, "app"), [("member1".into(), Some(1))]);
 }
 
+/// A PropagationPolicy `web/web` for the Deployment `web`, with `rest` after its selectors.
+fn web_policy(rest: &str) -> String {
+    format!(
+        "\napiVersion: policy.karmada.io/v1alpha1\nkind: PropagationPolicy\nmetadata: {{name: web, namespace: web}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment, name: web}}]\n{rest}"
+    )
+}
+
 #[test]
 fn mistyped_enum_values_are_refused_with_file_document_field_and_allowed_values() {
-    let policy = r#"
-apiVersion: policy.karmada.io/v1alpha1
-kind: PropagationPolicy
-metadata: {name: web, namespace: web}
-spec:
-  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
-  placement:
-    replicaScheduling: {replicaSchedulingType: divided}
-"#;
+    let policy =
+        web_policy("  placement:\n    replicaScheduling: {replicaSchedulingType: divided}\n");
     let error = try_plan(&format!("{}---{policy}", deployment("web", "web", 4)))
         .unwrap_err()
         .to_string();
@@ -953,13 +953,8 @@ spec:
 
 #[test]
 fn todays_karmada_fields_are_accepted_and_unapplied_ones_are_reported() {
-    let policy = r#"
-apiVersion: policy.karmada.io/v1alpha1
-kind: PropagationPolicy
-metadata: {name: web, namespace: web}
-spec:
-  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
-  propagateDeps: true
+    let policy = web_policy(
+        r#"  propagateDeps: true
   schedulePriority: {priorityClassSource: KubePriorityClass, priorityClassName: high}
   preemption: Never
   conflictResolution: Overwrite
@@ -980,7 +975,8 @@ spec:
           - affinityName: burst
             clusterNames: [aws-2]
     replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Weighted}
-"#;
+"#,
+    );
     let plan = plan_of(&format!("{}---{policy}", deployment("web", "web", 4)));
     let unapplied: Vec<&str> = plan
         .warnings
