@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::types::{
-    CommandArgsOverrider, ImageOverrider, LabelAnnotationOverrider, Overriders, PlaintextOverrider,
+    CommandArgsOverrider, FieldOverrider, ImageOverrider, LabelAnnotationOverrider, Overriders,
+    PlaintextOverrider,
 };
 
 /// Kinds whose containers the image, command and args overriders touch, with the pointer to
@@ -20,11 +21,8 @@ fn containers_pointer(kind: &str) -> Option<&'static str> {
 }
 
 /// Applies one rule's overriders in Karmada's order: image, command, args, labels,
-/// annotations, plaintext. The error names the overrider and path that failed.
+/// annotations, field, plaintext. The error names the overrider and path that failed.
 pub fn apply_overriders(object: &mut Value, overriders: &Overriders) -> Result<(), String> {
-    if !overriders.field_overrider.is_empty() {
-        return Err("fieldOverrider: not supported by Flotilla yet".into());
-    }
     for (i, overrider) in overriders.image_overrider.iter().enumerate() {
         apply_image(object, overrider).map_err(|e| format!("imageOverrider[{i}]: {e}"))?;
     }
@@ -43,6 +41,9 @@ pub fn apply_overriders(object: &mut Value, overriders: &Overriders) -> Result<(
     for (i, overrider) in overriders.annotations_overrider.iter().enumerate() {
         apply_metadata_map(object, overrider, "annotations")
             .map_err(|e| format!("annotationsOverrider[{i}]: {e}"))?;
+    }
+    for (i, overrider) in overriders.field_overrider.iter().enumerate() {
+        apply_field(object, overrider).map_err(|e| format!("fieldOverrider[{i}]: {e}"))?;
     }
     for (i, overrider) in overriders.plaintext.iter().enumerate() {
         apply_plaintext(object, overrider).map_err(|e| format!("plaintext[{i}]: {e}"))?;
@@ -282,6 +283,52 @@ fn apply_metadata_map(
     Ok(())
 }
 
+// ----- field -----
+
+/// Karmada's `applyFieldOverriders`: the string at `fieldPath` is parsed (YAML when `yaml` has
+/// operations, else JSON), patched, and written back in the same language. JSON comes back
+/// compact with its keys in order, as Go's encoder writes it; YAML as Flotilla's YAML writer
+/// formats it (Go's may quote or indent differently; the data is the same).
+fn apply_field(object: &mut Value, overrider: &FieldOverrider) -> Result<(), String> {
+    let path = &overrider.field_path;
+    let slot = object
+        .pointer_mut(path)
+        .ok_or_else(|| format!("{path}: no such field"))?;
+    let Value::String(text) = slot else {
+        return Err(format!("{path}: is not a string"));
+    };
+    let (yaml, operations) = match (&overrider.yaml[..], &overrider.json[..]) {
+        ([], []) => return Err(format!("{path}: neither json nor yaml operations")),
+        ([], json) => (false, json),
+        (yaml, _) => (true, yaml),
+    };
+    let mut document: Value = if yaml {
+        serde_saphyr::from_str(text).map_err(|e| format!("{path}: not YAML: {e}"))?
+    } else {
+        serde_json::from_str(text).map_err(|e| format!("{path}: not JSON: {e}"))?
+    };
+    let operations: Vec<Value> = operations
+        .iter()
+        .map(|op| match op.operator.as_str() {
+            "remove" => json!({"op": "remove", "path": op.sub_path}),
+            operator => json!({
+                "op": operator,
+                "path": op.sub_path,
+                "value": op.value.clone().unwrap_or(Value::Null),
+            }),
+        })
+        .collect();
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(operations)).map_err(|e| format!("{path}: {e}"))?;
+    json_patch::patch(&mut document, &patch.0).map_err(|e| format!("{path}: {e}"))?;
+    *text = if yaml {
+        serde_saphyr::to_string(&document).map_err(|e| format!("{path}: {e}"))?
+    } else {
+        serde_json::to_string(&document).map_err(|e| format!("{path}: {e}"))?
+    };
+    Ok(())
+}
+
 // ----- plaintext -----
 
 fn apply_plaintext(object: &mut Value, overrider: &PlaintextOverrider) -> Result<(), String> {
@@ -511,6 +558,72 @@ mod tests {
         assert!(
             error.starts_with("plaintext[0]: /spec/missing/x"),
             "{error}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+    use crate::placement::types::DocumentPatchOperation;
+
+    fn operation(operator: &str, sub_path: &str, value: Option<Value>) -> DocumentPatchOperation {
+        DocumentPatchOperation {
+            sub_path: sub_path.into(),
+            operator: operator.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn field_overrider_patches_json_and_yaml_documents_in_strings() {
+        let mut config_map = json!({"data": {
+            "app.json": "{\"log\": {\"level\": \"info\"}, \"port\": 80}",
+            "app.yaml": "replicas: 1\nzones:\n- a\n",
+        }});
+        let overriders = Overriders {
+            field_overrider: vec![
+                FieldOverrider {
+                    field_path: "/data/app.json".into(),
+                    json: vec![
+                        operation("replace", "/log/level", Some(json!("debug"))),
+                        operation("add", "/tls", Some(json!(true))),
+                        operation("remove", "/port", None),
+                    ],
+                    yaml: vec![],
+                },
+                FieldOverrider {
+                    field_path: "/data/app.yaml".into(),
+                    json: vec![],
+                    yaml: vec![
+                        operation("add", "/zones/-", Some(json!("b"))),
+                        operation("replace", "/replicas", Some(json!(3))),
+                    ],
+                },
+            ],
+            ..Default::default()
+        };
+        apply_overriders(&mut config_map, &overriders).unwrap();
+        assert_eq!(
+            config_map["data"]["app.json"],
+            "{\"log\":{\"level\":\"debug\"},\"tls\":true}"
+        );
+        let yaml: Value =
+            serde_saphyr::from_str(config_map["data"]["app.yaml"].as_str().unwrap()).unwrap();
+        assert_eq!(yaml, json!({"replicas": 3, "zones": ["a", "b"]}));
+
+        let mut not_a_string = json!({"spec": {"replicas": 1}});
+        let overriders = Overriders {
+            field_overrider: vec![FieldOverrider {
+                field_path: "/spec/replicas".into(),
+                json: vec![operation("remove", "/x", None)],
+                yaml: vec![],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            apply_overriders(&mut not_a_string, &overriders).unwrap_err(),
+            "fieldOverrider[0]: /spec/replicas: is not a string"
         );
     }
 }

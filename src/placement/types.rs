@@ -388,9 +388,36 @@ pub struct Overriders {
     /// Annotation changes.
     #[serde(default)]
     pub annotations_overrider: Vec<LabelAnnotationOverrider>,
-    /// Karmada's overrider of YAML/JSON inside string fields; refused for now (see README).
+    /// Changes to a JSON or YAML document held in a string field.
     #[serde(default)]
-    pub field_overrider: Vec<Value>,
+    pub field_overrider: Vec<FieldOverrider>,
+}
+
+/// Karmada's `FieldOverrider`: RFC 6902 operations on the JSON or YAML document in the string
+/// field `fieldPath` (a ConfigMap's `config.yaml`, say).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldOverrider {
+    /// JSON pointer to the string field.
+    pub field_path: String,
+    /// Operations when the document is JSON.
+    #[serde(default)]
+    pub json: Vec<DocumentPatchOperation>,
+    /// Operations when the document is YAML.
+    #[serde(default)]
+    pub yaml: Vec<DocumentPatchOperation>,
+}
+
+/// One operation inside an embedded document.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DocumentPatchOperation {
+    /// JSON pointer inside the document.
+    pub sub_path: String,
+    /// `add`, `remove` or `replace`.
+    pub operator: String,
+    /// The value for add and replace.
+    pub value: Option<Value>,
 }
 
 /// A JSON patch operation.
