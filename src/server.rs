@@ -2,7 +2,7 @@
 //!
 //! A receiver exists only when its secret is configured. A valid push for the tracked ref
 //! wakes the reconcile loop and is answered 202 at once; triggers that arrive during a sync
-//! coalesce into one more sync. Duplicate deliveries (same delivery id) are ignored.
+//! coalesce into one more sync. Duplicate deliveries (the same authenticated body) are ignored.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,13 @@ use crate::agent::Shared;
 
 /// Webhook bodies larger than this are refused (GitHub's push payloads stay well below).
 pub const MAX_WEBHOOK_BODY: usize = 5 * 1024 * 1024;
-/// Delivery ids remembered for de-duplication.
+/// Webhook requests served at once. More are answered 503 before their body is read: each
+/// may buffer up to [`MAX_WEBHOOK_BODY`] before its signature can be checked, and held uploads
+/// must not grow the agent past its memory limit.
+const MAX_CONCURRENT_WEBHOOKS: usize = 4;
+/// A webhook request (body upload included) taking longer is answered 408 and dropped.
+const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Deliveries remembered for de-duplication (32 bytes each).
 const REMEMBERED_DELIVERIES: usize = 1024;
 
 /// Secrets of the webhook receivers; a receiver without its secret is not served.
@@ -44,19 +50,28 @@ struct App {
     deliveries: Mutex<Deliveries>,
 }
 
+/// Deliveries seen, as SHA-256 digests of the provider and the body: what the signature (or
+/// token) authenticates. A delivery id header is not signed, so a replayed push with a new id
+/// is still the same delivery; and a digest is 32 bytes whatever the id's length.
 #[derive(Default)]
 struct Deliveries {
-    order: VecDeque<String>,
-    seen: HashSet<String>,
+    order: VecDeque<[u8; 32]>,
+    seen: HashSet<[u8; 32]>,
 }
 
 impl Deliveries {
-    /// Records an id; false when it was seen before.
-    fn first_time(&mut self, id: &str) -> bool {
-        if !self.seen.insert(id.to_string()) {
+    /// Records a delivery; false when it was seen before.
+    fn first_time(&mut self, provider: &str, body: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(provider.as_bytes())
+            .chain_update([0])
+            .chain_update(body)
+            .finalize()
+            .into();
+        if !self.seen.insert(digest) {
             return false;
         }
-        self.order.push_back(id.to_string());
+        self.order.push_back(digest);
         if self.order.len() > REMEMBERED_DELIVERIES
             && let Some(oldest) = self.order.pop_front()
         {
@@ -74,16 +89,104 @@ pub fn router(shared: Arc<Shared>, secrets: WebhookSecrets, tracked_ref: Option<
         tracked_ref,
         deliveries: Mutex::default(),
     });
-    Router::new()
+    let webhooks = Router::new()
         .route("/hooks/github", post(github))
         .route("/hooks/gitlab", post(gitlab))
         .route("/hooks/generic", post(generic))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WEBHOOKS)),
+            limit_webhooks,
+        ));
+    Router::new()
+        .merge(webhooks)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
         .with_state(app)
+}
+
+/// At most [`MAX_CONCURRENT_WEBHOOKS`] webhook requests at once, each within
+/// [`WEBHOOK_TIMEOUT`]; the permit is taken before the body is read.
+async fn limit_webhooks(
+    State(permits): State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "too many webhook requests at once\n",
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(WEBHOOK_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "webhook request too slow\n").into_response(),
+    }
+}
+
+/// Connections served at once; more are closed as they arrive (each holds a file descriptor,
+/// which the agent also needs for its kubeconfigs and its member clusters).
+const MAX_CONNECTIONS: usize = 256;
+/// A request's headers must arrive within this (a half-sent request is dropped).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection, idle keep-alive included, lives at most this long.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// After the stop signal, open connections get this long to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `stop` completes, with the timeouts `axum::serve` lacks:
+/// headers within [`HEADER_TIMEOUT`], connections for at most [`CONNECTION_LIFETIME`], at most
+/// [`MAX_CONNECTIONS`] at once, and a bounded shutdown: slow or idle clients can neither
+/// exhaust the agent's file descriptors nor hold SIGTERM.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connections as they go.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!(%error, "accepting a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        connections.abort_all();
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -136,17 +239,15 @@ impl App {
     }
 
     /// After authentication: de-duplicates, checks the ref, and triggers a sync.
-    fn accept_push(&self, provider: &str, delivery: Option<&str>, body: &[u8]) -> Response {
-        if let Some(id) = delivery {
-            let first = self
-                .deliveries
-                .lock()
-                .map(|mut deliveries| deliveries.first_time(id))
-                .unwrap_or(true);
-            if !first {
-                self.count(provider, "duplicate");
-                return (StatusCode::OK, "duplicate delivery ignored\n").into_response();
-            }
+    fn accept_push(&self, provider: &str, body: &[u8]) -> Response {
+        let first = self
+            .deliveries
+            .lock()
+            .map(|mut deliveries| deliveries.first_time(provider, body))
+            .unwrap_or(true);
+        if !first {
+            self.count(provider, "duplicate");
+            return (StatusCode::OK, "duplicate delivery ignored\n").into_response();
         }
         let pushed_ref = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
@@ -184,7 +285,7 @@ async fn github(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
             return (StatusCode::ACCEPTED, "not a push; ignored\n").into_response();
         }
     }
-    app.accept_push("github", header(&headers, "x-github-delivery"), &body)
+    app.accept_push("github", &body)
 }
 
 async fn gitlab(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -202,7 +303,7 @@ async fn gitlab(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
         app.count("gitlab", "ignored");
         return (StatusCode::ACCEPTED, "not a push; ignored\n").into_response();
     }
-    app.accept_push("gitlab", header(&headers, "x-gitlab-event-uuid"), &body)
+    app.accept_push("gitlab", &body)
 }
 
 async fn generic(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -284,15 +385,21 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_are_remembered_up_to_a_bound() {
+    fn deliveries_are_the_authenticated_bodies_remembered_up_to_a_bound() {
         let mut deliveries = Deliveries::default();
-        assert!(deliveries.first_time("a"));
-        assert!(!deliveries.first_time("a"));
+        assert!(deliveries.first_time("github", b"push a"));
+        // A replay of the same signed body is the same delivery, whatever its id header says.
+        assert!(!deliveries.first_time("github", b"push a"));
+        assert!(deliveries.first_time("gitlab", b"push a"), "per provider");
         for i in 0..REMEMBERED_DELIVERIES {
-            assert!(deliveries.first_time(&i.to_string()));
+            assert!(deliveries.first_time("github", i.to_string().as_bytes()));
         }
-        assert!(deliveries.first_time("a"), "the oldest id was forgotten");
+        assert!(
+            deliveries.first_time("github", b"push a"),
+            "the oldest was forgotten"
+        );
         assert_eq!(deliveries.seen.len(), REMEMBERED_DELIVERIES);
+        assert_eq!(deliveries.order.len(), REMEMBERED_DELIVERIES);
     }
 
     #[test]
@@ -300,5 +407,108 @@ mod tests {
         assert!(constant_time_eq(b"token", b"token"));
         assert!(!constant_time_eq(b"token", b"tokem"));
         assert!(!constant_time_eq(b"token", b"token2"));
+    }
+
+    fn test_shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            status: Default::default(),
+            trigger: Default::default(),
+            metrics: crate::metrics::Metrics::new().unwrap(),
+        })
+    }
+
+    #[tokio::test]
+    async fn webhook_requests_beyond_the_limit_are_refused_before_their_body_is_read() {
+        use tower::ServiceExt as _;
+        let shared = test_shared();
+        let secrets = WebhookSecrets {
+            generic: Some(b"token".to_vec()),
+            ..Default::default()
+        };
+        let app = router(shared, secrets, Some("refs/heads/main".into()));
+        // Uploads that never finish hold every permit.
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONCURRENT_WEBHOOKS {
+            let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            let body = axum::body::Body::from_stream(tokio_stream_from(body));
+            let request = axum::http::Request::post("/hooks/generic")
+                .body(body)
+                .unwrap();
+            let app = app.clone();
+            held.push((sender, tokio::spawn(app.oneshot(request))));
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let authorised_push = || {
+            axum::http::Request::post("/hooks/generic")
+                .header("authorization", "Bearer token")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let refused = app.clone().oneshot(authorised_push()).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Other routes are not limited.
+        let health = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/healthz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        // Ending the held uploads frees the permits.
+        for (sender, task) in held {
+            drop(sender);
+            let _ = task.await;
+        }
+        let accepted = app.oneshot(authorised_push()).await.unwrap();
+        assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    }
+
+    /// A stream of the chunks a channel receives (ends when the sender is dropped).
+    fn tokio_stream_from(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+        futures::stream::poll_fn(move |context| receiver.poll_recv(context))
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_does_not_hold_the_shutdown() {
+        use std::io::{Read as _, Write as _};
+        let shared = test_shared();
+        let app = router(shared, WebhookSecrets::default(), None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        // A whole request is served; then a request whose headers never end is left open.
+        let half_sent = tokio::task::spawn_blocking(move || {
+            let mut client = std::net::TcpStream::connect(address).unwrap();
+            client
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let mut slow = std::net::TcpStream::connect(address).unwrap();
+            slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            slow
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        let ended = tokio::time::timeout(SHUTDOWN_GRACE * 3, server).await;
+        assert!(
+            ended.is_ok(),
+            "the server still waits on the half-sent request"
+        );
+        // Held open until here: the server had to stop with it still half sent.
+        drop(half_sent);
     }
 }

@@ -764,7 +764,7 @@ data: {{level: {level}}}
     );
     assert!(!metrics.contains(&second), "no commit hash in metrics");
 
-    // GitLab (token header, de-duplicated by event UUID) and the generic receiver (bearer).
+    // GitLab (token header, de-duplicated by its body) and the generic receiver (bearer).
     let gitlab = |token: &str, uuid: &str| {
         tokio::task::block_in_place(|| {
             agent.request(
@@ -816,7 +816,10 @@ data: {{level: {level}}}
         &["push", "-q", remote.to_str().expect("utf-8"), "HEAD:main"],
     );
     let broken = git(&work, &["rev-parse", "HEAD"]);
-    let signature = github_signature(b"webhook-secret", body);
+    // A new push is a new body (GitHub's names the commit); the same body again would be a
+    // replayed delivery, which the agent ignores.
+    let push = format!(r#"{{"ref":"refs/heads/main","after":"{broken}"}}"#);
+    let signature = github_signature(b"webhook-secret", push.as_bytes());
     let (code, _) = tokio::task::block_in_place(|| {
         agent.request(
             "POST",
@@ -826,7 +829,7 @@ data: {{level: {level}}}
                 ("X-GitHub-Delivery", "delivery-broken"),
                 ("X-Hub-Signature-256", &signature),
             ],
-            body,
+            push.as_bytes(),
         )
     });
     assert_eq!(code, 202);

@@ -117,7 +117,8 @@ pub struct RunArgs {
     drift: DriftMode,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h`.
+/// Parses `500ms`, `30s`, `5m`, `1h`; more than zero (every duration of `run` is a period or
+/// a timeout: zero would spin, or panic in a timer, and silently turn off health probes).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -127,16 +128,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let number: u64 = number
         .parse()
         .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30s or 1m"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "s" => Some(number),
-        "m" => number.checked_mul(60),
-        "h" => number.checked_mul(3600),
+    let duration = match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => Some(Duration::from_secs(number)),
+        "m" => number.checked_mul(60).map(Duration::from_secs),
+        "h" => number.checked_mul(3600).map(Duration::from_secs),
         _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
-    };
-    seconds
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?}: too long"))
+    }
+    .ok_or_else(|| format!("{text:?}: too long"))?;
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(duration)
 }
 
 fn read_secret(path: &Option<PathBuf>) -> Result<Option<Vec<u8>>, CliError> {
@@ -302,15 +305,8 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let (served, ()) = tokio::join!(
-            server,
-            agent::run(config, shared, leases, stopped(stop_rx))
-        );
-        served.map_err(|error| CliError::Path {
-            path: PathBuf::from(args.listen.to_string()),
-            problem: error.to_string(),
-        })?;
+        let server = server::serve(listener, app, stopped(stop_rx.clone()));
+        tokio::join!(server, agent::run(config, shared, leases, stopped(stop_rx)));
         Ok(Outcome::Success)
     })
 }
@@ -357,6 +353,11 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("10").is_err());
+        assert_eq!(
+            parse_duration("0s"),
+            Err("\"0s\": must be more than zero".into())
+        );
+        assert!(parse_duration("0ms").is_err());
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("99999999999999999h").is_err());
     }
