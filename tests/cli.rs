@@ -112,6 +112,47 @@ fn render_out_writes_stable_files_and_refuses_foreign_directories() {
 }
 
 #[test]
+fn render_out_refuses_names_that_would_leave_the_output_directory() {
+    for (fleet_cluster, object_name, named) in [
+        ("../escaped", "web", "cluster name"),
+        ("one", "..", "metadata.name \"..\""),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        write(
+            &repo,
+            "fleet.yaml",
+            &format!(
+                "apiVersion: fleet.kurator.dev/v1alpha1\nkind: Fleet\nmetadata: {{name: f}}\nspec:\n  clusters: [{{name: {fleet_cluster:?}}}]\n"
+            ),
+        );
+        write(
+            &repo,
+            "app.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {object_name:?}, namespace: web}}\n---\napiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {{name: all}}\nspec:\n  resourceSelectors: [{{apiVersion: v1, kind: ConfigMap}}]\n"
+            ),
+        );
+        let out = dir.path().join("out");
+        let run = flotilla(&[
+            "render",
+            repo.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains("nothing was written"),
+            "{stderr}"
+        );
+        assert!(!out.exists(), "nothing written");
+        assert!(!dir.path().join("escaped").exists());
+    }
+}
+
+#[test]
 fn status_of_an_unreachable_agent_exits_2_naming_the_url() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -303,6 +303,36 @@ pub fn to_yaml(value: &Value) -> Result<String, CliError> {
     serde_saphyr::to_string(value).map_err(|e| CliError::Serialise(e.to_string()))
 }
 
+/// Checks that `value` can be one path part below `--out`: not empty (except a namespace),
+/// not `.` or `..`, no separators or NUL, at most 253 bytes (Kubernetes' longest name).
+fn path_part(what: &str, value: &str, object: Option<&Object>) -> Result<(), CliError> {
+    let problem = if value.is_empty() {
+        (what != "namespace").then_some("is empty")
+    } else if value == "." || value == ".." {
+        Some("is `.` or `..`")
+    } else if value.contains(['/', '\\', '\0']) {
+        Some("contains a path separator or NUL")
+    } else if value.len() > 253 {
+        Some("is longer than 253 bytes")
+    } else {
+        None
+    };
+    match (problem, object) {
+        (None, _) => Ok(()),
+        (Some(problem), Some(object)) => Err(CliError::Path {
+            path: object.origin.path.clone(),
+            problem: format!(
+                "{}: {what} {value:?} {problem}; nothing was written",
+                object.object_ref()
+            ),
+        }),
+        (Some(problem), None) => Err(CliError::Path {
+            path: PathBuf::from(value),
+            problem: format!("{what} {problem}; nothing was written"),
+        }),
+    }
+}
+
 /// Marks a directory as written by `flotilla render --out`, so a re-render may replace it.
 const OUT_MARKER: &str = ".flotilla-render";
 
@@ -313,6 +343,16 @@ fn write_tree(
     clusters: &BTreeMap<&String, &Vec<Object>>,
     format: RenderFormat,
 ) -> Result<(), CliError> {
+    // Names become path parts: every one is checked before anything is written, so a hostile
+    // name (`..`, `/etc/x`) can neither write outside `out` nor leave a half-written tree.
+    for (cluster, objects) in clusters {
+        path_part("cluster name", cluster, None)?;
+        for object in objects.iter() {
+            path_part("namespace", object.namespace(), Some(object))?;
+            path_part("metadata.name", object.name(), Some(object))?;
+            path_part("kind", object.kind(), Some(object))?;
+        }
+    }
     if out.exists() {
         let has_content = std::fs::read_dir(out)
             .map_err(write_error(out))?
