@@ -739,7 +739,7 @@ pub(super) fn place(
 ) -> Result<Vec<Target>, String> {
     let Some(capacity) = capacity else {
         return Err(format!(
-            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` (plan/render) or run the agent"
+            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent does not read cluster capacity yet)"
         ));
     };
     if total == 0 {
