@@ -737,13 +737,9 @@ pub(super) fn place(
     warnings: &mut Vec<Warning>,
     policy: &str,
 ) -> Result<Vec<Target>, String> {
-    let Some(capacity) = capacity else {
-        return Err(format!(
-            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent does not read cluster capacity yet)"
-        ));
-    };
     if total == 0 {
-        // Karmada assigns a workload of 0 replicas to every candidate, with 0 replicas.
+        // Karmada assigns a workload of 0 replicas to every candidate, with 0 replicas, without
+        // asking any estimator.
         return Ok(candidates
             .iter()
             .map(|c| Target {
@@ -752,6 +748,11 @@ pub(super) fn place(
             })
             .collect());
     }
+    let Some(capacity) = capacity else {
+        return Err(format!(
+            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent does not read cluster capacity yet)"
+        ));
+    };
     let requirements = ReplicaRequirements::from_template(&template.value)?;
     let mut available = Vec::with_capacity(candidates.len());
     for cluster in candidates {

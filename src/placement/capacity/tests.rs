@@ -393,6 +393,44 @@ fn member1() -> ClusterResources {
 }
 
 #[test]
+fn karmada_general_estimator() {
+    // pkg/estimator/client/general_test.go, TestMaxAvailableReplicasGeneral.
+    let web = ReplicaRequirements {
+        requests: BTreeMap::from([("cpu".into(), 500), ("memory".into(), 1 << 30)]),
+    };
+    let none = ReplicaRequirements::default();
+    assert_eq!(available_replicas(None, &web), 0, "nil resource summary");
+    let full = member(&[("pods", "10")], &[("pods", "10")]);
+    assert_eq!(available_replicas(Some(&full), &none), 0, "no allowed pods");
+    let ten = member(&[("pods", "10")], &[]);
+    assert_eq!(
+        available_replicas(Some(&ten), &none),
+        10,
+        "nil replica requirements"
+    );
+    let basic = member(
+        &[("pods", "100"), ("cpu", "4"), ("memory", "8Gi")],
+        &[("pods", "20"), ("cpu", "1"), ("memory", "2Gi")],
+    );
+    assert_eq!(
+        available_replicas(Some(&basic), &web),
+        6,
+        "basic resource estimation"
+    );
+    // TestGetAllowedPodNumber: allocatable - allocated - allocating pods, never below 0.
+    let pods = |allocatable: &str, allocated: &str, allocating: &str| {
+        let mut cluster = member(&[("pods", allocatable)], &[("pods", allocated)]);
+        cluster
+            .allocating
+            .insert("pods".into(), quantity(allocating));
+        available_replicas(Some(&cluster), &none)
+    };
+    assert_eq!(pods("100", "40", "10"), 50, "normal case");
+    assert_eq!(pods("0", "10", "0"), 0, "no allocatable pods");
+    assert_eq!(pods("100", "90", "20"), 0, "over allocation");
+}
+
+#[test]
 fn estimator_divides_free_resources_by_requests() {
     let web = workload(json!({"containers": [
         {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
@@ -578,7 +616,11 @@ const CAPACITY: &str = "clusters:
 ";
 
 fn plan_of(scheduling: &str, capacity: Option<&Capacity>) -> Plan {
-    let text = format!("{FLEET}      {scheduling}\n");
+    plan_of_fleet(FLEET, scheduling, capacity)
+}
+
+fn plan_of_fleet(fleet: &str, scheduling: &str, capacity: Option<&Capacity>) -> Plan {
+    let text = format!("{fleet}      {scheduling}\n");
     let objects = parse_objects(&text, Path::new("fleet.yaml")).unwrap();
     let inputs = PlanInputs {
         unavailable: &BTreeSet::new(),
@@ -656,5 +698,19 @@ fn plan_without_capacity_or_with_too_little_fails_the_resource() {
         plan.errors[0].problem.contains("\"Magic\""),
         "{}",
         plan.errors[0]
+    );
+}
+
+#[test]
+fn zero_replicas_go_everywhere_without_capacity() {
+    // Karmada's AssignReplicas: no replicas, every candidate, no estimator asked.
+    let fleet = FLEET.replace("replicas: 12", "replicas: 0");
+    let aggregated = "{replicaSchedulingType: Divided, replicaDivisionPreference: Aggregated}";
+    let plan = plan_of_fleet(&fleet, aggregated, None);
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let zero = |c: &str| (c.to_string(), Some(0));
+    assert_eq!(
+        replicas(&plan),
+        [zero("member1"), zero("member2"), zero("member3")]
     );
 }
