@@ -774,10 +774,11 @@ fn place(
             .collect();
         return Ok((targets, group, None));
     };
-    if preference == "Aggregated" || weights.dynamic_weight.is_some() {
-        // Karmada divides by capacity; unreachable clusters take nothing new, as its
-        // not-ready taint keeps them from being candidates. Offline there is no previous
-        // division, so this is a first schedule.
+    if preference == "Aggregated" || (preference == "Weighted" && weights.dynamic_weight.is_some())
+    {
+        // Karmada divides by capacity; unreachable clusters are no candidates, as its
+        // not-ready taint keeps them out. Offline there is no previous division, so this is
+        // a first schedule.
         let division = match (preference, weights.dynamic_weight.as_deref()) {
             ("Aggregated", _) => capacity::Division::Aggregated,
             (_, Some("AvailableReplicas")) => capacity::Division::DynamicWeight,
