@@ -17,7 +17,8 @@ pub use status::{StatusArgs, StatusFormat};
 pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
 
 use crate::object::Object;
-use crate::placement::{self, Plan, PlanError};
+use crate::placement::capacity::CapacityError;
+use crate::placement::{self, Capacity, Plan, PlanError, PlanInputs};
 use crate::render::{self, RenderError};
 
 /// Flotilla: GitOps for fleets of Kubernetes clusters, with Karmada's placement semantics.
@@ -84,6 +85,10 @@ pub struct RenderArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = RenderFormat::Yaml, env = "FLOTILLA_OUTPUT")]
     output: RenderFormat,
+    /// Each cluster's allocatable and requested resources (YAML), for `Aggregated` and
+    /// `dynamicWeight` replica division.
+    #[arg(long, value_name = "FILE", env = "FLOTILLA_CAPACITY")]
+    capacity: Option<PathBuf>,
 }
 
 /// `flotilla plan`.
@@ -98,6 +103,10 @@ pub struct PlanArgs {
     /// and show the replicas that move per cluster.
     #[arg(long, value_name = "OTHER_PATH")]
     diff: Option<PathBuf>,
+    /// Each cluster's allocatable and requested resources (YAML), for `Aggregated` and
+    /// `dynamicWeight` replica division.
+    #[arg(long, value_name = "FILE", env = "FLOTILLA_CAPACITY")]
+    capacity: Option<PathBuf>,
 }
 
 /// Formats of `render`.
@@ -136,6 +145,9 @@ pub enum CliError {
     /// The fleet or its policies are invalid.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The `--capacity` file is unusable.
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
     /// A path given on the command line is unusable.
     #[error("{}: {problem}", path.display())]
     Path {
@@ -194,9 +206,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Renders and plans a fleet path.
 pub fn load_plan(source: &Source) -> Result<Plan, CliError> {
+    load_plan_with(source, None)
+}
+
+/// [`load_plan`], with the clusters' capacity for capacity-based division.
+pub fn load_plan_with(source: &Source, capacity: Option<&Capacity>) -> Result<Plan, CliError> {
     let (root, relative) = locate(&source.path, source.root.as_deref())?;
     let rendered = render::render_tree(&root, &relative)?;
-    Ok(placement::plan(&rendered)?)
+    let inputs = PlanInputs {
+        unavailable: &Default::default(),
+        capacity,
+    };
+    Ok(placement::plan_with(&rendered, &inputs)?)
+}
+
+/// Reads `--capacity FILE` when given.
+fn load_capacity(path: Option<&Path>) -> Result<Option<Capacity>, CliError> {
+    Ok(path.map(Capacity::load).transpose()?)
 }
 
 /// Finds the repository root and the path relative to it.
@@ -255,7 +281,8 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 // ----- render -----
 
 fn render_command(args: RenderArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
-    let plan = load_plan(&args.source)?;
+    let capacity = load_capacity(args.capacity.as_deref())?;
+    let plan = load_plan_with(&args.source, capacity.as_ref())?;
     let clusters: BTreeMap<&String, &Vec<Object>> = match &args.cluster {
         Some(name) => {
             let objects = plan
@@ -402,14 +429,18 @@ fn write_tree(
 // ----- plan -----
 
 fn plan_command(args: PlanArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
-    let plan = load_plan(&args.source)?;
+    let capacity = load_capacity(args.capacity.as_deref())?;
+    let plan = load_plan_with(&args.source, capacity.as_ref())?;
     let stdout_path = PathBuf::from("(stdout)");
     let text = match (&args.diff, args.output) {
         (Some(other), format) => {
-            let before = load_plan(&Source {
-                path: other.clone(),
-                root: None,
-            })?;
+            let before = load_plan_with(
+                &Source {
+                    path: other.clone(),
+                    root: None,
+                },
+                capacity.as_ref(),
+            )?;
             let changes = placement::diff(&before, &plan);
             match format {
                 PlanFormat::Json => serde_json::to_string_pretty(&changes)

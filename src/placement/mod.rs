@@ -7,6 +7,7 @@
 //! alone: it is reported in [`Plan::errors`] and every other resource is still planned.
 //! See DESIGN.md section 2 and the README for the exact rules.
 
+pub mod capacity;
 mod enums;
 mod overrides;
 mod schedule;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::object::{Object, ObjectRef, Origin, Scopes};
 use crate::render::Rendered;
+pub use capacity::Capacity;
 pub use overrides::{ImageRef, apply_overriders, override_image};
 pub use schedule::{
     Cluster, affinity_matches, apply_spread_constraints, divide_by_weight, select_clusters,
@@ -190,6 +192,31 @@ pub fn plan_with_unavailable(
     rendered: &Rendered,
     unavailable: &BTreeSet<String>,
 ) -> Result<Plan, PlanError> {
+    plan_with(
+        rendered,
+        &PlanInputs {
+            unavailable,
+            capacity: None,
+        },
+    )
+}
+
+/// What a plan knows beyond the fleet repo.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInputs<'a> {
+    /// Clusters that cannot be reached: Divided replicas move off them (see [`Failover`]).
+    pub unavailable: &'a BTreeSet<String>,
+    /// Each cluster's free resources, for `Aggregated` and `dynamicWeight` division; without
+    /// it, resources that use them fail.
+    pub capacity: Option<&'a Capacity>,
+}
+
+/// [`plan`] with everything [`PlanInputs`] adds.
+pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanError> {
+    let PlanInputs {
+        unavailable,
+        capacity,
+    } = *inputs;
     let mut warnings = Vec::new();
 
     // Split the stream: the fleet, the policies, the templates.
@@ -246,6 +273,7 @@ pub fn plan_with_unavailable(
             template,
             &plan.clusters,
             unavailable,
+            capacity,
             &mut warnings,
             &policy.label,
         ) {
@@ -750,6 +778,7 @@ fn place(
     template: &Object,
     clusters: &[Cluster],
     unavailable: &BTreeSet<String>,
+    capacity: Option<&Capacity>,
     warnings: &mut Vec<Warning>,
     policy: &str,
 ) -> Result<Placed, String> {
@@ -789,15 +818,35 @@ fn place(
             .collect();
         return Ok((targets, group, None));
     };
-    if preference == "Aggregated" || weights.dynamic_weight.is_some() {
-        return Err(format!(
-            "replicaScheduling: {} needs each cluster's free capacity, which an offline plan does not have",
-            if preference == "Aggregated" {
-                "Aggregated"
-            } else {
-                "dynamicWeight"
+    if preference == "Aggregated" || (preference == "Weighted" && weights.dynamic_weight.is_some())
+    {
+        // Karmada divides by capacity; unreachable clusters are no candidates, as its
+        // not-ready taint keeps them out. Offline there is no previous division, so this is
+        // a first schedule.
+        let division = match (preference, weights.dynamic_weight.as_deref()) {
+            ("Aggregated", _) => capacity::Division::Aggregated,
+            (_, Some("AvailableReplicas")) => capacity::Division::DynamicWeight,
+            (_, other) => {
+                return Err(format!(
+                    "weightPreference.dynamicWeight {other:?} is not AvailableReplicas"
+                ));
             }
-        ));
+        };
+        let reachable: Vec<&Cluster> = candidates
+            .into_iter()
+            .filter(|c| !unavailable.contains(&c.name))
+            .collect();
+        let targets = capacity::place(
+            division,
+            total,
+            template,
+            &reachable,
+            capacity,
+            &[],
+            warnings,
+            policy,
+        )?;
+        return Ok((targets, group, None));
     }
     if !matches!(preference, "Weighted") {
         return Err(format!(
