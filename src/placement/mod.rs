@@ -757,16 +757,22 @@ fn choose_policy<'a>(
 /// Kinds whose `spec.replicas` Karmada divides. A template without replicas counts 1, as in
 /// Karmada, whose templates the apiserver defaults to 1; Duplicated keeps it absent (see
 /// `place`).
-fn replica_count(template: &Object) -> Option<u64> {
-    match template.kind() {
-        "Deployment" | "StatefulSet" | "ReplicaSet" => Some(
-            template
-                .value
-                .pointer("/spec/replicas")
-                .and_then(Value::as_u64)
-                .unwrap_or(1),
-        ),
-        _ => None,
+/// The replicas of a scalable template (1 when it has none, as its apiserver defaults), or
+/// `None` for other kinds. A value Kubernetes would refuse (negative, over int32, not a
+/// number) is an error naming it, never read as 1.
+fn replica_count(template: &Object) -> Result<Option<u64>, String> {
+    if !matches!(template.kind(), "Deployment" | "StatefulSet" | "ReplicaSet") {
+        return Ok(None);
+    }
+    match template.value.pointer("/spec/replicas") {
+        None | Some(Value::Null) => Ok(Some(1)),
+        Some(value) => value
+            .as_u64()
+            .filter(|n| *n <= i32::MAX as u64)
+            .map(Some)
+            .ok_or_else(|| {
+                format!("spec.replicas: {value} is not a replica count (0 to 2147483647)")
+            }),
     }
 }
 
@@ -799,7 +805,7 @@ fn place(
         .as_deref()
         .unwrap_or("Weighted");
     let weights = scheduling.weight_preference.clone().unwrap_or_default();
-    let replicas = replica_count(template);
+    let replicas = replica_count(template)?;
     let static_weights = divided && !weights.static_weight_list.is_empty();
     let (candidates, group) =
         select_clusters(placement, clusters, static_weights).map_err(|e| e.0)?;
@@ -1065,8 +1071,26 @@ fn apply_overrides(
             {
                 continue;
             }
+            let identity = object.object_ref();
             apply_overriders(&mut object.value, &rule.overriders)
                 .map_err(|e| format!("{}: overrideRules[{index}]: {e}", policy.label))?;
+            // An override changes an object, never which object it is: a removed name or a
+            // replaced kind would apply something else in the cluster's name.
+            let after = object.object_ref();
+            if after != identity
+                || after.name.is_empty()
+                || object.api_version() != identity.api_version()
+            {
+                return Err(format!(
+                    "{}: overrideRules[{index}]: may not change the object's apiVersion, kind, name or namespace (it would become {})",
+                    policy.label,
+                    if after.name.is_empty() {
+                        "an object without a name".to_string()
+                    } else {
+                        after.to_string()
+                    }
+                ));
+            }
         }
     }
     Ok(())

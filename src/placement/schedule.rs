@@ -266,6 +266,20 @@ fn cut_keeping_groups<'a>(
 /// assert_eq!(divide_by_weight(14, &[("a", 3), ("b", 2), ("c", 1)]), [7, 5, 2]);
 /// ```
 pub fn divide_by_weight(total: u64, weights: &[(&str, u64)]) -> Vec<u64> {
+    // Seat by seat for small totals; by the threshold for large ones, in O(clusters) per
+    // step, so 2^31 replicas take no longer than 10 (the two agree: see the tests).
+    if total <= SEAT_BY_SEAT_LIMIT {
+        divide_seat_by_seat(total, weights)
+    } else {
+        divide_by_threshold(total, weights)
+    }
+}
+
+/// Up to this many replicas are handed out one by one.
+const SEAT_BY_SEAT_LIMIT: u64 = 10_000;
+
+/// The highest-averages procedure itself: each replica to the highest quotient.
+fn divide_seat_by_seat(total: u64, weights: &[(&str, u64)]) -> Vec<u64> {
     #[derive(PartialEq)]
     struct Seat<'a> {
         quotient: f64,
@@ -305,6 +319,78 @@ pub fn divide_by_weight(total: u64, weights: &[(&str, u64)]) -> Vec<u64> {
         seat.assigned += 1;
         seat.quotient = weights[seat.index].1 as f64 / (2 * seat.assigned + 1) as f64;
         heap.push(seat);
+    }
+    shares
+}
+
+/// The same result without handing seats out one by one. Cluster i's `s`-th quotient is
+/// `w_i / (2s + 1)`; the replicas go to the `total` largest quotients. Every quotient above
+/// the `total`-th largest (the threshold) wins a seat; the seats left go to the quotients
+/// equal to it, in the procedure's tie order (fewer assigned, then the lower name). Quotients
+/// are compared as fractions in `u128`, exactly.
+fn divide_by_threshold(total: u64, weights: &[(&str, u64)]) -> Vec<u64> {
+    let positive: Vec<usize> = (0..weights.len()).filter(|&i| weights[i].1 > 0).collect();
+    let mut shares = vec![0u64; weights.len()];
+    if positive.is_empty() {
+        return shares;
+    }
+    // Quotients of cluster i strictly above w/k (k odd): the odd numbers k' with
+    // w_i * k > w * k', i.e. k' <= (w_i * k - 1) / w.
+    let above = |i: usize, w: u128, k: u128| -> u128 {
+        let largest = (weights[i].1 as u128 * k).saturating_sub(1) / w;
+        largest.div_ceil(2)
+    };
+    let count_above = |w: u128, k: u128| -> u128 { positive.iter().map(|&i| above(i, w, k)).sum() };
+    // The threshold is the `total`-th largest quotient: fewer than `total` quotients are above
+    // it. For each cluster, binary search the smallest of its quotients with that property.
+    let total = total as u128;
+    let mut threshold: Option<(u128, u128)> = None;
+    for &i in &positive {
+        let w = weights[i].1 as u128;
+        // Quotients >= w/(2s+1) number count_above(w, 2s+1) + (those equal); find the
+        // largest s whose quotient still has fewer than `total` quotients strictly above.
+        let (mut low, mut high) = (0u128, total);
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            if count_above(w, 2 * middle + 1) < total {
+                low = middle;
+            } else {
+                high = middle - 1;
+            }
+        }
+        let candidate = (w, 2 * low + 1);
+        if count_above(candidate.0, candidate.1) >= total {
+            continue;
+        }
+        // Every cluster's candidate is at least the threshold, and the threshold's own
+        // cluster's candidate is the threshold: it is the smallest candidate.
+        threshold = match threshold {
+            Some((tw, tk)) if tw * candidate.1 <= candidate.0 * tk => Some((tw, tk)),
+            _ => Some(candidate),
+        };
+    }
+    let Some((tw, tk)) = threshold else {
+        return shares;
+    };
+    let mut left = total;
+    let mut tied = Vec::new();
+    for &i in &positive {
+        let seats = above(i, tw, tk);
+        shares[i] = seats as u64;
+        left -= seats.min(left);
+        // Is the cluster's next quotient, w_i/(2*seats+1), equal to the threshold?
+        if weights[i].1 as u128 * tk == tw * (2 * seats + 1) {
+            tied.push(i);
+        }
+    }
+    // Ties: fewer assigned first, then the lower name (the procedure's order).
+    tied.sort_by(|&a, &b| {
+        shares[a]
+            .cmp(&shares[b])
+            .then_with(|| weights[a].0.cmp(weights[b].0))
+    });
+    for i in tied.into_iter().take(left as usize) {
+        shares[i] += 1;
     }
     shares
 }
@@ -492,5 +578,43 @@ mod tests {
         let (selected, group) = select_clusters(&placement, &clusters, false).unwrap();
         assert_eq!(names(&selected), ["b"]);
         assert_eq!(group.as_deref(), Some("backup"));
+    }
+
+    #[test]
+    fn division_by_threshold_equals_seat_by_seat() {
+        // A small deterministic generator: many shapes, ties included (equal weights, weights
+        // with common factors).
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let names = ["a", "b", "c", "d", "e", "f", "g"];
+        for _ in 0..3_000 {
+            let clusters = 1 + next(6) as usize;
+            let weights: Vec<(&str, u64)> = (0..clusters)
+                .map(|i| {
+                    (
+                        names[i],
+                        [0, 1, 2, 3, 5, 6, 10, 60, 40, 7][next(10) as usize],
+                    )
+                })
+                .collect();
+            let total = next(60);
+            assert_eq!(
+                divide_by_threshold(total, &weights),
+                divide_seat_by_seat(total, &weights),
+                "{total} over {weights:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_replica_counts_divide_at_once() {
+        let shares = divide_by_weight(2_147_483_647, &[("a", 60), ("b", 30), ("c", 10)]);
+        assert_eq!(shares.iter().sum::<u64>(), 2_147_483_647);
+        assert_eq!(shares, [1_288_490_188, 644_245_094, 214_748_365]);
     }
 }

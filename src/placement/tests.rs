@@ -1009,3 +1009,66 @@ fn todays_karmada_fields_are_accepted_and_unapplied_ones_are_reported() {
         "{error}"
     );
 }
+
+#[test]
+fn replica_counts_kubernetes_would_refuse_fail_the_resource() {
+    for (replicas, shown) in [
+        ("-5", "-5"),
+        ("ten", "\"ten\""),
+        ("4294967296", "4294967296"),
+    ] {
+        let yaml =
+            deployment("web", "web", 4).replace("replicas: 4", &format!("replicas: {replicas}"));
+        let plan = plan_of(&format!(
+            "{yaml}---{}",
+            web_policy("  placement:\n    replicaScheduling: {replicaSchedulingType: Divided}\n")
+        ));
+        assert_eq!(plan.errors.len(), 1, "{replicas}: {:?}", plan.errors);
+        assert!(
+            plan.errors[0]
+                .problem
+                .contains(&format!("spec.replicas: {shown} is not a replica count")),
+            "{}",
+            plan.errors[0].problem
+        );
+    }
+}
+
+#[test]
+fn overrides_may_not_change_which_object_it_is() {
+    for (operation, shown) in [
+        (
+            "{path: /metadata/name, operator: remove}",
+            "an object without a name",
+        ),
+        (
+            "{path: /kind, operator: replace, value: ClusterRoleBinding}",
+            "ClusterRoleBinding.apps web/web",
+        ),
+    ] {
+        let override_policy = format!(
+            "\napiVersion: policy.karmada.io/v1alpha1\nkind: ClusterOverridePolicy\nmetadata: {{name: strip}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment}}]\n  overrideRules:\n    - overriders:\n        plaintext: [{operation}]\n"
+        );
+        let plan = plan_of(&format!(
+            "{}---{}---{override_policy}",
+            deployment("web", "web", 4),
+            web_policy(
+                "  placement:\n    replicaScheduling: {replicaSchedulingType: Duplicated}\n"
+            )
+        ));
+        assert!(!plan.errors.is_empty(), "{operation}");
+        assert!(
+            plan.errors.iter().all(|e| e
+                .problem
+                .contains("may not change the object's apiVersion, kind, name or namespace")
+                && e.problem.contains(shown)),
+            "{:?}",
+            plan.errors
+        );
+        assert!(plan.desired.values().all(|objects| {
+            objects
+                .iter()
+                .all(|o| o.kind() != "ClusterRoleBinding" && !o.name().is_empty())
+        }));
+    }
+}
