@@ -30,6 +30,7 @@ use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_ki
 use crate::health::{HealthChange, HealthSettings, probe_cluster};
 use crate::hub::{Hub, MemberCredentials};
 use crate::lease::{LeaseHandle, Ownership};
+use crate::member_capacity::{CapacityReport, allocatable_changed, probe_capacity};
 use crate::metrics::Metrics;
 use crate::object::{Object, ObjectRef};
 use crate::placement::types::SecretKeyRef;
@@ -221,7 +222,8 @@ pub async fn run(
     if let Some(handle) = &leases {
         shared.status.write().await.replica = Some(handle.identity.clone());
     }
-    let mut state = LoopState::new(health_tx, leases);
+    let (capacity_tx, mut capacity_rx) = mpsc::channel::<CapacityReport>(64);
+    let mut state = LoopState::new(health_tx, capacity_tx, leases);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         reconcile(&config, &shared, &mut state).await;
@@ -247,6 +249,12 @@ pub async fn run(
                 Some(change) = health_rx.recv() => {
                     if cluster_health_changed(&config, &shared, &mut state, change).await {
                         // Plan the same commit again, with or without the failover.
+                        state.replan = true;
+                        break;
+                    }
+                }
+                Some(report) = capacity_rx.recv() => {
+                    if capacity_changed(&mut state, report) {
                         state.replan = true;
                         break;
                     }
@@ -286,10 +294,22 @@ struct LoopState {
     health_tx: mpsc::Sender<HealthChange>,
     /// The Leases: which shards this replica holds, told which have workers.
     leases: Option<LeaseHandle>,
+    /// Each member's capacity as last read, for `Aggregated` and `dynamicWeight` division.
+    capacity: placement::capacity::Capacity,
+    /// The capacity the current plan was made with: a member whose nodes changed since
+    /// (see [`allocatable_changed`]) gets the plan made again.
+    planned_capacity: placement::capacity::Capacity,
+    /// Set while the plan has a policy that divides by capacity: the probers read it then.
+    wants_capacity: Arc<std::sync::atomic::AtomicBool>,
+    capacity_tx: mpsc::Sender<CapacityReport>,
 }
 
 impl LoopState {
-    fn new(health_tx: mpsc::Sender<HealthChange>, leases: Option<LeaseHandle>) -> Self {
+    fn new(
+        health_tx: mpsc::Sender<HealthChange>,
+        capacity_tx: mpsc::Sender<CapacityReport>,
+        leases: Option<LeaseHandle>,
+    ) -> Self {
         LoopState {
             planned_commit: None,
             first_seen: None,
@@ -302,6 +322,10 @@ impl LoopState {
             probers: HashMap::new(),
             health_tx,
             leases,
+            capacity: Default::default(),
+            planned_capacity: Default::default(),
+            wants_capacity: Default::default(),
+            capacity_tx,
         }
     }
 
@@ -401,8 +425,15 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
     }
 
     let unavailable: BTreeSet<String> = state.unavailable.keys().cloned().collect();
-    let mut plan = match load_plan(config, &commit, unavailable).await {
-        Ok(plan) => plan,
+    let capacity = state.capacity.clone();
+    let mut plan = match load_plan(config, &commit, unavailable, capacity.clone()).await {
+        Ok((plan, needs_capacity)) => {
+            state
+                .wants_capacity
+                .store(needs_capacity, std::sync::atomic::Ordering::Relaxed);
+            state.planned_capacity = capacity;
+            plan
+        }
         Err((stage, error)) => {
             shared
                 .metrics
@@ -582,13 +613,26 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
         if state.probers.contains_key(cluster) {
             continue;
         }
-        let task = tokio::spawn(probe_cluster(
-            cluster.clone(),
-            desired.secret.clone(),
-            config.credentials.clone(),
-            config.health,
-            state.health_tx.clone(),
-        ));
+        // Health, and capacity while a policy divides by it: one task, aborted together.
+        let task = tokio::spawn({
+            let health = probe_cluster(
+                cluster.clone(),
+                desired.secret.clone(),
+                config.credentials.clone(),
+                config.health,
+                state.health_tx.clone(),
+            );
+            let capacity = probe_capacity(
+                cluster.clone(),
+                desired.secret.clone(),
+                config.credentials.clone(),
+                state.wants_capacity.clone(),
+                state.capacity_tx.clone(),
+            );
+            async move {
+                tokio::join!(health, capacity);
+            }
+        });
         state
             .probers
             .insert(cluster.clone(), (desired.secret.clone(), AbortOnDrop(task)));
@@ -697,11 +741,13 @@ async fn cluster_health_changed(
 }
 
 /// Checks out, renders and places a commit, off the async threads.
+/// Renders and places a commit; also says whether a policy divides by capacity.
 async fn load_plan(
     config: &AgentConfig,
     commit: &str,
     unavailable: BTreeSet<String>,
-) -> Result<Plan, (&'static str, String)> {
+    capacity: placement::capacity::Capacity,
+) -> Result<(Plan, bool), (&'static str, String)> {
     let source = config.source.clone();
     let repo_path = config.repo_path.clone();
     let commit = commit.to_string();
@@ -714,11 +760,41 @@ async fn load_plan(
         };
         let rendered =
             render::render_tree(&root, &repo_path).map_err(|e| ("render", e.to_string()))?;
-        placement::plan_with_unavailable(&rendered, &unavailable)
+        let needs_capacity = placement::needs_capacity(&rendered);
+        let inputs = placement::PlanInputs {
+            unavailable: &unavailable,
+            capacity: needs_capacity.then_some(&capacity),
+        };
+        placement::plan_with(&rendered, &inputs)
+            .map(|plan| (plan, needs_capacity))
             .map_err(|e| ("place", e.to_string()))
     })
     .await;
     loaded.unwrap_or_else(|error| Err(("render", error.to_string())))
+}
+
+/// Records a member's capacity; true when the plan must be made again: a policy divides by
+/// capacity and the member's nodes changed since the plan was made (pods never count, so a
+/// division does not chase its own replicas).
+fn capacity_changed(state: &mut LoopState, report: CapacityReport) -> bool {
+    let CapacityReport { cluster, resources } = report;
+    let changed = state
+        .planned_capacity
+        .clusters
+        .get(&cluster)
+        .is_none_or(|planned| allocatable_changed(planned, &resources));
+    let wanted = state
+        .wants_capacity
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if changed && wanted {
+        tracing::info!(
+            cluster,
+            allocatable = ?resources.allocatable,
+            "the cluster's nodes changed; dividing by capacity again"
+        );
+    }
+    state.capacity.clusters.insert(cluster, resources);
+    changed && wanted
 }
 
 async fn report_error(shared: &Shared, error: String) {

@@ -1658,3 +1658,149 @@ async fn crds_with_cel_rules_apply_and_the_apiserver_enforces_them() {
         );
     }
 }
+
+/// Test Nodes no kubelet runs (tainted, so nothing is scheduled there), deleted on drop.
+struct CapacityNodes(Vec<(&'static str, String)>);
+
+impl CapacityNodes {
+    async fn add(&mut self, cluster: &'static str, name: &str, cpu: &str) {
+        let client = clusters().client(cluster).await;
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"flotilla.test/capacity": "yes"}},
+            "spec": {"taints": [{"key": "flotilla.test/capacity", "value": "only", "effect": "NoSchedule"}]},
+        }))
+        .expect("node");
+        api.create(&kube::api::PostParams::default(), &node)
+            .await
+            .expect("create node");
+        let status = serde_json::json!({"status": {
+            // cpu is what limits: memory and pods are plenty.
+            "capacity": {"cpu": cpu, "memory": "4Ti", "pods": "5000"},
+            "allocatable": {"cpu": cpu, "memory": "4Ti", "pods": "5000"},
+        }});
+        api.patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .expect("node status");
+        self.0.push((cluster, name.to_string()));
+    }
+
+    async fn remove(&mut self, cluster: &'static str, name: &str) {
+        let client = clusters().client(cluster).await;
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+        api.delete(name, &kube::api::DeleteParams::default())
+            .await
+            .expect("delete node");
+        self.0.retain(|(c, n)| !(*c == cluster && n == name));
+    }
+}
+
+impl Drop for CapacityNodes {
+    fn drop(&mut self) {
+        for (cluster, name) in &self.0 {
+            kubectl(
+                cluster,
+                &["delete", "node", name, "--ignore-not-found"],
+                None,
+                None,
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_divides_by_live_capacity_and_follows_a_node_pool() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "live-capacity";
+    let mut nodes = CapacityNodes(Vec::new());
+    // Both clusters get room (the 1.20 lane has no other Nodes).
+    nodes
+        .add("cluster-hangzhou", "capacity-base-hz", "16")
+        .await;
+    nodes
+        .add("cluster-shanghai", "capacity-base-sh", "16")
+        .await;
+    let fleet = format!(
+        r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: live-capacity, namespace: flotilla-system}}
+spec:
+  clusters:
+    - {{name: cluster-hangzhou, kind: AttachedCluster}}
+    - {{name: cluster-shanghai, kind: AttachedCluster}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  replicas: 10
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27.3
+          resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment, name: web}}]
+  placement:
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      replicaDivisionPreference: Weighted
+      weightPreference: {{dynamicWeight: AvailableReplicas}}
+"#
+    );
+    let dir = write_fleet(&[("fleet.yaml", fleet.as_str())]);
+    let _agent = path_agent(dir.path(), "live-capacity").await;
+    let shares = || async {
+        (
+            deployment_replicas("cluster-hangzhou", namespace, "web").await,
+            deployment_replicas("cluster-shanghai", namespace, "web").await,
+        )
+    };
+    // Waits up to a minute: capacity is read every 10 s.
+    async fn within_a_minute<F, Fut>(what: &str, mut check: F) -> (Option<i64>, Option<i64>)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = (Option<i64>, Option<i64>)>,
+    {
+        let mut last = (None, None);
+        for _ in 0..120 {
+            last = check().await;
+            // A cluster given no replicas holds no Deployment: 0.
+            if what_holds(what, last.0.unwrap_or(0), last.1.unwrap_or(0)) {
+                return last;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!("not within a minute: {what}; last {last:?}");
+    }
+    fn what_holds(what: &str, hangzhou: i64, shanghai: i64) -> bool {
+        hangzhou + shanghai == 10
+            && match what {
+                "divided" => hangzhou > 0 && shanghai > 0,
+                "shanghai grew" => shanghai >= 9,
+                "shanghai shrank" => shanghai <= 7 && hangzhou >= 3,
+                _ => false,
+            }
+    }
+    within_a_minute("divided", shares).await;
+    // A big node pool in shanghai: its available replicas dwarf hangzhou's.
+    nodes
+        .add("cluster-shanghai", "capacity-pool-sh", "1000")
+        .await;
+    within_a_minute("shanghai grew", shares).await;
+    // The pool goes away: the division follows back.
+    nodes.remove("cluster-shanghai", "capacity-pool-sh").await;
+    within_a_minute("shanghai shrank", shares).await;
+}

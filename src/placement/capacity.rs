@@ -750,7 +750,7 @@ pub(super) fn place(
     }
     let Some(capacity) = capacity else {
         return Err(format!(
-            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent does not read cluster capacity yet)"
+            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent reads them from the member clusters' Nodes and Pods)"
         ));
     };
     let requirements = ReplicaRequirements::from_template(&template.value)?;

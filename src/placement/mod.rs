@@ -211,6 +211,30 @@ pub struct PlanInputs<'a> {
     pub capacity: Option<&'a Capacity>,
 }
 
+/// Whether some propagation policy divides replicas by the clusters' capacity (`Aggregated`
+/// or `dynamicWeight`): then a plan needs [`PlanInputs::capacity`].
+pub fn needs_capacity(rendered: &Rendered) -> bool {
+    rendered.objects.iter().any(|object| {
+        object.group() == KARMADA_POLICY_GROUP
+            && matches!(
+                object.kind(),
+                "PropagationPolicy" | "ClusterPropagationPolicy"
+            )
+            && object
+                .value
+                .pointer("/spec/placement/replicaScheduling")
+                .is_some_and(|scheduling| {
+                    scheduling
+                        .get("replicaDivisionPreference")
+                        .and_then(Value::as_str)
+                        == Some("Aggregated")
+                        || scheduling
+                            .pointer("/weightPreference/dynamicWeight")
+                            .is_some()
+                })
+    })
+}
+
 /// [`plan`] with everything [`PlanInputs`] adds.
 pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanError> {
     let PlanInputs {
