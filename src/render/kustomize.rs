@@ -444,6 +444,8 @@ struct ImageEntry {
     new_name: Option<String>,
     new_tag: Option<String>,
     digest: Option<String>,
+    /// Appended to the image's tag when neither `newTag` nor `digest` is given.
+    tag_suffix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1444,17 +1446,37 @@ impl Level<'_> {
         if images.is_empty() {
             return;
         }
+        // kustomize's own image fields, then those a `configurations` file names (custom
+        // resources' images).
+        let specs: Vec<FieldSpecEntry> = DEFAULT_IMAGE_PATHS
+            .iter()
+            .map(|path| FieldSpecEntry {
+                path: (*path).to_string(),
+                ..FieldSpecEntry::default()
+            })
+            .chain(self.config.images.iter().cloned())
+            .collect();
+        // One transformer per entry, in order, as kustomize runs them: an entry sees what the
+        // ones before it wrote (`a` renamed to `b`, then `b` given a tag). Each runs its two
+        // passes - every `containers`/`initContainers` list (not in CRDs), then the field specs
+        // - so a container both reach is rewritten twice, which shows with `tagSuffix`.
+        for entry in images {
+            self.set_image_with(entry, &specs);
+        }
+    }
+
+    /// One image transformer (kustomize's ImageTagTransformer): its legacy pass, then `specs`.
+    pub(super) fn set_image_with(&mut self, entry: &ImageEntry, specs: &[FieldSpecEntry]) {
         for resource in &mut self.resources {
             let object = &mut resource.object;
-            visit_containers(&mut object.value, &mut |container| {
-                if let Some(image) = container.get_mut("image") {
-                    set_image(image, images);
-                }
-            });
-            // Image fields a `configurations` file names (custom resources' images).
-            visit_field_specs(object, &self.config.images, &mut |slot| {
-                set_image(slot, images)
-            });
+            if object.kind() != "CustomResourceDefinition" {
+                visit_containers(&mut object.value, &mut |container| {
+                    if let Some(image) = container.get_mut("image") {
+                        set_image(image, entry);
+                    }
+                });
+            }
+            visit_field_specs(object, specs, &mut |slot| set_image(slot, entry));
         }
     }
 
@@ -1484,25 +1506,47 @@ impl Level<'_> {
     }
 }
 
-/// Rewrites one image reference by the first `images` entry whose name it has.
-fn set_image(slot: &mut Value, images: &[ImageEntry]) {
+/// The image fields of kustomize's default configuration.
+const DEFAULT_IMAGE_PATHS: [&str; 4] = [
+    "spec/containers[]/image",
+    "spec/initContainers[]/image",
+    "spec/template/spec/containers[]/image",
+    "spec/template/spec/initContainers[]/image",
+];
+
+/// Rewrites one image reference when it names `entry`'s image (kustomize's imageTagUpdater).
+fn set_image(slot: &mut Value, entry: &ImageEntry) {
     let Some(image) = slot.as_str() else {
         return;
     };
     let (name, tag, digest) = split_image(image);
-    let Some(entry) = images.iter().find(|e| e.name == name) else {
+    if entry.name != name {
         return;
-    };
+    }
     let name = entry.new_name.as_deref().unwrap_or(name);
-    let image = match (&entry.digest, &entry.new_tag) {
-        (Some(d), _) => format!("{name}@{d}"),
-        (None, Some(t)) => format!("{name}:{t}"),
-        (None, None) => match (tag, digest) {
-            (_, Some(d)) => format!("{name}@{d}"),
-            (Some(t), None) => format!("{name}:{t}"),
-            (None, None) => name.to_string(),
-        },
+    // kustomize reads an empty field as an absent one.
+    let given = |field: &Option<String>| field.clone().filter(|v| !v.is_empty());
+    let (tag, digest) = match (
+        given(&entry.new_tag),
+        given(&entry.digest),
+        given(&entry.tag_suffix),
+    ) {
+        (Some(t), Some(d), _) => (Some(t), Some(d)),
+        (Some(t), None, _) => (Some(t), None),
+        (None, Some(d), _) => (None, Some(d)),
+        // A suffix drops the digest: the suffixed tag names another image.
+        (None, None, Some(suffix)) => (Some(format!("{}{suffix}", tag.unwrap_or(""))), None),
+        (None, None, None) => (tag.map(str::to_string), digest.map(str::to_string)),
     };
+    let mut image = name.to_string();
+    if let Some(tag) = tag.filter(|t| !t.is_empty()) {
+        image.push(':');
+        image.push_str(&tag);
+    }
+    if let Some(digest) = digest.filter(|d| !d.is_empty()) {
+        image.push('@');
+        image.push_str(&digest);
+    }
     *slot = Value::String(image);
 }
 
