@@ -63,9 +63,9 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         }
         // kustomize rewrites every object's annotations as strings when it strips its build
         // annotations (Resource.RemoveBuildAnnotations), so an unquoted `scrape: true` or
-        // `port: 8080` comes out quoted. It keeps the YAML text; Flotilla has the parsed value,
-        // which gives the same text for booleans, plain integers and decimals, and `""` for an
-        // empty value (kustomize writes a literal `null` as "null").
+        // `port: 8080` comes out quoted. It keeps the YAML text, which the loader already kept
+        // for files (`load::kustomize_scalars`); what is left (values set by transformers)
+        // gives the same text for booleans, plain integers and decimals.
         if let Some(annotations) = metadata
             .get_mut("annotations")
             .and_then(Value::as_object_mut)

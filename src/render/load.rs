@@ -192,6 +192,17 @@ pub fn parse_documents_with(
     path: &Path,
     dialect: Dialect,
 ) -> Result<Vec<(Value, usize)>, RenderError> {
+    parse_documents_as(text, path, dialect, false)
+}
+
+/// [`parse_documents_with`]; `resources` when the documents are objects rather than patches,
+/// whose null annotation values delete rather than stay as text.
+fn parse_documents_as(
+    text: &str,
+    path: &Path,
+    dialect: Dialect,
+    resources: bool,
+) -> Result<Vec<(Value, usize)>, RenderError> {
     let documents: Vec<Spanned<Value>> =
         serde_saphyr::from_multiple_with_options(text, yaml_options(dialect)).map_err(|error| {
             RenderError::Yaml {
@@ -201,6 +212,18 @@ pub fn parse_documents_with(
             }
         })?;
     let mut documents = documents;
+    if dialect == Dialect::Kustomize {
+        for (document, path, text) in kustomize_scalars(text, resources) {
+            if let Some(slot) = documents
+                .get_mut(document)
+                .and_then(|d| value_at_mut(&mut d.value, &path))
+                // Only values the parser did not already read as this text.
+                && slot.as_str() != Some(text.as_str())
+            {
+                *slot = Value::String(text);
+            }
+        }
+    }
     if let (Some(path), Some(last)) = (final_block_scalar(text), documents.last_mut())
         && let Some(Value::String(scalar)) = value_at_mut(&mut last.value, &path)
         && scalar.ends_with('\n')
@@ -221,14 +244,20 @@ enum Step {
     Index(usize),
 }
 
-/// The path of the text's last scalar when it is a block scalar (`|`, `>`) that ends the text
-/// without a final line break. The YAML parser under serde-saphyr ends such a scalar with a line
-/// break the text does not have (kustomize's parser does not), which changes a ConfigMap's data.
-fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
-    use granit_parser::{Event, Parser, ScalarStyle};
-    if text.ends_with('\n') || !(text.contains('|') || text.contains('>')) {
-        return None;
-    }
+/// One node of a YAML text as the event parser reads it.
+enum Node<'a> {
+    /// A mapping key (not a place of its own).
+    Key,
+    /// A scalar value: its text, its style and whether it carries a tag.
+    Scalar(&'a str, granit_parser::ScalarStyle, bool),
+    /// A collection's start or an alias.
+    Other,
+}
+
+/// Calls `visit` with every node of `text`: the index of its document and its path there.
+/// `None` when the text does not parse (the caller's parser reports that error).
+fn walk_nodes(text: &str, visit: &mut dyn FnMut(usize, &[Step], Node)) -> Option<()> {
+    use granit_parser::{Event, Parser};
     /// A collection being read: a mapping (with the key of the value to come) or a sequence.
     enum Frame {
         Mapping { key: Option<String> },
@@ -236,9 +265,9 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
     }
     let mut frames: Vec<Frame> = Vec::new();
     let mut path: Vec<Step> = Vec::new();
-    let mut last_block: Option<Vec<Step>> = None;
+    let mut document = 0;
     for event in Parser::new_from_str(text) {
-        let (event, _) = event.ok()?;
+        let (event, span) = event.ok()?;
         let is_node = matches!(
             event,
             Event::Scalar(..)
@@ -247,12 +276,16 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
                 | Event::Alias(_)
         );
         if !is_node {
-            if matches!(event, Event::SequenceEnd | Event::MappingEnd) {
-                frames.pop();
-                // The root collection has no step of its own.
-                if !frames.is_empty() {
-                    path.pop();
+            match event {
+                Event::SequenceEnd | Event::MappingEnd => {
+                    frames.pop();
+                    // The root collection has no step of its own.
+                    if !frames.is_empty() {
+                        path.pop();
+                    }
                 }
+                Event::DocumentEnd => document += 1,
+                _ => {}
             }
             continue;
         }
@@ -264,7 +297,7 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
                         Event::Scalar(value, ..) => value.to_string(),
                         _ => String::new(),
                     });
-                    last_block = None;
+                    visit(document, &path, Node::Key);
                     continue;
                 }
                 Some(key) => Some(Step::Key(key)),
@@ -275,24 +308,167 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
             }
             None => None,
         };
-        match event {
-            Event::Scalar(_, style, ..) => {
-                last_block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded)
-                    .then(|| path.iter().cloned().chain(step).collect());
-            }
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                last_block = None;
-                frames.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Sequence { next: 0 }
+        path.extend(step);
+        match &event {
+            Event::Scalar(value, style, _, tag) => {
+                // An empty value (`key:`) is reported as `~`; its span is empty.
+                let value = if span.end.index() <= span.start.index() {
+                    ""
                 } else {
-                    Frame::Mapping { key: None }
-                });
-                path.extend(step);
+                    value.as_ref()
+                };
+                visit(document, &path, Node::Scalar(value, *style, tag.is_some()));
             }
-            _ => last_block = None,
+            _ => visit(document, &path, Node::Other),
+        }
+        match event {
+            Event::SequenceStart(..) => frames.push(Frame::Sequence { next: 0 }),
+            Event::MappingStart(..) => frames.push(Frame::Mapping { key: None }),
+            // A scalar or an alias is not entered: its step goes.
+            _ if !frames.is_empty() => {
+                path.pop();
+            }
+            _ => {}
         }
     }
+    Some(())
+}
+
+/// The path of the text's last scalar when it is a block scalar (`|`, `>`) that ends the text
+/// without a final line break. The YAML parser under serde-saphyr ends such a scalar with a line
+/// break the text does not have (kustomize's parser does not), which changes a ConfigMap's data.
+fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
+    use granit_parser::ScalarStyle;
+    if text.ends_with('\n') || !(text.contains('|') || text.contains('>')) {
+        return None;
+    }
+    let mut last_block: Option<Vec<Step>> = None;
+    walk_nodes(text, &mut |_, path, node| {
+        last_block = match node {
+            Node::Scalar(_, ScalarStyle::Literal | ScalarStyle::Folded, _) => Some(path.to_vec()),
+            _ => None,
+        };
+    })?;
     last_block
+}
+
+/// What kustomize writes for plain scalars whose YAML value it does not keep, by document:
+/// `metadata.annotations` values keep their text (`1.50`, `0x1F`, and in resources `~` stay as
+/// written, as kustomize's string-typed annotations do), and an unquoted timestamp anywhere else comes out
+/// as RFC 3339 (`2024-01-01` is `"2024-01-01T00:00:00Z"`: kustomize's objects pass through
+/// `map[string]interface{}`, where YAML timestamps become Go times).
+fn kustomize_scalars(text: &str, resources: bool) -> Vec<(usize, Vec<Step>, String)> {
+    use granit_parser::ScalarStyle;
+    let mut fixes = Vec::new();
+    let annotation = |path: &[Step]| {
+        matches!(path, [Step::Key(m), Step::Key(a), Step::Key(_)]
+            if m == "metadata" && a == "annotations")
+    };
+    let _ = walk_nodes(text, &mut |document, path, node| {
+        if let Node::Scalar(text, ScalarStyle::Plain, false) = node {
+            if annotation(path) {
+                // In a patch a null annotation deletes the annotation.
+                let null = matches!(text, "" | "~" | "null" | "Null" | "NULL");
+                if resources || !null {
+                    fixes.push((document, path.to_vec(), text.to_string()));
+                }
+            } else if let Some(time) = go_timestamp(text) {
+                fixes.push((document, path.to_vec(), time));
+            }
+        }
+    });
+    fixes
+}
+
+/// A plain scalar YAML reads as a timestamp (go-yaml's formats: `2006-1-2`, `2006-1-2 15:4:5`
+/// with an optional fraction, and `2006-1-2T15:4:5` with a fraction and `Z` or `±hh:mm`),
+/// written as Go writes a time in JSON (RFC 3339, the fraction without trailing zeros).
+fn go_timestamp(text: &str) -> Option<String> {
+    fn number(text: &str, min: usize, max: usize) -> Option<u32> {
+        (text.len() >= min && text.len() <= max && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    }
+    let (date, rest) = match text.find(['T', 't', ' ']) {
+        Some(at) => (&text[..at], Some((&text[at..at + 1], &text[at + 1..]))),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let year = number(parts.next()?, 4, 4)?;
+    let month = number(parts.next()?, 1, 2)?;
+    let day = number(parts.next()?, 1, 2)?;
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if parts.next().is_some() || !(1..=12).contains(&month) {
+        return None;
+    }
+    if day < 1 || day > days[month as usize - 1] {
+        return None;
+    }
+    let date = format!("{year:04}-{month:02}-{day:02}");
+    let Some((separator, time)) = rest else {
+        return Some(format!("{date}T00:00:00Z"));
+    };
+    // The space form has no zone; the `T` forms must end with one.
+    let (clock, zone) = if separator == " " {
+        (time, "Z".to_string())
+    } else if let Some(clock) = time.strip_suffix('Z') {
+        (clock, "Z".to_string())
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (clock, zone) = time.split_at(at);
+        let (hours, minutes) = zone[1..].split_once(':')?;
+        let (hours, minutes) = (number(hours, 2, 2)?, number(minutes, 2, 2)?);
+        if hours > 23 || minutes > 59 {
+            return None;
+        }
+        let zone = if hours == 0 && minutes == 0 {
+            "Z".to_string()
+        } else {
+            format!("{}{hours:02}:{minutes:02}", &zone[..1])
+        };
+        (clock, zone)
+    };
+    let (clock, fraction) = match clock.split_once('.') {
+        Some((clock, fraction)) => (clock, Some(fraction)),
+        None => (clock, None),
+    };
+    let mut fields = clock.split(':');
+    let hour = number(fields.next()?, 1, 2)?;
+    let minute = number(fields.next()?, 1, 2)?;
+    let second = number(fields.next()?, 1, 2)?;
+    if fields.next().is_some() || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let fraction = match fraction {
+        // Go reads any number of digits and keeps nanoseconds.
+        Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
+            f[..f.len().min(9)].trim_end_matches('0')
+        }
+        Some(_) => return None,
+        None => "",
+    };
+    let fraction = if fraction.is_empty() {
+        String::new()
+    } else {
+        format!(".{fraction}")
+    };
+    Some(format!(
+        "{date}T{hour:02}:{minute:02}:{second:02}{fraction}{zone}"
+    ))
 }
 
 fn value_at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
@@ -315,7 +491,7 @@ pub fn parse_objects_with(
     dialect: Dialect,
 ) -> Result<Vec<Object>, RenderError> {
     let mut objects = Vec::new();
-    for (index, (value, line)) in parse_documents_with(text, path, dialect)?
+    for (index, (value, line)) in parse_documents_as(text, path, dialect, true)?
         .into_iter()
         .enumerate()
     {
@@ -422,6 +598,34 @@ mod tests {
         assert_eq!(x["c"], "on");
         assert_eq!(x["d"], true);
         assert_eq!(x["e"], 420);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_go_writes_them() {
+        for (text, expected) in [
+            ("2024-05-01", Some("2024-05-01T00:00:00Z")),
+            ("2024-5-1", Some("2024-05-01T00:00:00Z")),
+            (
+                "2001-12-14t21:59:43.10-05:00",
+                Some("2001-12-14T21:59:43.1-05:00"),
+            ),
+            ("2001-12-14 21:59:43.10", Some("2001-12-14T21:59:43.1Z")),
+            ("2024-05-01T08:00:00.000Z", Some("2024-05-01T08:00:00Z")),
+            ("2024-05-01T08:00:00+00:00", Some("2024-05-01T08:00:00Z")),
+            ("2024-05-01 8:0:0", Some("2024-05-01T08:00:00Z")),
+            (
+                "2024-05-01T08:00:00.1234567891Z",
+                Some("2024-05-01T08:00:00.123456789Z"),
+            ),
+            ("2024-05-01T24:00:00Z", None),
+            ("2024-05-01 08:00:00+02:00", None),
+            ("2024-02-30", None),
+            ("2024-05-01T08:00:00", None),
+            ("24-05-01", None),
+            ("v2024-05-01", None),
+        ] {
+            assert_eq!(go_timestamp(text).as_deref(), expected, "{text}");
+        }
     }
 
     #[test]
