@@ -23,7 +23,7 @@ use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
 use crate::object::{
-    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
+    Object, Origin, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
     split_api_version,
 };
 
@@ -82,6 +82,75 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         }
     }
     Ok(resources.into_iter().map(|r| r.object).collect())
+}
+
+/// The kinds kustomize takes as cluster-scoped, by apiVersion: kyaml's table from the
+/// Kubernetes 1.21 schema (openapi.precomputedIsNamespaceScoped). kustomize has no other source:
+/// a kind it does not list is namespaced, whatever the cluster or a CRD in the build says - a
+/// ValidatingAdmissionPolicy, a `flowcontrol/v1` FlowSchema, a cluster-scoped CRD's objects all
+/// get the `namespace:`.
+const KUSTOMIZE_CLUSTER_SCOPED: &[(&str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io/v1", "APIService"),
+    ("apiregistration.k8s.io/v1beta1", "APIService"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("certificates.k8s.io/v1beta1", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io/v1beta1", "FlowSchema"),
+    (
+        "flowcontrol.apiserver.k8s.io/v1beta1",
+        "PriorityLevelConfiguration",
+    ),
+    ("networking.k8s.io/v1", "IngressClass"),
+    ("networking.k8s.io/v1beta1", "IngressClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("node.k8s.io/v1beta1", "RuntimeClass"),
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRoleBinding"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("scheduling.k8s.io/v1beta1", "PriorityClass"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("storage.k8s.io/v1", "CSINode"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
+    ("storage.k8s.io/v1beta1", "CSIDriver"),
+    ("storage.k8s.io/v1beta1", "CSINode"),
+    ("storage.k8s.io/v1beta1", "StorageClass"),
+    ("storage.k8s.io/v1beta1", "VolumeAttachment"),
+    ("v1", "ComponentStatus"),
+    ("v1", "Namespace"),
+    ("v1", "Node"),
+    ("v1", "NodeProxyOptions"),
+    ("v1", "PersistentVolume"),
+];
+
+/// Whether kustomize takes objects of this apiVersion and kind as cluster-scoped.
+pub(super) fn kustomize_cluster_scoped(api_version: &str, kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.contains(&(api_version, kind))
+}
+
+/// [`kustomize_cluster_scoped`] for a kind named without its apiVersion (a name reference's).
+fn kustomize_cluster_scoped_kind(kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.iter().any(|(_, k)| *k == kind)
 }
 
 /// kustomize's objects pass through JSON (`map[string]interface{}`), where a number is a
@@ -1232,7 +1301,6 @@ impl Level<'_> {
             })
             .cloned()
             .collect();
-        let scopes = Scopes::from_objects(self.resources.iter().map(|r| &r.object));
         for resource in &mut self.resources {
             visit_field_specs(&mut resource.object, &extra, &mut |slot| {
                 let unset = slot.as_str().is_none_or(str::is_empty);
@@ -1248,7 +1316,7 @@ impl Level<'_> {
             if kind == "Namespace" && object.group().is_empty() {
                 // kustomize renames Namespace objects to the namespace it sets.
                 resource.rename(namespace);
-            } else if !scopes.is_cluster_scoped(object.group(), &kind) {
+            } else if !kustomize_cluster_scoped(object.api_version(), &kind) {
                 resource.set_namespace(namespace);
             }
             // kustomize's namespace field specs also set (creating it) an APIService's
@@ -1980,7 +2048,6 @@ struct Reference {
 
 /// Rewrites every reference to an object that was renamed during the build.
 fn fix_name_references(resources: &mut [Resource], configured: &[NameReference]) {
-    let scopes = Scopes::from_objects(resources.iter().map(|r| &r.object));
     // (kind, any name an object has had) -> the objects; names do not change below, only the
     // fields that refer to them. (A scan of every object per reference was quadratic.)
     let mut by_kind_and_name: std::collections::HashMap<(String, String), Vec<usize>> =
@@ -2031,12 +2098,11 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                 .namespace
                 .clone()
                 .unwrap_or_else(|| referrer.object.namespace().to_string());
-            let cluster_scoped = scopes.is_cluster_scoped("", &reference.kind);
+            let cluster_scoped = kustomize_cluster_scoped_kind(&reference.kind);
             // A cluster-scoped referrer (an APIService, a ClusterRole) naming an object by its
             // name alone reaches it in any namespace, as kustomize's nameref lets it.
-            let (referrer_group, _, referrer_kind) = referrer.object.group_version_kind();
             let from_cluster = reference.namespace.is_none()
-                && scopes.is_cluster_scoped(&referrer_group, &referrer_kind);
+                && kustomize_cluster_scoped(referrer.object.api_version(), referrer.object.kind());
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
             // A RoleBinding subject without a namespace may also name a ServiceAccount of any
@@ -2172,6 +2238,11 @@ fn references_of(object: &Value) -> Vec<Reference> {
             }
         }
         "APIService" => add("/spec/service/name".into(), "Service"),
+        // (kustomize lists Ingress spec.ingressClassName too, under the group
+        // `networking.k8s.io/v1`, which no IngressClass has: it is never followed.)
+        "ValidatingAdmissionPolicyBinding" => {
+            add("/spec/policyName".into(), "ValidatingAdmissionPolicy")
+        }
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
             // The service is named with its namespace, which follows the Service's.
             for (i, webhook) in array(object.get("webhooks")) {
