@@ -1413,12 +1413,13 @@ impl Level<'_> {
             for resource in &mut self.resources {
                 let object = &mut resource.object;
                 let (group, kind) = (object.group().to_string(), object.kind().to_string());
+                let version = split_api_version(object.api_version()).1.to_string();
                 let mut specs: Vec<FieldSpec> = vec![FieldSpec::all("metadata/labels", true)];
                 if templates {
                     specs.extend(
                         LABEL_TEMPLATE_SPECS
                             .iter()
-                            .filter(|s| s.applies(&group, &kind))
+                            .filter(|s| s.applies(&group, &version, &kind))
                             .cloned(),
                     );
                 }
@@ -1426,7 +1427,7 @@ impl Level<'_> {
                     specs.extend(
                         LABEL_SELECTOR_SPECS
                             .iter()
-                            .filter(|s| s.applies(&group, &kind))
+                            .filter(|s| s.applies(&group, &version, &kind))
                             .cloned(),
                     );
                 }
@@ -1435,7 +1436,6 @@ impl Level<'_> {
                 }
                 // The entry's own fields, and those of `configurations` files: commonLabels
                 // where selectors are labelled, templateLabels where only templates are.
-                let version = split_api_version(object.api_version()).1.to_string();
                 let configured: &[FieldSpecEntry] = match (selectors, templates) {
                     (true, _) => &self.config.common_labels,
                     (false, true) => &self.config.template_labels,
@@ -1457,14 +1457,14 @@ impl Level<'_> {
         for resource in &mut self.resources {
             let object = &mut resource.object;
             let (group, kind) = (object.group().to_string(), object.kind().to_string());
+            let version = split_api_version(object.api_version()).1.to_string();
             set_pairs(&mut object.value, "metadata/annotations", true, annotations);
             for spec in ANNOTATION_TEMPLATE_SPECS
                 .iter()
-                .filter(|s| s.applies(&group, &kind))
+                .filter(|s| s.applies(&group, &version, &kind))
             {
                 set_pairs(&mut object.value, &spec.path, spec.create, annotations);
             }
-            let version = split_api_version(object.api_version()).1.to_string();
             for spec in self
                 .config
                 .common_annotations
@@ -1714,6 +1714,7 @@ fn string_map<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<S
 #[derive(Debug, Clone)]
 struct FieldSpec {
     group: Option<&'static str>,
+    version: Option<&'static str>,
     kinds: &'static [&'static str],
     path: String,
     create: bool,
@@ -1721,123 +1722,140 @@ struct FieldSpec {
 
 impl FieldSpec {
     fn all(path: &str, create: bool) -> Self {
-        FieldSpec {
-            group: None,
-            kinds: &[],
-            path: path.into(),
-            create,
-        }
+        spec(&[], path, create)
     }
 
-    fn applies(&self, group: &str, kind: &str) -> bool {
+    /// Only in this API group (kustomize's table names groups: a `batch` Job, an `apps`
+    /// StatefulSet, and leaves the pre-`apps` `extensions/v1beta1` Deployment's affinity alone).
+    fn group(mut self, group: &'static str) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// Only in this API version (kustomize's Service selector is `v1`'s: a Knative
+    /// `serving.knative.dev/v1` Service gets one, a `v1beta1` one does not).
+    fn version(mut self, version: &'static str) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    fn applies(&self, group: &str, version: &str, kind: &str) -> bool {
         self.group.is_none_or(|g| g == group)
+            && self.version.is_none_or(|v| v == version)
             && (self.kinds.is_empty() || self.kinds.contains(&kind))
     }
 }
 
-const POD_TEMPLATE_KINDS: &[&str] = &[
-    "Deployment",
-    "ReplicaSet",
-    "DaemonSet",
-    "StatefulSet",
-    "Job",
-    "ReplicationController",
-];
-
 fn spec(kinds: &'static [&'static str], path: &str, create: bool) -> FieldSpec {
     FieldSpec {
         group: None,
+        version: None,
         kinds,
         path: path.into(),
         create,
     }
 }
 
-/// Where `labels` with `includeTemplates` (and `commonLabels`) write besides metadata.
-static LABEL_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(|| {
-    vec![
-        spec(POD_TEMPLATE_KINDS, "spec/template/metadata/labels", true),
-        spec(&["CronJob"], "spec/jobTemplate/metadata/labels", true),
+/// Pod template metadata as kustomize's tables give it for labels (with volume claim
+/// templates) or annotations.
+fn template_metadata_specs(field: &str, labels: bool) -> Vec<FieldSpec> {
+    let template = format!("spec/template/metadata/{field}");
+    let mut specs = vec![
+        spec(&["ReplicationController"], &template, true).version("v1"),
+        spec(&["Deployment", "ReplicaSet", "DaemonSet"], &template, true),
+        // The StatefulSet's group is kustomize's for labels, not for annotations.
+        if labels {
+            spec(&["StatefulSet"], &template, true).group("apps")
+        } else {
+            spec(&["StatefulSet"], &template, true)
+        },
+        spec(&["Job"], &template, true).group("batch"),
         spec(
             &["CronJob"],
-            "spec/jobTemplate/spec/template/metadata/labels",
+            &format!("spec/jobTemplate/metadata/{field}"),
             true,
-        ),
-        // A list: labelled where it exists, never created (kustomize's `[]`).
+        )
+        .group("batch"),
         spec(
-            &["StatefulSet"],
-            "spec/volumeClaimTemplates[]/metadata/labels",
+            &["CronJob"],
+            &format!("spec/jobTemplate/spec/template/metadata/{field}"),
             true,
-        ),
-    ]
-});
+        )
+        .group("batch"),
+    ];
+    if labels {
+        // A list: labelled where it exists, never created (kustomize's `[]`).
+        specs.push(
+            spec(
+                &["StatefulSet"],
+                &format!("spec/volumeClaimTemplates[]/metadata/{field}"),
+                true,
+            )
+            .group("apps"),
+        );
+    }
+    specs
+}
+
+/// Where `labels` with `includeTemplates` (and `commonLabels`) write besides metadata.
+static LABEL_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
+    std::sync::LazyLock::new(|| template_metadata_specs("labels", true));
 
 /// Where `labels` with `includeSelectors` (and `commonLabels`) write selectors.
 static LABEL_SELECTOR_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(|| {
-    let workloads: &'static [&'static str] =
-        &["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"];
     let mut specs = vec![
-        spec(&["Service"], "spec/selector", true),
-        spec(&["ReplicationController"], "spec/selector", true),
-        spec(workloads, "spec/selector/matchLabels", true),
+        spec(&["Service"], "spec/selector", true).version("v1"),
+        spec(&["ReplicationController"], "spec/selector", true).version("v1"),
+        spec(
+            &["Deployment", "ReplicaSet", "DaemonSet"],
+            "spec/selector/matchLabels",
+            true,
+        ),
+        spec(&["StatefulSet"], "spec/selector/matchLabels", true).group("apps"),
         spec(
             &["CronJob"],
             "spec/jobTemplate/spec/selector/matchLabels",
             false,
-        ),
-        spec(&["Job"], "spec/selector/matchLabels", false),
-        spec(&["PodDisruptionBudget"], "spec/selector/matchLabels", false),
-        spec(&["NetworkPolicy"], "spec/podSelector/matchLabels", false),
-        spec(
-            &["NetworkPolicy"],
-            "spec/ingress/from/podSelector/matchLabels",
-            false,
-        ),
-        spec(
-            &["NetworkPolicy"],
-            "spec/egress/to/podSelector/matchLabels",
-            false,
-        ),
+        )
+        .group("batch"),
+        spec(&["Job"], "spec/selector/matchLabels", false).group("batch"),
+        spec(&["PodDisruptionBudget"], "spec/selector/matchLabels", false).group("policy"),
     ];
-    // kustomize labels affinity and spread selectors of Deployments and StatefulSets only.
+    for path in [
+        "spec/podSelector/matchLabels",
+        "spec/ingress/from/podSelector/matchLabels",
+        "spec/egress/to/podSelector/matchLabels",
+    ] {
+        specs.push(spec(&["NetworkPolicy"], path, false).group("networking.k8s.io"));
+    }
+    // kustomize labels affinity and spread selectors of `apps` Deployments and StatefulSets.
     let affine: &'static [&'static str] = &["Deployment", "StatefulSet"];
     for affinity in ["podAffinity", "podAntiAffinity"] {
         specs.push(spec(
             affine,
             &format!("spec/template/spec/affinity/{affinity}/preferredDuringSchedulingIgnoredDuringExecution/podAffinityTerm/labelSelector/matchLabels"),
             false,
-        ));
+        ).group("apps"));
         specs.push(spec(
             affine,
             &format!("spec/template/spec/affinity/{affinity}/requiredDuringSchedulingIgnoredDuringExecution/labelSelector/matchLabels"),
             false,
-        ));
+        ).group("apps"));
     }
-    specs.push(spec(
-        affine,
-        "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
-        false,
-    ));
+    specs.push(
+        spec(
+            affine,
+            "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
+            false,
+        )
+        .group("apps"),
+    );
     specs
 });
 
 /// Where `commonAnnotations` write besides metadata.
 static ANNOTATION_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
-    std::sync::LazyLock::new(|| {
-        vec![
-            spec(
-                POD_TEMPLATE_KINDS,
-                "spec/template/metadata/annotations",
-                true,
-            ),
-            spec(&["CronJob"], "spec/jobTemplate/metadata/annotations", true),
-            spec(
-                &["CronJob"],
-                "spec/jobTemplate/spec/template/metadata/annotations",
-                true,
-            ),
-        ]
-    });
+    std::sync::LazyLock::new(|| template_metadata_specs("annotations", false));
 
 /// Writes `pairs` into the map at `path` (a `/`-separated path; lists on the way are entered
 /// element by element). Missing maps are created only when `create` is set; a segment marked
