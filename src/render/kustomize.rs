@@ -599,7 +599,21 @@ fn read_kustomization(repo: &Repo, path: &Path) -> Result<Kustomization, RenderE
             problem: "expected a mapping".into(),
         });
     }
-    let kustomization: Kustomization = typed_document(&text, path)?;
+    let mut kustomization: Kustomization = typed_document(&text, path)?;
+    // kustomize reads the file as YAML 1.1: an unquoted `enabled: yes` in valuesInline reaches
+    // helm as a boolean.
+    for (at, value) in super::load::yaml11_booleans(&text) {
+        if let [section, index, field, rest @ ..] = at.as_slice()
+            && section == "helmCharts"
+            && field == "valuesInline"
+            && let Some(chart) = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| kustomization.helm_charts.get_mut(i))
+        {
+            chart.set_inline(rest, Value::Bool(value));
+        }
+    }
     let order = kustomization
         .sort_options
         .as_ref()

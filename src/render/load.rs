@@ -380,6 +380,34 @@ fn kustomize_scalars(text: &str, resources: bool) -> Vec<(usize, Vec<Step>, Stri
     fixes
 }
 
+/// The plain scalars of `text` that YAML 1.1 reads as booleans (`yes`, `on`, `y`, `Off`, ...
+/// where YAML 1.2 has strings), as paths of keys and list indexes with the boolean. kustomize
+/// reads a kustomization file with YAML 1.1 (sigs.k8s.io/yaml), which shows where a field keeps
+/// what it read: a helm chart's `valuesInline`.
+pub(crate) fn yaml11_booleans(text: &str) -> Vec<(Vec<String>, bool)> {
+    use granit_parser::ScalarStyle;
+    let mut found = Vec::new();
+    let _ = walk_nodes(text, &mut |_, path, node| {
+        let Node::Scalar(text, ScalarStyle::Plain, false) = node else {
+            return;
+        };
+        let value = match text {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => true,
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => false,
+            _ => return,
+        };
+        let path = path
+            .iter()
+            .map(|step| match step {
+                Step::Key(key) => key.clone(),
+                Step::Index(index) => index.to_string(),
+            })
+            .collect();
+        found.push((path, value));
+    });
+    found
+}
+
 /// A plain scalar YAML reads as a timestamp (go-yaml's formats: `2006-1-2`, `2006-1-2 15:4:5`
 /// with an optional fraction, and `2006-1-2T15:4:5` with a fraction and `Z` or `±hh:mm`),
 /// written as Go writes a time in JSON (RFC 3339, the fraction without trailing zeros).
