@@ -998,29 +998,30 @@ impl Level<'_> {
     ) -> Result<Value, RenderError> {
         let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
         for env in args.envs.iter().chain(args.env.as_ref()) {
-            let (path, text) = self.read_relative(env)?;
-            // kustomize's env file: leading space trimmed, the rest kept; `KEY` alone is empty.
+            let (_, text) = self.read_relative(env)?;
+            // kustomize's env file: a BOM on the first line and leading space trimmed, the rest
+            // kept (a `\r` ending too); `KEY` alone is empty. Its key check is a no-op (the
+            // API server judges keys), so `KEY = v` makes the key "KEY " and `=v` is skipped.
             for (number, line) in text.lines().enumerate() {
-                let line = line.trim_start_matches('\u{feff}').trim_start();
+                let line = if number == 0 {
+                    line.trim_start_matches('\u{feff}')
+                } else {
+                    line
+                };
+                let line = line.trim_start();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
                 let (key, value) = line.split_once('=').unwrap_or((line, ""));
-                if !is_env_var_name(key) {
-                    return Err(self.error(
-                        format!("{field}.envs"),
-                        format!(
-                            "{}:{}: {key:?} is not a valid environment variable name",
-                            path.display(),
-                            number + 1
-                        ),
-                    ));
+                if key.is_empty() {
+                    continue;
                 }
                 pairs.push((key.to_string(), value.as_bytes().to_vec()));
             }
         }
         for literal in &args.literals {
-            let Some((key, value)) = literal.split_once('=') else {
+            let Some((key, value)) = literal.split_once('=').filter(|(key, _)| !key.is_empty())
+            else {
                 return Err(self.error(
                     format!("{field}.literals"),
                     format!("{literal:?} is not KEY=VALUE"),
@@ -1700,14 +1701,6 @@ fn wrapped_base64(bytes: &[u8]) -> String {
 }
 
 /// Kubernetes' `IsEnvVarName`: letters, digits, `_`, `-` and `.`, not starting with a digit.
-fn is_env_var_name(key: &str) -> bool {
-    !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 /// Kustomize strips one pair of matching quotes around a literal's value.
 fn strip_quotes(value: &str) -> &str {
     for quote in ['"', '\''] {
