@@ -81,7 +81,75 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
             }
         }
     }
+    if let Some(file) = kustomization_file(repo, dir) {
+        let root = read_kustomization(repo, &file)?;
+        add_build_metadata(&mut resources, dir, &file, &root.build_metadata)?;
+    }
     Ok(resources.into_iter().map(|r| r.object).collect())
+}
+
+/// The built kustomization's `buildMetadata`: `originAnnotations` (where each object came
+/// from, relative to the built directory) and `managedByLabel`.
+fn add_build_metadata(
+    resources: &mut [Resource],
+    dir: &Path,
+    file: &Path,
+    options: &[String],
+) -> Result<(), RenderError> {
+    let (mut origins, mut managed_by) = (false, false);
+    for (index, option) in options.iter().enumerate() {
+        match option.as_str() {
+            "originAnnotations" => origins = true,
+            "managedByLabel" => managed_by = true,
+            "transformerAnnotations" => {
+                return Err(RenderError::Kustomization {
+                    path: file.to_path_buf(),
+                    field: format!("buildMetadata[{index}]"),
+                    problem: "not supported: transformerAnnotations record kustomize's \
+                              transformer configurations"
+                        .into(),
+                });
+            }
+            // kustomize ignores an option it does not know.
+            _ => {}
+        }
+    }
+    for resource in resources {
+        if origins {
+            let path = relative_path(dir, &resource.object.origin.path);
+            let origin = match resource.generator {
+                Some(kind) => format!(
+                    "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n",
+                    path.display()
+                ),
+                None => format!("path: {}\n", path.display()),
+            };
+            map_at_path(&mut resource.object.value, &["metadata", "annotations"])
+                .insert("config.kubernetes.io/origin".into(), Value::String(origin));
+        }
+        if managed_by {
+            map_at_path(&mut resource.object.value, &["metadata", "labels"]).insert(
+                "app.kubernetes.io/managed-by".into(),
+                Value::String("kustomize-v5.5.0".into()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `target` as a path from `base` (both root-relative): `../base/app.yaml`.
+fn relative_path(base: &Path, target: &Path) -> PathBuf {
+    let base: Vec<_> = base.components().collect();
+    let target: Vec<_> = target.components().collect();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..base.len() {
+        path.push("..");
+    }
+    for component in &target[common..] {
+        path.push(component);
+    }
+    path
 }
 
 /// The kinds kustomize takes as cluster-scoped, by apiVersion: kyaml's table from the
@@ -185,6 +253,8 @@ struct Resource {
     needs_hash: bool,
     /// The vars whose objref names this object.
     var_names: Vec<String>,
+    /// The builtin generator that made it (`ConfigMapGenerator`, ...), for origin annotations.
+    generator: Option<&'static str>,
 }
 
 impl Resource {
@@ -195,6 +265,7 @@ impl Resource {
             affixes: Vec::new(),
             needs_hash: false,
             var_names: Vec::new(),
+            generator: None,
         }
     }
 
@@ -301,14 +372,13 @@ struct Kustomization {
     helm_charts: Vec<super::helm::HelmChart>,
     helm_globals: Option<super::helm::HelmGlobals>,
     sort_options: Option<SortOptions>,
+    /// Only the built kustomization's counts (kustomize strips what a base asked for).
+    #[serde(default)]
+    build_metadata: Vec<String>,
 }
 
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores, and why.
 const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
-    (
-        "buildMetadata",
-        "its origin annotations and managed-by label describe a kustomize build",
-    ),
     (
         "crds",
         "name references from CRD OpenAPI extensions are not read; use `configurations`",
@@ -786,7 +856,15 @@ fn accumulate(
         &kustomization.helm_charts,
         kustomization.helm_globals.as_ref(),
     )?;
-    build.append(inflated.into_iter().map(Resource::new).collect())?;
+    build.append(
+        inflated
+            .into_iter()
+            .map(|object| Resource {
+                generator: Some("HelmChartInflationGenerator"),
+                ..Resource::new(object)
+            })
+            .collect(),
+    )?;
     build.run_plugin_configs(&kustomization.generators, "generators")?;
     // Components after the generators, before the transformers (kustomize's accumulateTarget):
     // each runs on everything gathered so far, generated objects included.
@@ -917,6 +995,11 @@ impl Level<'_> {
                         Origin::generated(self.file.to_path_buf()),
                     ));
                     resource.needs_hash = !options.disable_name_suffix_hash.unwrap_or(false);
+                    resource.generator = Some(if kind == "Secret" {
+                        "SecretGenerator"
+                    } else {
+                        "ConfigMapGenerator"
+                    });
                     by_name
                         .entry(args.name.clone())
                         .or_default()
@@ -2528,8 +2611,8 @@ mod tests {
                 "sortOptions.order: \"newest\" is not one of legacy, fifo",
             ),
             (
-                "buildMetadata: [originAnnotations]\n",
-                "buildMetadata: not supported: its origin annotations",
+                "buildMetadata: [originAnnotations, transformerAnnotations]\n",
+                "buildMetadata[1]: not supported: transformerAnnotations",
             ),
             (
                 "VALIDATORS: [v.yaml]\n",
