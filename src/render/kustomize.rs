@@ -1633,16 +1633,18 @@ impl Level<'_> {
 
     /// One image transformer (kustomize's ImageTagTransformer): its legacy pass, then `specs`.
     pub(super) fn set_image_with(&mut self, entry: &ImageEntry, specs: &[FieldSpecEntry]) {
+        let matcher = ImageMatcher::new(&entry.name);
+        let set_image = |slot: &mut Value| set_image(slot, entry, &matcher);
         for resource in &mut self.resources {
             let object = &mut resource.object;
             if object.kind() != "CustomResourceDefinition" {
                 visit_containers(&mut object.value, &mut |container| {
                     if let Some(image) = container.get_mut("image") {
-                        set_image(image, entry);
+                        set_image(image);
                     }
                 });
             }
-            visit_field_specs(object, specs, &mut |slot| set_image(slot, entry));
+            visit_field_specs(object, specs, &mut |slot| set_image(slot));
         }
     }
 
@@ -1681,14 +1683,15 @@ const DEFAULT_IMAGE_PATHS: [&str; 4] = [
 ];
 
 /// Rewrites one image reference when it names `entry`'s image (kustomize's imageTagUpdater).
-fn set_image(slot: &mut Value, entry: &ImageEntry) {
+fn set_image(slot: &mut Value, entry: &ImageEntry, matcher: &ImageMatcher) {
     let Some(image) = slot.as_str() else {
         return;
     };
-    let (name, tag, digest) = split_image(image);
-    if entry.name != name {
+    if !matcher.matches(image) {
         return;
     }
+    let (name, tag, digest) = kustomize_split_image(image);
+    let (tag, digest) = (Some(tag), Some(digest));
     let name = entry.new_name.as_deref().unwrap_or(name);
     // kustomize reads an empty field as an absent one.
     let given = |field: &Option<String>| field.clone().filter(|v| !v.is_empty());
@@ -1714,6 +1717,56 @@ fn set_image(slot: &mut Value, entry: &ImageEntry) {
         image.push_str(&digest);
     }
     *slot = Value::String(image);
+}
+
+/// Which images an `images` entry names (kustomize's image.IsImageMatched): its name read as a
+/// regular expression, then an optional tag and digest - so `redis:6` names `redis:6` and the
+/// name `*` every image.
+struct ImageMatcher {
+    name: String,
+    pattern: Option<regex_lite::Regex>,
+}
+
+impl ImageMatcher {
+    fn new(name: &str) -> Self {
+        let pattern = regex_lite::Regex::new(&format!(
+            "^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$"
+        ))
+        .ok();
+        ImageMatcher {
+            name: name.to_string(),
+            pattern,
+        }
+    }
+
+    fn matches(&self, image: &str) -> bool {
+        match &self.pattern {
+            Some(pattern) => pattern.is_match(image),
+            // Go reads `^*` as a repeated anchor that every image matches; a name no regex
+            // engine here takes is compared as it stands.
+            None => self.name == "*" || kustomize_split_image(image).0 == self.name,
+        }
+    }
+}
+
+/// kustomize's image.Split: past the first `/`, the first `@` starts the digest and the first
+/// `:` the tag (`registry.local/nginx:1.25:1.0` has the tag `1.25:1.0`).
+fn kustomize_split_image(image: &str) -> (&str, &str, &str) {
+    let slash = image.find('/').filter(|&i| i > 0).unwrap_or(0);
+    let search = &image[slash..];
+    match (search.find(':'), search.find('@')) {
+        (None, None) => (image, "", ""),
+        (None, Some(at)) => (&image[..slash + at], "", &image[slash + at + 1..]),
+        (Some(colon), Some(at)) if at < colon => {
+            (&image[..slash + at], "", &image[slash + at + 1..])
+        }
+        (Some(colon), Some(at)) => (
+            &image[..slash + colon],
+            &image[slash + colon + 1..slash + at],
+            &image[slash + at + 1..],
+        ),
+        (Some(colon), None) => (&image[..slash + colon], &image[slash + colon + 1..], ""),
+    }
 }
 
 fn merged_options(global: &GeneratorOptions, local: &GeneratorOptions) -> GeneratorOptions {
@@ -2454,6 +2507,27 @@ fn array(value: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_match_and_split_as_kustomize_does() {
+        assert!(ImageMatcher::new("*").matches("nginx:1.0"));
+        assert!(ImageMatcher::new("redis:6").matches("redis:6"));
+        assert!(!ImageMatcher::new("nginx").matches("nginx/exporter"));
+        assert!(ImageMatcher::new("nginx").matches("nginx@sha256:abc"));
+        assert_eq!(
+            kustomize_split_image("registry.local/nginx:1.25:1.0"),
+            ("registry.local/nginx", "1.25:1.0", "")
+        );
+        assert_eq!(
+            kustomize_split_image("localhost:5000/app:1.0@sha256:abc"),
+            ("localhost:5000/app", "1.0", "sha256:abc")
+        );
+        assert_eq!(
+            kustomize_split_image("app@sha256:a:b"),
+            ("app", "", "sha256:a:b")
+        );
+        assert_eq!(kustomize_split_image("app"), ("app", "", ""));
+    }
 
     #[test]
     fn image_split_handles_registry_ports_and_digests() {
