@@ -1724,22 +1724,53 @@ fn set_image(slot: &mut Value, entry: &ImageEntry, matcher: &ImageMatcher) {
 /// name `*` every image.
 struct ImageMatcher {
     name: String,
+    /// The compiled expression; `None` for a name whose only special character is `.` (almost
+    /// every name), which is matched by hand: a regex per image is slow on big bundles.
     pattern: Option<regex_lite::Regex>,
+    literal: bool,
 }
 
 impl ImageMatcher {
     fn new(name: &str) -> Self {
-        let pattern = regex_lite::Regex::new(&format!(
-            "^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$"
-        ))
-        .ok();
+        let literal = !name.contains(|c: char| "\\+*?()|[]{}^$".contains(c));
+        let pattern = (!literal)
+            .then(|| {
+                regex_lite::Regex::new(&format!(
+                    "^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$"
+                ))
+                .ok()
+            })
+            .flatten();
         ImageMatcher {
             name: name.to_string(),
             pattern,
+            literal,
         }
     }
 
     fn matches(&self, image: &str) -> bool {
+        if self.literal {
+            // The name (`.` any character), then `(:tag)?(@sha256:tag)?` to the end.
+            let tag = |s: &str| {
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.{}-".contains(&b))
+            };
+            let name = self.name.as_bytes();
+            let Some(rest) = image
+                .as_bytes()
+                .get(..name.len())
+                .filter(|head| head.iter().zip(name).all(|(i, n)| *n == b'.' || i == n))
+                .and_then(|_| image.get(name.len()..))
+            else {
+                return false;
+            };
+            let (tagged, digest) = match rest.find("@sha256:") {
+                Some(at) => (&rest[..at], Some(&rest[at + "@sha256:".len()..])),
+                None => (rest, None),
+            };
+            return (tagged.is_empty() || tagged.strip_prefix(':').is_some_and(tag))
+                && digest.is_none_or(tag);
+        }
         match &self.pattern {
             Some(pattern) => pattern.is_match(image),
             // Go reads `^*` as a repeated anchor that every image matches; a name no regex
@@ -2514,6 +2545,10 @@ mod tests {
         assert!(ImageMatcher::new("redis:6").matches("redis:6"));
         assert!(!ImageMatcher::new("nginx").matches("nginx/exporter"));
         assert!(ImageMatcher::new("nginx").matches("nginx@sha256:abc"));
+        assert!(ImageMatcher::new("gcr.io/app").matches("gcr.io/app:1.0@sha256:abc"));
+        assert!(!ImageMatcher::new("gcr.io/app").matches("gcr.io/app:1:0"));
+        assert!(!ImageMatcher::new("gcr.io/app").matches("gcr.io/app@md5:abc"));
+        assert!(!ImageMatcher::new("app").matches("ap"));
         assert_eq!(
             kustomize_split_image("registry.local/nginx:1.25:1.0"),
             ("registry.local/nginx", "1.25:1.0", "")

@@ -212,7 +212,19 @@ fn parse_documents_as(
             }
         })?;
     let mut documents = documents;
-    if dialect == Dialect::Kustomize {
+    // A second read of the text, only for the texts that need it (it is not free on bundles of
+    // thousands of objects): a date-like scalar, or an annotation the parser did not read as a
+    // string.
+    let typed_annotation = || {
+        documents.iter().any(|document| {
+            document
+                .value
+                .pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.values().any(|v| !v.is_string()))
+        })
+    };
+    if dialect == Dialect::Kustomize && (has_date_like(text) || typed_annotation()) {
         for (document, path, text) in kustomize_scalars(text, resources) {
             if let Some(slot) = documents
                 .get_mut(document)
@@ -406,6 +418,13 @@ pub(crate) fn yaml11_booleans(text: &str) -> Vec<(Vec<String>, bool)> {
         found.push((path, value));
     });
     found
+}
+
+/// Whether `text` has four digits, a `-` and a digit somewhere: what every timestamp starts with.
+fn has_date_like(text: &str) -> bool {
+    text.as_bytes()
+        .windows(6)
+        .any(|w| w[..4].iter().all(u8::is_ascii_digit) && w[4] == b'-' && w[5].is_ascii_digit())
 }
 
 /// A plain scalar YAML reads as a timestamp (go-yaml's formats: `2006-1-2`, `2006-1-2 15:4:5`
