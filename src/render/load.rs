@@ -227,7 +227,8 @@ fn parse_documents_as(
     if dialect == Dialect::Kustomize && (has_date_like(text) || typed_annotation()) {
         for (document, path, text) in kustomize_scalars(text, resources) {
             if let Some(slot) = documents
-                .get_mut(document)
+                .iter_mut()
+                .find(|d| d.defined.line() as usize == document)
                 .and_then(|d| value_at_mut(&mut d.value, &path))
                 // Only values the parser did not already read as this text.
                 && slot.as_str() != Some(text.as_str())
@@ -266,8 +267,10 @@ enum Node<'a> {
     Other,
 }
 
-/// Calls `visit` with every node of `text`: the index of its document and its path there.
-/// `None` when the text does not parse (the caller's parser reports that error).
+/// Calls `visit` with every node of `text`: the line where its document's root node starts
+/// (what tells documents apart: the parser's count of documents, empty ones and comment-only
+/// ones included, is not serde-saphyr's) and its path there. `None` when the text does not
+/// parse (the caller's parser reports that error).
 fn walk_nodes(text: &str, visit: &mut dyn FnMut(usize, &[Step], Node)) -> Option<()> {
     use granit_parser::{Event, Parser};
     /// A collection being read: a mapping (with the key of the value to come) or a sequence.
@@ -296,7 +299,6 @@ fn walk_nodes(text: &str, visit: &mut dyn FnMut(usize, &[Step], Node)) -> Option
                         path.pop();
                     }
                 }
-                Event::DocumentEnd => document += 1,
                 _ => {}
             }
             continue;
@@ -318,7 +320,10 @@ fn walk_nodes(text: &str, visit: &mut dyn FnMut(usize, &[Step], Node)) -> Option
                 *next += 1;
                 Some(Step::Index(*next - 1))
             }
-            None => None,
+            None => {
+                document = span.start.line();
+                None
+            }
         };
         path.extend(step);
         match &event {
@@ -364,7 +369,8 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
     last_block
 }
 
-/// What kustomize writes for plain scalars whose YAML value it does not keep, by document:
+/// What kustomize writes for plain scalars whose YAML value it does not keep, by document (the
+/// line its root node starts on):
 /// `metadata.annotations` values keep their text (`1.50`, `0x1F`, and in resources `~` stay as
 /// written, as kustomize's string-typed annotations do), and an unquoted timestamp anywhere else comes out
 /// as RFC 3339 (`2024-01-01` is `"2024-01-01T00:00:00Z"`: kustomize's objects pass through
@@ -645,6 +651,20 @@ mod tests {
         assert_eq!(x["c"], "on");
         assert_eq!(x["d"], true);
         assert_eq!(x["e"], 420);
+    }
+
+    #[test]
+    fn kept_texts_land_in_their_own_documents() {
+        // Comment-only and empty documents count for the event parser, not for serde-saphyr.
+        let text = "# leading\n---\n---\nkind: A\nmetadata:\n  name: a\n  annotations: {v: 1.10}\n\
+                    ---\n# only a comment\n---\nkind: B\nmetadata:\n  name: b\n  annotations: {v: 2.20}\n\
+                    data: {t: 2025-02-02}\n...\n---\nkind: C\nmetadata:\n  name: c\n";
+        let objects = parse_objects_with(text, Path::new("t.yaml"), Dialect::Kustomize).unwrap();
+        let values: Vec<_> = objects.iter().map(|o| &o.value).collect();
+        assert_eq!(values[0]["metadata"]["annotations"]["v"], "1.10");
+        assert_eq!(values[1]["metadata"]["annotations"]["v"], "2.20");
+        assert_eq!(values[1]["data"]["t"], "2025-02-02T00:00:00Z");
+        assert!(values[2]["metadata"].get("annotations").is_none());
     }
 
     #[test]
