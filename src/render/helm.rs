@@ -103,6 +103,29 @@ pub struct HelmChart {
     debug: bool,
 }
 
+impl HelmChart {
+    /// Sets the valuesInline value at `path` (keys and list indexes), where one is.
+    pub(crate) fn set_inline(&mut self, path: &[String], value: Value) {
+        let (Some((first, rest)), Some(inline)) = (path.split_first(), self.values_inline.as_mut())
+        else {
+            return;
+        };
+        let mut slot = inline.get_mut(first);
+        for step in rest {
+            slot = match slot {
+                Some(Value::Object(map)) => map.get_mut(step),
+                Some(Value::Array(items)) => {
+                    step.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+                }
+                _ => None,
+            };
+        }
+        if let Some(slot) = slot.filter(|s| s.is_string()) {
+            *slot = value;
+        }
+    }
+}
+
 /// How a helm binary is run: which one, for how long, how much output is read.
 #[derive(Debug, Clone)]
 pub struct HelmRunner {
@@ -681,7 +704,8 @@ fn parse_values(text: &str) -> Result<Value, String> {
 }
 
 /// kyaml's `merge2.Merge(winner, base)` without a schema: maps merge key by key, a null in
-/// `winner` removes the key, anything else in `winner` (scalars, lists) replaces.
+/// `winner` removes the key (and adds none where `base` lacks it), anything else in `winner`
+/// (scalars, lists) replaces.
 fn merge_values(winner: Value, base: Value) -> Result<Value, String> {
     merge_at(winner, base, "", 0)
 }
@@ -700,12 +724,13 @@ fn merge_at(winner: Value, base: Value, path: &str, depth: usize) -> Result<Valu
             for (key, value) in winner {
                 let field = format!("{path}.{key}");
                 match (value, base.remove(&key)) {
-                    (Value::Null, Some(Value::Null) | None) => {
+                    (Value::Null, Some(Value::Null)) => {
                         base.insert(key, Value::Null);
                     }
-                    (Value::Null, Some(_)) => {}
+                    // A null clears the field: there is none to clear when `base` lacks it.
+                    (Value::Null, _) => {}
                     (value, None | Some(Value::Null)) => {
-                        base.insert(key, value);
+                        base.insert(key, without_null_fields(value));
                     }
                     (value, Some(existing)) => {
                         base.insert(key, merge_at(value, existing, &field, depth + 1)?);
@@ -726,6 +751,20 @@ fn merge_at(winner: Value, base: Value, path: &str, depth: usize) -> Result<Valu
             ))
         }
         (winner, _) => Ok(winner),
+    }
+}
+
+/// A mapping kyaml copies into a merge result where the other side has nothing: its null
+/// fields clear nothing and are left out, at every depth (lists are copied as they are).
+fn without_null_fields(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_null_fields(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -1045,14 +1084,14 @@ printf "  values: '%s'\n" "$(cat "$2")""#,
     #[test]
     fn values_merge_like_kyaml() {
         let file = serde_json::json!({"q": {"a": 1, "b": 2}, "r": [1, 2], "t": 5, "u": null});
-        let inline = serde_json::json!({"q": {"a": null}, "r": null, "u": {"z": 1}});
+        let inline = serde_json::json!({"q": {"a": null}, "r": null, "u": {"z": 1}, "v": null, "w": {"x": null}});
         assert_eq!(
             merge_values(inline.clone(), file.clone()).unwrap(),
-            serde_json::json!({"q": {"b": 2}, "t": 5, "u": {"z": 1}})
+            serde_json::json!({"q": {"b": 2}, "t": 5, "u": {"z": 1}, "w": {}})
         );
         assert_eq!(
             merge_values(file, inline).unwrap(),
-            serde_json::json!({"q": {"a": 1, "b": 2}, "r": [1, 2], "t": 5})
+            serde_json::json!({"q": {"a": 1, "b": 2}, "r": [1, 2], "t": 5, "v": null, "w": {"x": null}})
         );
         assert!(merge_values(serde_json::json!({"t": [1]}), serde_json::json!({"t": 5})).is_err());
     }

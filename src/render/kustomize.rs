@@ -23,7 +23,7 @@ use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
 use crate::labels::{matches_all, parse_label_selector};
 use crate::object::{
-    Object, Origin, Scopes, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
+    Object, Origin, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
     split_api_version,
 };
 
@@ -63,9 +63,9 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         }
         // kustomize rewrites every object's annotations as strings when it strips its build
         // annotations (Resource.RemoveBuildAnnotations), so an unquoted `scrape: true` or
-        // `port: 8080` comes out quoted. It keeps the YAML text; Flotilla has the parsed value,
-        // which gives the same text for booleans, plain integers and decimals, and `""` for an
-        // empty value (kustomize writes a literal `null` as "null").
+        // `port: 8080` comes out quoted. It keeps the YAML text, which the loader already kept
+        // for files (`load::kustomize_scalars`); what is left (values set by transformers)
+        // gives the same text for booleans, plain integers and decimals.
         if let Some(annotations) = metadata
             .get_mut("annotations")
             .and_then(Value::as_object_mut)
@@ -81,7 +81,144 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
             }
         }
     }
+    if let Some(file) = kustomization_file(repo, dir) {
+        let root = read_kustomization(repo, &file)?;
+        add_build_metadata(&mut resources, dir, &file, &root.build_metadata)?;
+    }
     Ok(resources.into_iter().map(|r| r.object).collect())
+}
+
+/// The built kustomization's `buildMetadata`: `originAnnotations` (where each object came
+/// from, relative to the built directory) and `managedByLabel`.
+fn add_build_metadata(
+    resources: &mut [Resource],
+    dir: &Path,
+    file: &Path,
+    options: &[String],
+) -> Result<(), RenderError> {
+    let (mut origins, mut managed_by) = (false, false);
+    for (index, option) in options.iter().enumerate() {
+        match option.as_str() {
+            "originAnnotations" => origins = true,
+            "managedByLabel" => managed_by = true,
+            "transformerAnnotations" => {
+                return Err(RenderError::Kustomization {
+                    path: file.to_path_buf(),
+                    field: format!("buildMetadata[{index}]"),
+                    problem: "not supported: transformerAnnotations record kustomize's \
+                              transformer configurations"
+                        .into(),
+                });
+            }
+            // kustomize ignores an option it does not know.
+            _ => {}
+        }
+    }
+    for resource in resources {
+        if origins {
+            let path = relative_path(dir, &resource.object.origin.path);
+            let origin = match resource.generator {
+                Some(kind) => format!(
+                    "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n",
+                    path.display()
+                ),
+                None => format!("path: {}\n", path.display()),
+            };
+            map_at_path(&mut resource.object.value, &["metadata", "annotations"])
+                .insert("config.kubernetes.io/origin".into(), Value::String(origin));
+        }
+        if managed_by {
+            map_at_path(&mut resource.object.value, &["metadata", "labels"]).insert(
+                "app.kubernetes.io/managed-by".into(),
+                Value::String("kustomize-v5.5.0".into()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `target` as a path from `base` (both root-relative): `../base/app.yaml`.
+fn relative_path(base: &Path, target: &Path) -> PathBuf {
+    let base: Vec<_> = base.components().collect();
+    let target: Vec<_> = target.components().collect();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..base.len() {
+        path.push("..");
+    }
+    for component in &target[common..] {
+        path.push(component);
+    }
+    path
+}
+
+/// The kinds kustomize takes as cluster-scoped, by apiVersion: kyaml's table from the
+/// Kubernetes 1.21 schema (openapi.precomputedIsNamespaceScoped). kustomize has no other source:
+/// a kind it does not list is namespaced, whatever the cluster or a CRD in the build says - a
+/// ValidatingAdmissionPolicy, a `flowcontrol/v1` FlowSchema, a cluster-scoped CRD's objects all
+/// get the `namespace:`.
+const KUSTOMIZE_CLUSTER_SCOPED: &[(&str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io/v1", "APIService"),
+    ("apiregistration.k8s.io/v1beta1", "APIService"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("certificates.k8s.io/v1beta1", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io/v1beta1", "FlowSchema"),
+    (
+        "flowcontrol.apiserver.k8s.io/v1beta1",
+        "PriorityLevelConfiguration",
+    ),
+    ("networking.k8s.io/v1", "IngressClass"),
+    ("networking.k8s.io/v1beta1", "IngressClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("node.k8s.io/v1beta1", "RuntimeClass"),
+    ("policy/v1beta1", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1beta1", "ClusterRoleBinding"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("scheduling.k8s.io/v1beta1", "PriorityClass"),
+    ("storage.k8s.io/v1", "CSIDriver"),
+    ("storage.k8s.io/v1", "CSINode"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
+    ("storage.k8s.io/v1beta1", "CSIDriver"),
+    ("storage.k8s.io/v1beta1", "CSINode"),
+    ("storage.k8s.io/v1beta1", "StorageClass"),
+    ("storage.k8s.io/v1beta1", "VolumeAttachment"),
+    ("v1", "ComponentStatus"),
+    ("v1", "Namespace"),
+    ("v1", "Node"),
+    ("v1", "NodeProxyOptions"),
+    ("v1", "PersistentVolume"),
+];
+
+/// Whether kustomize takes objects of this apiVersion and kind as cluster-scoped.
+pub(super) fn kustomize_cluster_scoped(api_version: &str, kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.contains(&(api_version, kind))
+}
+
+/// [`kustomize_cluster_scoped`] for a kind named without its apiVersion (a name reference's).
+fn kustomize_cluster_scoped_kind(kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.iter().any(|(_, k)| *k == kind)
 }
 
 /// kustomize's objects pass through JSON (`map[string]interface{}`), where a number is a
@@ -116,6 +253,8 @@ struct Resource {
     needs_hash: bool,
     /// The vars whose objref names this object.
     var_names: Vec<String>,
+    /// The builtin generator that made it (`ConfigMapGenerator`, ...), for origin annotations.
+    generator: Option<&'static str>,
 }
 
 impl Resource {
@@ -126,6 +265,7 @@ impl Resource {
             affixes: Vec::new(),
             needs_hash: false,
             var_names: Vec::new(),
+            generator: None,
         }
     }
 
@@ -232,14 +372,13 @@ struct Kustomization {
     helm_charts: Vec<super::helm::HelmChart>,
     helm_globals: Option<super::helm::HelmGlobals>,
     sort_options: Option<SortOptions>,
+    /// Only the built kustomization's counts (kustomize strips what a base asked for).
+    #[serde(default)]
+    build_metadata: Vec<String>,
 }
 
 /// Kustomization fields kustomize has and Flotilla refuses rather than ignores, and why.
 const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
-    (
-        "buildMetadata",
-        "its origin annotations and managed-by label describe a kustomize build",
-    ),
     (
         "crds",
         "name references from CRD OpenAPI extensions are not read; use `configurations`",
@@ -444,6 +583,8 @@ struct ImageEntry {
     new_name: Option<String>,
     new_tag: Option<String>,
     digest: Option<String>,
+    /// Appended to the image's tag when neither `newTag` nor `digest` is given.
+    tag_suffix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -528,7 +669,21 @@ fn read_kustomization(repo: &Repo, path: &Path) -> Result<Kustomization, RenderE
             problem: "expected a mapping".into(),
         });
     }
-    let kustomization: Kustomization = typed_document(&text, path)?;
+    let mut kustomization: Kustomization = typed_document(&text, path)?;
+    // kustomize reads the file as YAML 1.1: an unquoted `enabled: yes` in valuesInline reaches
+    // helm as a boolean.
+    for (at, value) in super::load::yaml11_booleans(&text) {
+        if let [section, index, field, rest @ ..] = at.as_slice()
+            && section == "helmCharts"
+            && field == "valuesInline"
+            && let Some(chart) = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| kustomization.helm_charts.get_mut(i))
+        {
+            chart.set_inline(rest, Value::Bool(value));
+        }
+    }
     let order = kustomization
         .sort_options
         .as_ref()
@@ -701,7 +856,15 @@ fn accumulate(
         &kustomization.helm_charts,
         kustomization.helm_globals.as_ref(),
     )?;
-    build.append(inflated.into_iter().map(Resource::new).collect())?;
+    build.append(
+        inflated
+            .into_iter()
+            .map(|object| Resource {
+                generator: Some("HelmChartInflationGenerator"),
+                ..Resource::new(object)
+            })
+            .collect(),
+    )?;
     build.run_plugin_configs(&kustomization.generators, "generators")?;
     // Components after the generators, before the transformers (kustomize's accumulateTarget):
     // each runs on everything gathered so far, generated objects included.
@@ -832,6 +995,11 @@ impl Level<'_> {
                         Origin::generated(self.file.to_path_buf()),
                     ));
                     resource.needs_hash = !options.disable_name_suffix_hash.unwrap_or(false);
+                    resource.generator = Some(if kind == "Secret" {
+                        "SecretGenerator"
+                    } else {
+                        "ConfigMapGenerator"
+                    });
                     by_name
                         .entry(args.name.clone())
                         .or_default()
@@ -913,29 +1081,30 @@ impl Level<'_> {
     ) -> Result<Value, RenderError> {
         let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
         for env in args.envs.iter().chain(args.env.as_ref()) {
-            let (path, text) = self.read_relative(env)?;
-            // kustomize's env file: leading space trimmed, the rest kept; `KEY` alone is empty.
+            let (_, text) = self.read_relative(env)?;
+            // kustomize's env file: a BOM on the first line and leading space trimmed, the rest
+            // kept (a `\r` ending too); `KEY` alone is empty. Its key check is a no-op (the
+            // API server judges keys), so `KEY = v` makes the key "KEY " and `=v` is skipped.
             for (number, line) in text.lines().enumerate() {
-                let line = line.trim_start_matches('\u{feff}').trim_start();
+                let line = if number == 0 {
+                    line.trim_start_matches('\u{feff}')
+                } else {
+                    line
+                };
+                let line = line.trim_start();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
                 let (key, value) = line.split_once('=').unwrap_or((line, ""));
-                if !is_env_var_name(key) {
-                    return Err(self.error(
-                        format!("{field}.envs"),
-                        format!(
-                            "{}:{}: {key:?} is not a valid environment variable name",
-                            path.display(),
-                            number + 1
-                        ),
-                    ));
+                if key.is_empty() {
+                    continue;
                 }
                 pairs.push((key.to_string(), value.as_bytes().to_vec()));
             }
         }
         for literal in &args.literals {
-            let Some((key, value)) = literal.split_once('=') else {
+            let Some((key, value)) = literal.split_once('=').filter(|(key, _)| !key.is_empty())
+            else {
                 return Err(self.error(
                     format!("{field}.literals"),
                     format!("{literal:?} is not KEY=VALUE"),
@@ -1230,7 +1399,6 @@ impl Level<'_> {
             })
             .cloned()
             .collect();
-        let scopes = Scopes::from_objects(self.resources.iter().map(|r| &r.object));
         for resource in &mut self.resources {
             visit_field_specs(&mut resource.object, &extra, &mut |slot| {
                 let unset = slot.as_str().is_none_or(str::is_empty);
@@ -1246,7 +1414,7 @@ impl Level<'_> {
             if kind == "Namespace" && object.group().is_empty() {
                 // kustomize renames Namespace objects to the namespace it sets.
                 resource.rename(namespace);
-            } else if !scopes.is_cluster_scoped(object.group(), &kind) {
+            } else if !kustomize_cluster_scoped(object.api_version(), &kind) {
                 resource.set_namespace(namespace);
             }
             // kustomize's namespace field specs also set (creating it) an APIService's
@@ -1343,12 +1511,13 @@ impl Level<'_> {
             for resource in &mut self.resources {
                 let object = &mut resource.object;
                 let (group, kind) = (object.group().to_string(), object.kind().to_string());
+                let version = split_api_version(object.api_version()).1.to_string();
                 let mut specs: Vec<FieldSpec> = vec![FieldSpec::all("metadata/labels", true)];
                 if templates {
                     specs.extend(
                         LABEL_TEMPLATE_SPECS
                             .iter()
-                            .filter(|s| s.applies(&group, &kind))
+                            .filter(|s| s.applies(&group, &version, &kind))
                             .cloned(),
                     );
                 }
@@ -1356,7 +1525,7 @@ impl Level<'_> {
                     specs.extend(
                         LABEL_SELECTOR_SPECS
                             .iter()
-                            .filter(|s| s.applies(&group, &kind))
+                            .filter(|s| s.applies(&group, &version, &kind))
                             .cloned(),
                     );
                 }
@@ -1365,7 +1534,6 @@ impl Level<'_> {
                 }
                 // The entry's own fields, and those of `configurations` files: commonLabels
                 // where selectors are labelled, templateLabels where only templates are.
-                let version = split_api_version(object.api_version()).1.to_string();
                 let configured: &[FieldSpecEntry] = match (selectors, templates) {
                     (true, _) => &self.config.common_labels,
                     (false, true) => &self.config.template_labels,
@@ -1387,14 +1555,14 @@ impl Level<'_> {
         for resource in &mut self.resources {
             let object = &mut resource.object;
             let (group, kind) = (object.group().to_string(), object.kind().to_string());
+            let version = split_api_version(object.api_version()).1.to_string();
             set_pairs(&mut object.value, "metadata/annotations", true, annotations);
             for spec in ANNOTATION_TEMPLATE_SPECS
                 .iter()
-                .filter(|s| s.applies(&group, &kind))
+                .filter(|s| s.applies(&group, &version, &kind))
             {
                 set_pairs(&mut object.value, &spec.path, spec.create, annotations);
             }
-            let version = split_api_version(object.api_version()).1.to_string();
             for spec in self
                 .config
                 .common_annotations
@@ -1444,17 +1612,39 @@ impl Level<'_> {
         if images.is_empty() {
             return;
         }
+        // kustomize's own image fields, then those a `configurations` file names (custom
+        // resources' images).
+        let specs: Vec<FieldSpecEntry> = DEFAULT_IMAGE_PATHS
+            .iter()
+            .map(|path| FieldSpecEntry {
+                path: (*path).to_string(),
+                ..FieldSpecEntry::default()
+            })
+            .chain(self.config.images.iter().cloned())
+            .collect();
+        // One transformer per entry, in order, as kustomize runs them: an entry sees what the
+        // ones before it wrote (`a` renamed to `b`, then `b` given a tag). Each runs its two
+        // passes - every `containers`/`initContainers` list (not in CRDs), then the field specs
+        // - so a container both reach is rewritten twice, which shows with `tagSuffix`.
+        for entry in images {
+            self.set_image_with(entry, &specs);
+        }
+    }
+
+    /// One image transformer (kustomize's ImageTagTransformer): its legacy pass, then `specs`.
+    pub(super) fn set_image_with(&mut self, entry: &ImageEntry, specs: &[FieldSpecEntry]) {
+        let matcher = ImageMatcher::new(&entry.name);
+        let set_image = |slot: &mut Value| set_image(slot, entry, &matcher);
         for resource in &mut self.resources {
             let object = &mut resource.object;
-            visit_containers(&mut object.value, &mut |container| {
-                if let Some(image) = container.get_mut("image") {
-                    set_image(image, images);
-                }
-            });
-            // Image fields a `configurations` file names (custom resources' images).
-            visit_field_specs(object, &self.config.images, &mut |slot| {
-                set_image(slot, images)
-            });
+            if object.kind() != "CustomResourceDefinition" {
+                visit_containers(&mut object.value, &mut |container| {
+                    if let Some(image) = container.get_mut("image") {
+                        set_image(image);
+                    }
+                });
+            }
+            visit_field_specs(object, specs, &mut |slot| set_image(slot));
         }
     }
 
@@ -1484,26 +1674,130 @@ impl Level<'_> {
     }
 }
 
-/// Rewrites one image reference by the first `images` entry whose name it has.
-fn set_image(slot: &mut Value, images: &[ImageEntry]) {
+/// The image fields of kustomize's default configuration.
+const DEFAULT_IMAGE_PATHS: [&str; 4] = [
+    "spec/containers[]/image",
+    "spec/initContainers[]/image",
+    "spec/template/spec/containers[]/image",
+    "spec/template/spec/initContainers[]/image",
+];
+
+/// Rewrites one image reference when it names `entry`'s image (kustomize's imageTagUpdater).
+fn set_image(slot: &mut Value, entry: &ImageEntry, matcher: &ImageMatcher) {
     let Some(image) = slot.as_str() else {
         return;
     };
-    let (name, tag, digest) = split_image(image);
-    let Some(entry) = images.iter().find(|e| e.name == name) else {
+    if !matcher.matches(image) {
         return;
-    };
+    }
+    let (name, tag, digest) = kustomize_split_image(image);
+    let (tag, digest) = (Some(tag), Some(digest));
     let name = entry.new_name.as_deref().unwrap_or(name);
-    let image = match (&entry.digest, &entry.new_tag) {
-        (Some(d), _) => format!("{name}@{d}"),
-        (None, Some(t)) => format!("{name}:{t}"),
-        (None, None) => match (tag, digest) {
-            (_, Some(d)) => format!("{name}@{d}"),
-            (Some(t), None) => format!("{name}:{t}"),
-            (None, None) => name.to_string(),
-        },
+    // kustomize reads an empty field as an absent one.
+    let given = |field: &Option<String>| field.clone().filter(|v| !v.is_empty());
+    let (tag, digest) = match (
+        given(&entry.new_tag),
+        given(&entry.digest),
+        given(&entry.tag_suffix),
+    ) {
+        (Some(t), Some(d), _) => (Some(t), Some(d)),
+        (Some(t), None, _) => (Some(t), None),
+        (None, Some(d), _) => (None, Some(d)),
+        // A suffix drops the digest: the suffixed tag names another image.
+        (None, None, Some(suffix)) => (Some(format!("{}{suffix}", tag.unwrap_or(""))), None),
+        (None, None, None) => (tag.map(str::to_string), digest.map(str::to_string)),
     };
+    let mut image = name.to_string();
+    if let Some(tag) = tag.filter(|t| !t.is_empty()) {
+        image.push(':');
+        image.push_str(&tag);
+    }
+    if let Some(digest) = digest.filter(|d| !d.is_empty()) {
+        image.push('@');
+        image.push_str(&digest);
+    }
     *slot = Value::String(image);
+}
+
+/// Which images an `images` entry names (kustomize's image.IsImageMatched): its name read as a
+/// regular expression, then an optional tag and digest - so `redis:6` names `redis:6` and the
+/// name `*` every image.
+struct ImageMatcher {
+    name: String,
+    /// The compiled expression; `None` for a name whose only special character is `.` (almost
+    /// every name), which is matched by hand: a regex per image is slow on big bundles.
+    pattern: Option<regex_lite::Regex>,
+    literal: bool,
+}
+
+impl ImageMatcher {
+    fn new(name: &str) -> Self {
+        let literal = !name.contains(|c: char| "\\+*?()|[]{}^$".contains(c));
+        let pattern = (!literal)
+            .then(|| {
+                regex_lite::Regex::new(&format!(
+                    "^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$"
+                ))
+                .ok()
+            })
+            .flatten();
+        ImageMatcher {
+            name: name.to_string(),
+            pattern,
+            literal,
+        }
+    }
+
+    fn matches(&self, image: &str) -> bool {
+        if self.literal {
+            // The name (`.` any character), then `(:tag)?(@sha256:tag)?` to the end.
+            let tag = |s: &str| {
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.{}-".contains(&b))
+            };
+            let name = self.name.as_bytes();
+            let Some(rest) = image
+                .as_bytes()
+                .get(..name.len())
+                .filter(|head| head.iter().zip(name).all(|(i, n)| *n == b'.' || i == n))
+                .and_then(|_| image.get(name.len()..))
+            else {
+                return false;
+            };
+            let (tagged, digest) = match rest.find("@sha256:") {
+                Some(at) => (&rest[..at], Some(&rest[at + "@sha256:".len()..])),
+                None => (rest, None),
+            };
+            return (tagged.is_empty() || tagged.strip_prefix(':').is_some_and(tag))
+                && digest.is_none_or(tag);
+        }
+        match &self.pattern {
+            Some(pattern) => pattern.is_match(image),
+            // Go reads `^*` as a repeated anchor that every image matches; a name no regex
+            // engine here takes is compared as it stands.
+            None => self.name == "*" || kustomize_split_image(image).0 == self.name,
+        }
+    }
+}
+
+/// kustomize's image.Split: past the first `/`, the first `@` starts the digest and the first
+/// `:` the tag (`registry.local/nginx:1.25:1.0` has the tag `1.25:1.0`).
+fn kustomize_split_image(image: &str) -> (&str, &str, &str) {
+    let slash = image.find('/').filter(|&i| i > 0).unwrap_or(0);
+    let search = &image[slash..];
+    match (search.find(':'), search.find('@')) {
+        (None, None) => (image, "", ""),
+        (None, Some(at)) => (&image[..slash + at], "", &image[slash + at + 1..]),
+        (Some(colon), Some(at)) if at < colon => {
+            (&image[..slash + at], "", &image[slash + at + 1..])
+        }
+        (Some(colon), Some(at)) => (
+            &image[..slash + colon],
+            &image[slash + colon + 1..slash + at],
+            &image[slash + at + 1..],
+        ),
+        (Some(colon), None) => (&image[..slash + colon], &image[slash + colon + 1..], ""),
+    }
 }
 
 fn merged_options(global: &GeneratorOptions, local: &GeneratorOptions) -> GeneratorOptions {
@@ -1574,14 +1868,6 @@ fn wrapped_base64(bytes: &[u8]) -> String {
 }
 
 /// Kubernetes' `IsEnvVarName`: letters, digits, `_`, `-` and `.`, not starting with a digit.
-fn is_env_var_name(key: &str) -> bool {
-    !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 /// Kustomize strips one pair of matching quotes around a literal's value.
 fn strip_quotes(value: &str) -> &str {
     for quote in ['"', '\''] {
@@ -1602,6 +1888,7 @@ fn string_map<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<S
 #[derive(Debug, Clone)]
 struct FieldSpec {
     group: Option<&'static str>,
+    version: Option<&'static str>,
     kinds: &'static [&'static str],
     path: String,
     create: bool,
@@ -1609,123 +1896,140 @@ struct FieldSpec {
 
 impl FieldSpec {
     fn all(path: &str, create: bool) -> Self {
-        FieldSpec {
-            group: None,
-            kinds: &[],
-            path: path.into(),
-            create,
-        }
+        spec(&[], path, create)
     }
 
-    fn applies(&self, group: &str, kind: &str) -> bool {
+    /// Only in this API group (kustomize's table names groups: a `batch` Job, an `apps`
+    /// StatefulSet, and leaves the pre-`apps` `extensions/v1beta1` Deployment's affinity alone).
+    fn group(mut self, group: &'static str) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// Only in this API version (kustomize's Service selector is `v1`'s: a Knative
+    /// `serving.knative.dev/v1` Service gets one, a `v1beta1` one does not).
+    fn version(mut self, version: &'static str) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    fn applies(&self, group: &str, version: &str, kind: &str) -> bool {
         self.group.is_none_or(|g| g == group)
+            && self.version.is_none_or(|v| v == version)
             && (self.kinds.is_empty() || self.kinds.contains(&kind))
     }
 }
 
-const POD_TEMPLATE_KINDS: &[&str] = &[
-    "Deployment",
-    "ReplicaSet",
-    "DaemonSet",
-    "StatefulSet",
-    "Job",
-    "ReplicationController",
-];
-
 fn spec(kinds: &'static [&'static str], path: &str, create: bool) -> FieldSpec {
     FieldSpec {
         group: None,
+        version: None,
         kinds,
         path: path.into(),
         create,
     }
 }
 
-/// Where `labels` with `includeTemplates` (and `commonLabels`) write besides metadata.
-static LABEL_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(|| {
-    vec![
-        spec(POD_TEMPLATE_KINDS, "spec/template/metadata/labels", true),
-        spec(&["CronJob"], "spec/jobTemplate/metadata/labels", true),
+/// Pod template metadata as kustomize's tables give it for labels (with volume claim
+/// templates) or annotations.
+fn template_metadata_specs(field: &str, labels: bool) -> Vec<FieldSpec> {
+    let template = format!("spec/template/metadata/{field}");
+    let mut specs = vec![
+        spec(&["ReplicationController"], &template, true).version("v1"),
+        spec(&["Deployment", "ReplicaSet", "DaemonSet"], &template, true),
+        // The StatefulSet's group is kustomize's for labels, not for annotations.
+        if labels {
+            spec(&["StatefulSet"], &template, true).group("apps")
+        } else {
+            spec(&["StatefulSet"], &template, true)
+        },
+        spec(&["Job"], &template, true).group("batch"),
         spec(
             &["CronJob"],
-            "spec/jobTemplate/spec/template/metadata/labels",
+            &format!("spec/jobTemplate/metadata/{field}"),
             true,
-        ),
-        // A list: labelled where it exists, never created (kustomize's `[]`).
+        )
+        .group("batch"),
         spec(
-            &["StatefulSet"],
-            "spec/volumeClaimTemplates[]/metadata/labels",
+            &["CronJob"],
+            &format!("spec/jobTemplate/spec/template/metadata/{field}"),
             true,
-        ),
-    ]
-});
+        )
+        .group("batch"),
+    ];
+    if labels {
+        // A list: labelled where it exists, never created (kustomize's `[]`).
+        specs.push(
+            spec(
+                &["StatefulSet"],
+                &format!("spec/volumeClaimTemplates[]/metadata/{field}"),
+                true,
+            )
+            .group("apps"),
+        );
+    }
+    specs
+}
+
+/// Where `labels` with `includeTemplates` (and `commonLabels`) write besides metadata.
+static LABEL_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
+    std::sync::LazyLock::new(|| template_metadata_specs("labels", true));
 
 /// Where `labels` with `includeSelectors` (and `commonLabels`) write selectors.
 static LABEL_SELECTOR_SPECS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(|| {
-    let workloads: &'static [&'static str] =
-        &["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"];
     let mut specs = vec![
-        spec(&["Service"], "spec/selector", true),
-        spec(&["ReplicationController"], "spec/selector", true),
-        spec(workloads, "spec/selector/matchLabels", true),
+        spec(&["Service"], "spec/selector", true).version("v1"),
+        spec(&["ReplicationController"], "spec/selector", true).version("v1"),
+        spec(
+            &["Deployment", "ReplicaSet", "DaemonSet"],
+            "spec/selector/matchLabels",
+            true,
+        ),
+        spec(&["StatefulSet"], "spec/selector/matchLabels", true).group("apps"),
         spec(
             &["CronJob"],
             "spec/jobTemplate/spec/selector/matchLabels",
             false,
-        ),
-        spec(&["Job"], "spec/selector/matchLabels", false),
-        spec(&["PodDisruptionBudget"], "spec/selector/matchLabels", false),
-        spec(&["NetworkPolicy"], "spec/podSelector/matchLabels", false),
-        spec(
-            &["NetworkPolicy"],
-            "spec/ingress/from/podSelector/matchLabels",
-            false,
-        ),
-        spec(
-            &["NetworkPolicy"],
-            "spec/egress/to/podSelector/matchLabels",
-            false,
-        ),
+        )
+        .group("batch"),
+        spec(&["Job"], "spec/selector/matchLabels", false).group("batch"),
+        spec(&["PodDisruptionBudget"], "spec/selector/matchLabels", false).group("policy"),
     ];
-    // kustomize labels affinity and spread selectors of Deployments and StatefulSets only.
+    for path in [
+        "spec/podSelector/matchLabels",
+        "spec/ingress/from/podSelector/matchLabels",
+        "spec/egress/to/podSelector/matchLabels",
+    ] {
+        specs.push(spec(&["NetworkPolicy"], path, false).group("networking.k8s.io"));
+    }
+    // kustomize labels affinity and spread selectors of `apps` Deployments and StatefulSets.
     let affine: &'static [&'static str] = &["Deployment", "StatefulSet"];
     for affinity in ["podAffinity", "podAntiAffinity"] {
         specs.push(spec(
             affine,
             &format!("spec/template/spec/affinity/{affinity}/preferredDuringSchedulingIgnoredDuringExecution/podAffinityTerm/labelSelector/matchLabels"),
             false,
-        ));
+        ).group("apps"));
         specs.push(spec(
             affine,
             &format!("spec/template/spec/affinity/{affinity}/requiredDuringSchedulingIgnoredDuringExecution/labelSelector/matchLabels"),
             false,
-        ));
+        ).group("apps"));
     }
-    specs.push(spec(
-        affine,
-        "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
-        false,
-    ));
+    specs.push(
+        spec(
+            affine,
+            "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
+            false,
+        )
+        .group("apps"),
+    );
     specs
 });
 
 /// Where `commonAnnotations` write besides metadata.
 static ANNOTATION_TEMPLATE_SPECS: std::sync::LazyLock<Vec<FieldSpec>> =
-    std::sync::LazyLock::new(|| {
-        vec![
-            spec(
-                POD_TEMPLATE_KINDS,
-                "spec/template/metadata/annotations",
-                true,
-            ),
-            spec(&["CronJob"], "spec/jobTemplate/metadata/annotations", true),
-            spec(
-                &["CronJob"],
-                "spec/jobTemplate/spec/template/metadata/annotations",
-                true,
-            ),
-        ]
-    });
+    std::sync::LazyLock::new(|| template_metadata_specs("annotations", false));
 
 /// Writes `pairs` into the map at `path` (a `/`-separated path; lists on the way are entered
 /// element by element). Missing maps are created only when `create` is set; a segment marked
@@ -1936,7 +2240,6 @@ struct Reference {
 
 /// Rewrites every reference to an object that was renamed during the build.
 fn fix_name_references(resources: &mut [Resource], configured: &[NameReference]) {
-    let scopes = Scopes::from_objects(resources.iter().map(|r| &r.object));
     // (kind, any name an object has had) -> the objects; names do not change below, only the
     // fields that refer to them. (A scan of every object per reference was quadratic.)
     let mut by_kind_and_name: std::collections::HashMap<(String, String), Vec<usize>> =
@@ -1987,12 +2290,11 @@ fn fix_name_references(resources: &mut [Resource], configured: &[NameReference])
                 .namespace
                 .clone()
                 .unwrap_or_else(|| referrer.object.namespace().to_string());
-            let cluster_scoped = scopes.is_cluster_scoped("", &reference.kind);
+            let cluster_scoped = kustomize_cluster_scoped_kind(&reference.kind);
             // A cluster-scoped referrer (an APIService, a ClusterRole) naming an object by its
             // name alone reaches it in any namespace, as kustomize's nameref lets it.
-            let (referrer_group, _, referrer_kind) = referrer.object.group_version_kind();
             let from_cluster = reference.namespace.is_none()
-                && scopes.is_cluster_scoped(&referrer_group, &referrer_kind);
+                && kustomize_cluster_scoped(referrer.object.api_version(), referrer.object.kind());
             // A reference names the object as the referrer knew it: compare with every
             // (name, namespace) the object has had, or its current namespace.
             // A RoleBinding subject without a namespace may also name a ServiceAccount of any
@@ -2128,6 +2430,11 @@ fn references_of(object: &Value) -> Vec<Reference> {
             }
         }
         "APIService" => add("/spec/service/name".into(), "Service"),
+        // (kustomize lists Ingress spec.ingressClassName too, under the group
+        // `networking.k8s.io/v1`, which no IngressClass has: it is never followed.)
+        "ValidatingAdmissionPolicyBinding" => {
+            add("/spec/policyName".into(), "ValidatingAdmissionPolicy")
+        }
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
             // The service is named with its namespace, which follows the Service's.
             for (i, webhook) in array(object.get("webhooks")) {
@@ -2231,6 +2538,31 @@ fn array(value: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_match_and_split_as_kustomize_does() {
+        assert!(ImageMatcher::new("*").matches("nginx:1.0"));
+        assert!(ImageMatcher::new("redis:6").matches("redis:6"));
+        assert!(!ImageMatcher::new("nginx").matches("nginx/exporter"));
+        assert!(ImageMatcher::new("nginx").matches("nginx@sha256:abc"));
+        assert!(ImageMatcher::new("gcr.io/app").matches("gcr.io/app:1.0@sha256:abc"));
+        assert!(!ImageMatcher::new("gcr.io/app").matches("gcr.io/app:1:0"));
+        assert!(!ImageMatcher::new("gcr.io/app").matches("gcr.io/app@md5:abc"));
+        assert!(!ImageMatcher::new("app").matches("ap"));
+        assert_eq!(
+            kustomize_split_image("registry.local/nginx:1.25:1.0"),
+            ("registry.local/nginx", "1.25:1.0", "")
+        );
+        assert_eq!(
+            kustomize_split_image("localhost:5000/app:1.0@sha256:abc"),
+            ("localhost:5000/app", "1.0", "sha256:abc")
+        );
+        assert_eq!(
+            kustomize_split_image("app@sha256:a:b"),
+            ("app", "", "sha256:a:b")
+        );
+        assert_eq!(kustomize_split_image("app"), ("app", "", ""));
+    }
 
     #[test]
     fn image_split_handles_registry_ports_and_digests() {
@@ -2388,8 +2720,8 @@ mod tests {
                 "sortOptions.order: \"newest\" is not one of legacy, fifo",
             ),
             (
-                "buildMetadata: [originAnnotations]\n",
-                "buildMetadata: not supported: its origin annotations",
+                "buildMetadata: [originAnnotations, transformerAnnotations]\n",
+                "buildMetadata[1]: not supported: transformerAnnotations",
             ),
             (
                 "VALIDATORS: [v.yaml]\n",

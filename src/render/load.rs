@@ -192,6 +192,17 @@ pub fn parse_documents_with(
     path: &Path,
     dialect: Dialect,
 ) -> Result<Vec<(Value, usize)>, RenderError> {
+    parse_documents_as(text, path, dialect, false)
+}
+
+/// [`parse_documents_with`]; `resources` when the documents are objects rather than patches,
+/// whose null annotation values delete rather than stay as text.
+fn parse_documents_as(
+    text: &str,
+    path: &Path,
+    dialect: Dialect,
+    resources: bool,
+) -> Result<Vec<(Value, usize)>, RenderError> {
     let documents: Vec<Spanned<Value>> =
         serde_saphyr::from_multiple_with_options(text, yaml_options(dialect)).map_err(|error| {
             RenderError::Yaml {
@@ -201,6 +212,31 @@ pub fn parse_documents_with(
             }
         })?;
     let mut documents = documents;
+    // A second read of the text, only for the texts that need it (it is not free on bundles of
+    // thousands of objects): a date-like scalar, or an annotation the parser did not read as a
+    // string.
+    let typed_annotation = || {
+        documents.iter().any(|document| {
+            document
+                .value
+                .pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.values().any(|v| !v.is_string()))
+        })
+    };
+    if dialect == Dialect::Kustomize && (has_date_like(text) || typed_annotation()) {
+        for (document, path, text) in kustomize_scalars(text, resources) {
+            if let Some(slot) = documents
+                .iter_mut()
+                .find(|d| d.defined.line() as usize == document)
+                .and_then(|d| value_at_mut(&mut d.value, &path))
+                // Only values the parser did not already read as this text.
+                && slot.as_str() != Some(text.as_str())
+            {
+                *slot = Value::String(text);
+            }
+        }
+    }
     if let (Some(path), Some(last)) = (final_block_scalar(text), documents.last_mut())
         && let Some(Value::String(scalar)) = value_at_mut(&mut last.value, &path)
         && scalar.ends_with('\n')
@@ -221,14 +257,22 @@ enum Step {
     Index(usize),
 }
 
-/// The path of the text's last scalar when it is a block scalar (`|`, `>`) that ends the text
-/// without a final line break. The YAML parser under serde-saphyr ends such a scalar with a line
-/// break the text does not have (kustomize's parser does not), which changes a ConfigMap's data.
-fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
-    use granit_parser::{Event, Parser, ScalarStyle};
-    if text.ends_with('\n') || !(text.contains('|') || text.contains('>')) {
-        return None;
-    }
+/// One node of a YAML text as the event parser reads it.
+enum Node<'a> {
+    /// A mapping key (not a place of its own).
+    Key,
+    /// A scalar value: its text, its style and whether it carries a tag.
+    Scalar(&'a str, granit_parser::ScalarStyle, bool),
+    /// A collection's start or an alias.
+    Other,
+}
+
+/// Calls `visit` with every node of `text`: the line where its document's root node starts
+/// (what tells documents apart: the parser's count of documents, empty ones and comment-only
+/// ones included, is not serde-saphyr's) and its path there. `None` when the text does not
+/// parse (the caller's parser reports that error).
+fn walk_nodes(text: &str, visit: &mut dyn FnMut(usize, &[Step], Node)) -> Option<()> {
+    use granit_parser::{Event, Parser};
     /// A collection being read: a mapping (with the key of the value to come) or a sequence.
     enum Frame {
         Mapping { key: Option<String> },
@@ -236,9 +280,9 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
     }
     let mut frames: Vec<Frame> = Vec::new();
     let mut path: Vec<Step> = Vec::new();
-    let mut last_block: Option<Vec<Step>> = None;
+    let mut document = 0;
     for event in Parser::new_from_str(text) {
-        let (event, _) = event.ok()?;
+        let (event, span) = event.ok()?;
         let is_node = matches!(
             event,
             Event::Scalar(..)
@@ -247,12 +291,15 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
                 | Event::Alias(_)
         );
         if !is_node {
-            if matches!(event, Event::SequenceEnd | Event::MappingEnd) {
-                frames.pop();
-                // The root collection has no step of its own.
-                if !frames.is_empty() {
-                    path.pop();
+            match event {
+                Event::SequenceEnd | Event::MappingEnd => {
+                    frames.pop();
+                    // The root collection has no step of its own.
+                    if !frames.is_empty() {
+                        path.pop();
+                    }
                 }
+                _ => {}
             }
             continue;
         }
@@ -264,7 +311,7 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
                         Event::Scalar(value, ..) => value.to_string(),
                         _ => String::new(),
                     });
-                    last_block = None;
+                    visit(document, &path, Node::Key);
                     continue;
                 }
                 Some(key) => Some(Step::Key(key)),
@@ -273,26 +320,208 @@ fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
                 *next += 1;
                 Some(Step::Index(*next - 1))
             }
-            None => None,
+            None => {
+                document = span.start.line();
+                None
+            }
         };
-        match event {
-            Event::Scalar(_, style, ..) => {
-                last_block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded)
-                    .then(|| path.iter().cloned().chain(step).collect());
-            }
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                last_block = None;
-                frames.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Sequence { next: 0 }
+        path.extend(step);
+        match &event {
+            Event::Scalar(value, style, _, tag) => {
+                // An empty value (`key:`) is reported as `~`; its span is empty.
+                let value = if span.end.index() <= span.start.index() {
+                    ""
                 } else {
-                    Frame::Mapping { key: None }
-                });
-                path.extend(step);
+                    value.as_ref()
+                };
+                visit(document, &path, Node::Scalar(value, *style, tag.is_some()));
             }
-            _ => last_block = None,
+            _ => visit(document, &path, Node::Other),
+        }
+        match event {
+            Event::SequenceStart(..) => frames.push(Frame::Sequence { next: 0 }),
+            Event::MappingStart(..) => frames.push(Frame::Mapping { key: None }),
+            // A scalar or an alias is not entered: its step goes.
+            _ if !frames.is_empty() => {
+                path.pop();
+            }
+            _ => {}
         }
     }
+    Some(())
+}
+
+/// The path of the text's last scalar when it is a block scalar (`|`, `>`) that ends the text
+/// without a final line break. The YAML parser under serde-saphyr ends such a scalar with a line
+/// break the text does not have (kustomize's parser does not), which changes a ConfigMap's data.
+fn final_block_scalar(text: &str) -> Option<Vec<Step>> {
+    use granit_parser::ScalarStyle;
+    if text.ends_with('\n') || !(text.contains('|') || text.contains('>')) {
+        return None;
+    }
+    let mut last_block: Option<Vec<Step>> = None;
+    walk_nodes(text, &mut |_, path, node| {
+        last_block = match node {
+            Node::Scalar(_, ScalarStyle::Literal | ScalarStyle::Folded, _) => Some(path.to_vec()),
+            _ => None,
+        };
+    })?;
     last_block
+}
+
+/// What kustomize writes for plain scalars whose YAML value it does not keep, by document (the
+/// line its root node starts on):
+/// `metadata.annotations` values keep their text (`1.50`, `0x1F`, and in resources `~` stay as
+/// written, as kustomize's string-typed annotations do), and an unquoted timestamp anywhere else comes out
+/// as RFC 3339 (`2024-01-01` is `"2024-01-01T00:00:00Z"`: kustomize's objects pass through
+/// `map[string]interface{}`, where YAML timestamps become Go times).
+fn kustomize_scalars(text: &str, resources: bool) -> Vec<(usize, Vec<Step>, String)> {
+    use granit_parser::ScalarStyle;
+    let mut fixes = Vec::new();
+    let annotation = |path: &[Step]| {
+        matches!(path, [Step::Key(m), Step::Key(a), Step::Key(_)]
+            if m == "metadata" && a == "annotations")
+    };
+    let _ = walk_nodes(text, &mut |document, path, node| {
+        if let Node::Scalar(text, ScalarStyle::Plain, false) = node {
+            if annotation(path) {
+                // In a patch a null annotation deletes the annotation.
+                let null = matches!(text, "" | "~" | "null" | "Null" | "NULL");
+                if resources || !null {
+                    fixes.push((document, path.to_vec(), text.to_string()));
+                }
+            } else if let Some(time) = go_timestamp(text) {
+                fixes.push((document, path.to_vec(), time));
+            }
+        }
+    });
+    fixes
+}
+
+/// The plain scalars of `text` that YAML 1.1 reads as booleans (`yes`, `on`, `y`, `Off`, ...
+/// where YAML 1.2 has strings), as paths of keys and list indexes with the boolean. kustomize
+/// reads a kustomization file with YAML 1.1 (sigs.k8s.io/yaml), which shows where a field keeps
+/// what it read: a helm chart's `valuesInline`.
+pub(crate) fn yaml11_booleans(text: &str) -> Vec<(Vec<String>, bool)> {
+    use granit_parser::ScalarStyle;
+    let mut found = Vec::new();
+    let _ = walk_nodes(text, &mut |_, path, node| {
+        let Node::Scalar(text, ScalarStyle::Plain, false) = node else {
+            return;
+        };
+        let value = match text {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => true,
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => false,
+            _ => return,
+        };
+        let path = path
+            .iter()
+            .map(|step| match step {
+                Step::Key(key) => key.clone(),
+                Step::Index(index) => index.to_string(),
+            })
+            .collect();
+        found.push((path, value));
+    });
+    found
+}
+
+/// Whether `text` has four digits, a `-` and a digit somewhere: what every timestamp starts with.
+fn has_date_like(text: &str) -> bool {
+    text.as_bytes()
+        .windows(6)
+        .any(|w| w[..4].iter().all(u8::is_ascii_digit) && w[4] == b'-' && w[5].is_ascii_digit())
+}
+
+/// A plain scalar YAML reads as a timestamp (go-yaml's formats: `2006-1-2`, `2006-1-2 15:4:5`
+/// with an optional fraction, and `2006-1-2T15:4:5` with a fraction and `Z` or `±hh:mm`),
+/// written as Go writes a time in JSON (RFC 3339, the fraction without trailing zeros).
+fn go_timestamp(text: &str) -> Option<String> {
+    fn number(text: &str, min: usize, max: usize) -> Option<u32> {
+        (text.len() >= min && text.len() <= max && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    }
+    let (date, rest) = match text.find(['T', 't', ' ']) {
+        Some(at) => (&text[..at], Some((&text[at..at + 1], &text[at + 1..]))),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let year = number(parts.next()?, 4, 4)?;
+    let month = number(parts.next()?, 1, 2)?;
+    let day = number(parts.next()?, 1, 2)?;
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if parts.next().is_some() || !(1..=12).contains(&month) {
+        return None;
+    }
+    if day < 1 || day > days[month as usize - 1] {
+        return None;
+    }
+    let date = format!("{year:04}-{month:02}-{day:02}");
+    let Some((separator, time)) = rest else {
+        return Some(format!("{date}T00:00:00Z"));
+    };
+    // The space form has no zone; the `T` forms must end with one.
+    let (clock, zone) = if separator == " " {
+        (time, "Z".to_string())
+    } else if let Some(clock) = time.strip_suffix('Z') {
+        (clock, "Z".to_string())
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (clock, zone) = time.split_at(at);
+        let (hours, minutes) = zone[1..].split_once(':')?;
+        let (hours, minutes) = (number(hours, 2, 2)?, number(minutes, 2, 2)?);
+        if hours > 23 || minutes > 59 {
+            return None;
+        }
+        let zone = if hours == 0 && minutes == 0 {
+            "Z".to_string()
+        } else {
+            format!("{}{hours:02}:{minutes:02}", &zone[..1])
+        };
+        (clock, zone)
+    };
+    let (clock, fraction) = match clock.split_once('.') {
+        Some((clock, fraction)) => (clock, Some(fraction)),
+        None => (clock, None),
+    };
+    let mut fields = clock.split(':');
+    let hour = number(fields.next()?, 1, 2)?;
+    let minute = number(fields.next()?, 1, 2)?;
+    let second = number(fields.next()?, 1, 2)?;
+    if fields.next().is_some() || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let fraction = match fraction {
+        // Go reads any number of digits and keeps nanoseconds.
+        Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
+            f[..f.len().min(9)].trim_end_matches('0')
+        }
+        Some(_) => return None,
+        None => "",
+    };
+    let fraction = if fraction.is_empty() {
+        String::new()
+    } else {
+        format!(".{fraction}")
+    };
+    Some(format!(
+        "{date}T{hour:02}:{minute:02}:{second:02}{fraction}{zone}"
+    ))
 }
 
 fn value_at_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
@@ -315,7 +544,7 @@ pub fn parse_objects_with(
     dialect: Dialect,
 ) -> Result<Vec<Object>, RenderError> {
     let mut objects = Vec::new();
-    for (index, (value, line)) in parse_documents_with(text, path, dialect)?
+    for (index, (value, line)) in parse_documents_as(text, path, dialect, true)?
         .into_iter()
         .enumerate()
     {
@@ -422,6 +651,48 @@ mod tests {
         assert_eq!(x["c"], "on");
         assert_eq!(x["d"], true);
         assert_eq!(x["e"], 420);
+    }
+
+    #[test]
+    fn kept_texts_land_in_their_own_documents() {
+        // Comment-only and empty documents count for the event parser, not for serde-saphyr.
+        let text = "# leading\n---\n---\nkind: A\nmetadata:\n  name: a\n  annotations: {v: 1.10}\n\
+                    ---\n# only a comment\n---\nkind: B\nmetadata:\n  name: b\n  annotations: {v: 2.20}\n\
+                    data: {t: 2025-02-02}\n...\n---\nkind: C\nmetadata:\n  name: c\n";
+        let objects = parse_objects_with(text, Path::new("t.yaml"), Dialect::Kustomize).unwrap();
+        let values: Vec<_> = objects.iter().map(|o| &o.value).collect();
+        assert_eq!(values[0]["metadata"]["annotations"]["v"], "1.10");
+        assert_eq!(values[1]["metadata"]["annotations"]["v"], "2.20");
+        assert_eq!(values[1]["data"]["t"], "2025-02-02T00:00:00Z");
+        assert!(values[2]["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn timestamps_are_written_as_go_writes_them() {
+        for (text, expected) in [
+            ("2024-05-01", Some("2024-05-01T00:00:00Z")),
+            ("2024-5-1", Some("2024-05-01T00:00:00Z")),
+            (
+                "2001-12-14t21:59:43.10-05:00",
+                Some("2001-12-14T21:59:43.1-05:00"),
+            ),
+            ("2001-12-14 21:59:43.10", Some("2001-12-14T21:59:43.1Z")),
+            ("2024-05-01T08:00:00.000Z", Some("2024-05-01T08:00:00Z")),
+            ("2024-05-01T08:00:00+00:00", Some("2024-05-01T08:00:00Z")),
+            ("2024-05-01 8:0:0", Some("2024-05-01T08:00:00Z")),
+            (
+                "2024-05-01T08:00:00.1234567891Z",
+                Some("2024-05-01T08:00:00.123456789Z"),
+            ),
+            ("2024-05-01T24:00:00Z", None),
+            ("2024-05-01 08:00:00+02:00", None),
+            ("2024-02-30", None),
+            ("2024-05-01T08:00:00", None),
+            ("24-05-01", None),
+            ("v2024-05-01", None),
+        ] {
+            assert_eq!(go_timestamp(text).as_deref(), expected, "{text}");
+        }
     }
 
     #[test]

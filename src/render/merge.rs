@@ -15,7 +15,9 @@ enum ListStrategy {
 
 /// The list-merge keys of the Kubernetes API types that fleet repos patch. A field that is not
 /// named here is replaced wholesale, as the API types declare for `args`, `command`,
-/// `tolerations`, `envFrom` and the like.
+/// `tolerations`, `envFrom`, `readinessGates` and the like. kustomize knows the types of
+/// Kubernetes 1.21: a newer list (`resourceClaims`, `schedulingGates`) is replaced too, whatever
+/// key newer releases give it.
 fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
     match field {
         "containers"
@@ -24,7 +26,6 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         | "env"
         | "volumes"
         | "imagePullSecrets"
-        | "resourceClaims"
         // A ServiceAccount's `secrets`; webhook configurations' `webhooks`.
         | "secrets"
         | "webhooks" => ListStrategy::MergeByKey("name"),
@@ -32,7 +33,6 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
         "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
         "hostAliases" => ListStrategy::MergeByKey("ip"),
         "topologySpreadConstraints" => ListStrategy::MergeByKey("topologyKey"),
-        "readinessGates" => ListStrategy::MergeByKey("conditionType"),
         "conditions" => ListStrategy::MergeByKey("type"),
         "ownerReferences" => ListStrategy::MergeByKey("uid"),
         // Container ports merge by containerPort, Service ports by port (and by protocol too

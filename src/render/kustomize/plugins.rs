@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::vars::DeclaredVars;
 use super::{
     Accumulated, FieldSpecEntry, GeneratorArgs, GeneratorOptions, ImageEntry, Level, PatchEntry,
-    ReplicaEntry, Role, Target, accumulate, add_pairs, set_image, visit_field_specs,
+    ReplicaEntry, Role, Target, accumulate, add_pairs, visit_field_specs,
 };
 use crate::render::RenderError;
 use crate::render::load::parse_documents;
@@ -200,13 +200,8 @@ impl Level<'_> {
                 let Some(image) = config.image_tag else {
                     return Err(self.error(format!("{field}.imageTag"), "missing"));
                 };
-                let images = [image];
-                self.set_images(&images);
-                for resource in &mut self.resources {
-                    visit_field_specs(&mut resource.object, &config.field_specs, &mut |slot| {
-                        set_image(slot, &images)
-                    });
-                }
+                // The plugin writes its own field specs only, not kustomize's defaults.
+                self.set_image_with(&image, &config.field_specs);
                 Ok(())
             }
             "ReplicaCountTransformer" => {

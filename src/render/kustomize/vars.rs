@@ -13,8 +13,10 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{FieldSpecEntry, Level, RenderError, Resource, same_namespace};
-use crate::object::{Scopes, split_api_version};
+use super::{
+    FieldSpecEntry, Level, RenderError, Resource, kustomize_cluster_scoped, same_namespace,
+};
+use crate::object::split_api_version;
 use crate::render::fieldpath;
 
 /// The most fields one object may have expanded; a guard against pathological inputs.
@@ -96,7 +98,6 @@ impl Level<'_> {
         if entries.is_empty() {
             return Ok(());
         }
-        let scopes = Scopes::from_objects(self.resources.iter().map(|r| &r.object));
         for (index, var) in entries.iter().enumerate() {
             let field = format!("vars[{index}]");
             if declared.vars.iter().any(|d| d.var.name == var.name) {
@@ -107,8 +108,13 @@ impl Level<'_> {
             let namespace = var.objref.namespace.clone().unwrap_or_default();
             // Kustomize compares namespaces only when the objref names one or the kind is
             // cluster-scoped.
+            let api_version = if group.is_empty() {
+                version.clone()
+            } else {
+                format!("{group}/{version}")
+            };
             let compare_namespace =
-                !namespace.is_empty() || scopes.is_cluster_scoped(&group, &kind);
+                !namespace.is_empty() || kustomize_cluster_scoped(&api_version, &kind);
             let matched: Vec<usize> = self
                 .resources
                 .iter()
