@@ -286,16 +286,46 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
     // Place every template with the one policy that wins for it.
     let mut placed: BTreeMap<ObjectRef, (Vec<Target>, bool)> = BTreeMap::new();
     let mut unselected = Vec::new();
+    // Karmada's workloadAffinity groups, in the order templates are placed (the repo's): where
+    // the workloads of each (namespace, `key=value`) group went.
+    let mut affinity_groups: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut anti_affinity_groups: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for template in &templates {
         let namespace = effective_namespace(template, &scopes);
         let Some(policy) = choose_policy(&propagations, template, &namespace) else {
             unselected.push(*template);
             continue;
         };
+        let workload_affinity = policy.spec.placement.workload_affinity.as_ref();
+        let group_of = |term: Option<&WorkloadAffinityTerm>| {
+            let key = &term?.group_by_label_key;
+            let (_, value) = template.labels().find(|(k, _)| k == key)?;
+            Some((namespace.clone(), format!("{key}={value}")))
+        };
+        let affinity = group_of(workload_affinity.and_then(|w| w.affinity.as_ref()));
+        let anti_affinity = group_of(workload_affinity.and_then(|w| w.anti_affinity.as_ref()));
+        // Hard filters: with its affinity group's workloads (anywhere, while the group has
+        // none yet), never with its anti-affinity group's.
+        let allowed: Vec<Cluster> = plan
+            .clusters
+            .iter()
+            .filter(|cluster| {
+                let with = |groups: &BTreeMap<(String, String), BTreeSet<String>>,
+                            group: &Option<(String, String)>| {
+                    group
+                        .as_ref()
+                        .and_then(|g| groups.get(g))
+                        .map(|clusters| clusters.contains(&cluster.name))
+                };
+                with(&affinity_groups, &affinity).unwrap_or(true)
+                    && !with(&anti_affinity_groups, &anti_affinity).unwrap_or(false)
+            })
+            .cloned()
+            .collect();
         let (targets, affinity_group, failover) = match place(
             &policy.spec.placement,
             template,
-            &plan.clusters,
+            &allowed,
             unavailable,
             capacity,
             &mut warnings,
@@ -313,6 +343,19 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
                 continue;
             }
         };
+        for (groups, group) in [
+            (&mut affinity_groups, affinity),
+            (&mut anti_affinity_groups, anti_affinity),
+        ] {
+            if let Some(group) = group
+                && !targets.is_empty()
+            {
+                groups
+                    .entry(group)
+                    .or_default()
+                    .extend(targets.iter().map(|t| t.cluster.clone()));
+            }
+        }
         placed.insert(
             template.object_ref(),
             (targets.clone(), policy.spec.propagate_deps),
@@ -475,12 +518,6 @@ fn read_spec<T: DeserializeOwned>(object: &Object) -> Result<T, PlanError> {
 fn warn_of_unapplied_fields(object: &Object, spec: &PropagationSpec, warnings: &mut Vec<Warning>) {
     let placement = &spec.placement;
     let mut fields = Vec::new();
-    if placement.workload_affinity.is_some() {
-        fields.push((
-            "spec.placement.workloadAffinity",
-            "workloads are not grouped across templates",
-        ));
-    }
     if placement
         .cluster_affinities
         .iter()

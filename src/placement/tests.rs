@@ -984,12 +984,8 @@ fn todays_karmada_fields_are_accepted_and_unapplied_ones_are_reported() {
         .filter(|w| w.kind == "field_not_applied")
         .map(|w| w.message.as_str())
         .collect();
-    assert_eq!(unapplied.len(), 3, "{unapplied:?}");
-    for field in [
-        "spec.placement.workloadAffinity",
-        "overflowAffinities",
-        "spec.schedulePriority",
-    ] {
+    assert_eq!(unapplied.len(), 2, "{unapplied:?}");
+    for field in ["overflowAffinities", "spec.schedulePriority"] {
         assert!(
             unapplied.iter().any(|m| m.contains(field)),
             "{field}: {unapplied:?}"
@@ -1071,4 +1067,58 @@ fn overrides_may_not_change_which_object_it_is() {
                 .all(|o| o.kind() != "ClusterRoleBinding" && !o.name().is_empty())
         }));
     }
+}
+
+#[test]
+fn workload_affinity_groups_keep_workloads_together_or_apart() {
+    // Two Deployments of each group, each policy on one cluster (a cluster spread of one), so
+    // the group decides which.
+    let app = |name: &str, group: &str| {
+        deployment(name, "web", 2).replace(
+            &format!("labels: {{app: {name}}}}}\n"),
+            &format!("labels: {{app: {name}, together: {group}, apart: {group}}}}}\n"),
+        )
+    };
+    let policy = |term: &str| {
+        format!(
+            "\napiVersion: policy.karmada.io/v1alpha1\nkind: PropagationPolicy\nmetadata: {{name: p, namespace: web}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment}}]\n  placement:\n    clusterAffinity: {{clusterNames: [member1, member2]}}\n    spreadConstraints: [{{spreadByField: cluster, minGroups: 1, maxGroups: 1}}]\n    workloadAffinity: {{{term}: {{groupByLabelKey: {key}}}}}\n",
+            key = if term == "affinity" {
+                "together"
+            } else {
+                "apart"
+            }
+        )
+    };
+    let cluster_of = |plan: &Plan, name: &str| {
+        let targets = targets(plan, name);
+        assert_eq!(targets.len(), 1, "{name}: {targets:?} {:?}", plan.errors);
+        targets[0].0.clone()
+    };
+    let apart = plan_of(&format!(
+        "{}---{}---{}",
+        app("first", "g1"),
+        app("second", "g1"),
+        policy("antiAffinity")
+    ));
+    assert_ne!(cluster_of(&apart, "first"), cluster_of(&apart, "second"));
+    let together = plan_of(&format!(
+        "{}---{}---{}",
+        app("first", "g1"),
+        app("second", "g1"),
+        policy("affinity")
+    ));
+    assert_eq!(
+        cluster_of(&together, "first"),
+        cluster_of(&together, "second")
+    );
+    // A third workload of the anti-affinity group has no cluster left.
+    let crowded = plan_of(&format!(
+        "{}---{}---{}---{}",
+        app("first", "g1"),
+        app("second", "g1"),
+        app("third", "g1"),
+        policy("antiAffinity")
+    ));
+    assert_eq!(crowded.errors.len(), 1, "{:?}", crowded.errors);
+    assert_eq!(crowded.errors[0].resource.name, "third");
 }
