@@ -306,22 +306,29 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
         let anti_affinity = group_of(workload_affinity.and_then(|w| w.anti_affinity.as_ref()));
         // Hard filters: with its affinity group's workloads (anywhere, while the group has
         // none yet), never with its anti-affinity group's.
-        let allowed: Vec<Cluster> = plan
-            .clusters
-            .iter()
-            .filter(|cluster| {
-                let with = |groups: &BTreeMap<(String, String), BTreeSet<String>>,
-                            group: &Option<(String, String)>| {
-                    group
-                        .as_ref()
-                        .and_then(|g| groups.get(g))
-                        .map(|clusters| clusters.contains(&cluster.name))
-                };
-                with(&affinity_groups, &affinity).unwrap_or(true)
-                    && !with(&anti_affinity_groups, &anti_affinity).unwrap_or(false)
-            })
-            .cloned()
-            .collect();
+        let allowed: std::borrow::Cow<[Cluster]> = if affinity.is_none() && anti_affinity.is_none()
+        {
+            std::borrow::Cow::Borrowed(&plan.clusters)
+        } else {
+            std::borrow::Cow::Owned(
+                plan.clusters
+                    .iter()
+                    .filter(|cluster| {
+                        let with =
+                            |groups: &BTreeMap<(String, String), BTreeSet<String>>,
+                             group: &Option<(String, String)>| {
+                                group
+                                    .as_ref()
+                                    .and_then(|g| groups.get(g))
+                                    .map(|clusters| clusters.contains(&cluster.name))
+                            };
+                        with(&affinity_groups, &affinity).unwrap_or(true)
+                            && !with(&anti_affinity_groups, &anti_affinity).unwrap_or(false)
+                    })
+                    .cloned()
+                    .collect(),
+            )
+        };
         let (targets, affinity_group, failover) = match place(
             &policy.spec.placement,
             template,

@@ -1124,11 +1124,7 @@ impl Level<'_> {
                 ),
             };
             let path = self.repo.resolve(self.dir, reference, self.file)?;
-            let bytes =
-                std::fs::read(self.repo.absolute(&path)).map_err(|source| RenderError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+            let bytes = self.repo.read_bytes(&path)?;
             pairs.push((key, bytes));
         }
         let mut data = Map::new();
@@ -1268,6 +1264,12 @@ impl Level<'_> {
         field: &str,
         options: &BTreeMap<String, bool>,
     ) -> Result<(), RenderError> {
+        if !patch.is_object() {
+            return Err(self.error(
+                field,
+                "a patch must be a mapping (strategic merge) or a list of operations (JSON 6902)",
+            ));
+        }
         let allowed = |option: &str| options.get(option).copied().unwrap_or(false);
         let (name_may_change, kind_may_change) =
             (allowed("allowNameChange"), allowed("allowKindChange"));
@@ -2810,6 +2812,23 @@ mod tests {
         .to_string();
         assert!(
             error.contains("configMapGenerator[0]") && error.contains("no ConfigMap named \"c\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_scalar_patch_is_refused_not_applied() {
+        let error = build_tree(&[
+            (
+                "kustomization.yaml",
+                "resources: [d.yaml]\npatches:\n- target: {kind: Deployment}\n  patch: \"just a string\"\n",
+            ),
+            ("d.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: 5\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("patches[0]: a patch must be a mapping"),
             "{error}"
         );
     }

@@ -90,20 +90,46 @@ impl Repo {
 
     /// Reads a root-relative file as UTF-8, refusing files over [`MAX_FILE_BYTES`].
     pub fn read_to_string(&self, relative: &Path) -> Result<String, RenderError> {
+        let bytes = self.read_bytes(relative)?;
+        String::from_utf8(bytes).map_err(|_| RenderError::Read {
+            path: relative.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+        })
+    }
+
+    /// Reads a root-relative regular file of at most [`MAX_FILE_BYTES`]. A named pipe, a
+    /// device or a directory is refused before it is opened (reading a FIFO would block
+    /// forever), and the read stops past the limit even if the file grew meanwhile.
+    pub fn read_bytes(&self, relative: &Path) -> Result<Vec<u8>, RenderError> {
+        use std::io::Read as _;
         let read_error = |source| RenderError::Read {
             path: relative.to_path_buf(),
             source,
         };
         let absolute = self.absolute(relative);
-        let size = std::fs::metadata(&absolute).map_err(read_error)?.len();
-        if size > MAX_FILE_BYTES {
-            return Err(RenderError::TooLarge {
-                path: relative.to_path_buf(),
-                size,
-                limit: MAX_FILE_BYTES,
-            });
+        let metadata = std::fs::metadata(&absolute).map_err(read_error)?;
+        if !metadata.is_file() {
+            return Err(read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
         }
-        std::fs::read_to_string(&absolute).map_err(read_error)
+        let too_large = |size| RenderError::TooLarge {
+            path: relative.to_path_buf(),
+            size,
+            limit: MAX_FILE_BYTES,
+        };
+        if metadata.len() > MAX_FILE_BYTES {
+            return Err(too_large(metadata.len()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&absolute)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// Reads and parses every YAML document of a root-relative file.
@@ -797,5 +823,26 @@ mod tests {
         let repo = Repo::open(root.path()).unwrap();
         let error = repo.load_objects(Path::new("big.yaml")).unwrap_err();
         assert!(matches!(error, RenderError::TooLarge { .. }), "{error}");
+        // Generator files are read the same way (they once skipped the limit).
+        let error = repo.read_bytes(Path::new("big.yaml")).unwrap_err();
+        assert!(matches!(error, RenderError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn named_pipes_are_refused_without_blocking() {
+        let root = tempfile::tempdir().unwrap();
+        let fifo = root.path().join("pipe.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        let repo = Repo::open(root.path()).unwrap();
+        let error = repo.load_objects(Path::new("pipe.yaml")).unwrap_err();
+        assert!(
+            error.to_string().contains("pipe.yaml")
+                && format!("{error:?}").contains("not a regular file"),
+            "{error:?}"
+        );
     }
 }
