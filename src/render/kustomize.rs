@@ -765,6 +765,16 @@ fn accumulate(
             ),
         });
     }
+    if stack.len() >= super::MAX_DEPTH {
+        return Err(RenderError::Kustomization {
+            path: file,
+            field: "resources".into(),
+            problem: format!(
+                "more than {} kustomizations nested (bases, components)",
+                super::MAX_DEPTH
+            ),
+        });
+    }
     stack.push(dir.to_path_buf());
     let kustomization = read_kustomization(repo, &file)?;
     let kind = kustomization.kind.as_deref().unwrap_or("Kustomization");

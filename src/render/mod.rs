@@ -167,6 +167,22 @@ pub fn kustomization_file(repo: &Repo, dir: &Path) -> Option<PathBuf> {
 
 /// Loads every YAML file below `dir` in path order, building sub-kustomizations as units.
 fn walk_directory(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
+    walk_directory_at(repo, dir, 0)
+}
+
+/// Directories deeper than this below the fleet path are refused (a deep tree, or a chain of
+/// symlinks, must not overflow the stack).
+pub const MAX_DEPTH: usize = 64;
+
+fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object>, RenderError> {
+    if depth > MAX_DEPTH {
+        return Err(RenderError::Read {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "more than {MAX_DEPTH} directories deep below the fleet path"
+            )),
+        });
+    }
     let mut entries: Vec<_> = std::fs::read_dir(repo.absolute(dir))
         .map_err(|source| RenderError::Read {
             path: dir.to_path_buf(),
@@ -187,9 +203,14 @@ fn walk_directory(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
         let relative = repo.resolve(dir, &name, dir)?;
         let absolute = repo.absolute(&relative);
         if absolute.is_dir() {
+            // A symlink to this directory or one above it (`loop -> ..`) would be walked
+            // forever: what it leads to is being walked already.
+            if dir.starts_with(&relative) {
+                continue;
+            }
             match kustomization_file(repo, &relative) {
                 Some(_) => objects.extend(kustomize::build(repo, &relative)?),
-                None => objects.extend(walk_directory(repo, &relative)?),
+                None => objects.extend(walk_directory_at(repo, &relative, depth + 1)?),
             }
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
             objects.extend(repo.load_objects(&relative)?);
@@ -249,6 +270,52 @@ pub(crate) mod tests {
         let names: Vec<_> = rendered.objects.iter().map(Object::name).collect();
         assert_eq!(names, ["a", "p-c", "b"]);
         assert_eq!(rendered.objects[0].origin.path, Path::new("a.yml"));
+    }
+
+    #[test]
+    fn symlink_loops_and_deep_nesting_are_refused_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "apps/a.yaml", &CM.replace("NAME", "a"));
+        std::os::unix::fs::symlink("..", root.join("apps/loop")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("apps/self")).unwrap();
+        let rendered = render_tree(root, Path::new(".")).unwrap();
+        assert_eq!(rendered.objects.len(), 1, "each file once");
+        // A chain of kustomizations deeper than MAX_DEPTH.
+        let deep = tempfile::tempdir().unwrap();
+        let mut path = String::new();
+        for level in 0..=MAX_DEPTH + 1 {
+            write(
+                deep.path(),
+                &format!("{path}kustomization.yaml"),
+                if level == MAX_DEPTH + 1 {
+                    "resources: []\n"
+                } else {
+                    "resources: [next]\n"
+                },
+            );
+            path.push_str("next/");
+        }
+        let error = render_tree(deep.path(), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("kustomizations nested"), "{error}");
+        // And plain directories deeper than MAX_DEPTH.
+        let tall = tempfile::tempdir().unwrap();
+        let dirs = "d/".repeat(MAX_DEPTH + 2);
+        write(
+            tall.path(),
+            &format!("{dirs}x.yaml"),
+            &CM.replace("NAME", "x"),
+        );
+        let error = render_tree(tall.path(), Path::new(".")).unwrap_err();
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(
+            source
+                .as_deref()
+                .is_some_and(|s| s.contains("directories deep")),
+            "{error}: {source:?}"
+        );
     }
 
     #[test]
