@@ -113,9 +113,11 @@ fn render_out_writes_stable_files_and_refuses_foreign_directories() {
 
 #[test]
 fn render_out_refuses_names_that_would_leave_the_output_directory() {
-    for (fleet_cluster, object_name, named) in [
-        ("../escaped", "web", "cluster name"),
-        ("one", "..", "metadata.name \"..\""),
+    // A bad cluster name stops the render before anything is written (exit 2); a bad object
+    // name fails that object in the plan (exit 1) and the rest is rendered inside --out.
+    for (fleet_cluster, object_name, named, code) in [
+        ("../escaped", "web", "cluster name", 2),
+        ("one", "..", "metadata.name \"..\"", 1),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
@@ -142,13 +144,14 @@ fn render_out_refuses_names_that_would_leave_the_output_directory() {
             out.to_str().unwrap(),
         ]);
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert_eq!(run.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(named) && stderr.contains("nothing was written"),
-            "{stderr}"
-        );
-        assert!(!out.exists(), "nothing written");
+        assert_eq!(run.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(named), "{stderr}");
+        if code == 2 {
+            assert!(stderr.contains("nothing was written"), "{stderr}");
+            assert!(!out.exists(), "nothing written");
+        }
         assert!(!dir.path().join("escaped").exists());
+        assert!(!dir.path().join("web").exists() && !dir.path().join("configmap-..").exists());
     }
 }
 

@@ -291,6 +291,16 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
     let mut affinity_groups: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     let mut anti_affinity_groups: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for template in &templates {
+        if let Err(problem) = check_names(template) {
+            plan.errors.push(ResourceError {
+                resource: template.object_ref(),
+                origin: template.origin.clone(),
+                policy: None,
+                cluster: None,
+                problem,
+            });
+            continue;
+        }
         let namespace = effective_namespace(template, &scopes);
         let Some(policy) = choose_policy(&propagations, template, &namespace) else {
             unselected.push(*template);
@@ -517,6 +527,36 @@ fn read_spec<T: DeserializeOwned>(object: &Object) -> Result<T, PlanError> {
         };
         invalid(field, error.into_inner().to_string())
     })
+}
+
+/// Names an apiserver refuses for every kind: a name that is `.` or `..`, holds `/` or `%`, or
+/// is longer than 253 bytes; a namespace that is not a DNS label (RFC 1123, at most 63).
+fn check_names(template: &Object) -> Result<(), String> {
+    let name = template.name();
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '%'])
+        || name.len() > 253
+    {
+        return Err(format!(
+            "metadata.name {name:?}: not a name Kubernetes accepts (not empty, `.` or `..`, no `/` or `%`, at most 253 bytes)"
+        ));
+    }
+    let namespace = template.namespace();
+    let label = |s: &str| {
+        s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if !namespace.is_empty() && !label(namespace) {
+        return Err(format!(
+            "metadata.namespace {namespace:?}: not a DNS label (lowercase letters, digits and `-`, at most 63)"
+        ));
+    }
+    Ok(())
 }
 
 /// Karmada fields Flotilla accepts but whose effect its plan does not have: said in `plan`,

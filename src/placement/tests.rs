@@ -1122,3 +1122,26 @@ fn workload_affinity_groups_keep_workloads_together_or_apart() {
     assert_eq!(crowded.errors.len(), 1, "{:?}", crowded.errors);
     assert_eq!(crowded.errors[0].resource.name, "third");
 }
+
+#[test]
+fn names_no_apiserver_accepts_fail_their_resource_only() {
+    let long = "a".repeat(254);
+    for (name, namespace, field) in [
+        ("a/b", "web", "metadata.name"),
+        ("..", "web", "metadata.name"),
+        (long.as_str(), "web", "metadata.name"),
+        ("ok", "Web_Space", "metadata.namespace"),
+    ] {
+        let bad = format!(
+            "\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name:?}, namespace: {namespace:?}}}\n"
+        );
+        let plan = plan_of(&format!("{}---{bad}", deployment("web", "web", 2)));
+        assert_eq!(plan.errors.len(), 1, "{name}: {:?}", plan.errors);
+        assert!(
+            plan.errors[0].problem.starts_with(field),
+            "{}",
+            plan.errors[0].problem
+        );
+        assert_eq!(plan.errors[0].resource.name, name, "only the bad one fails");
+    }
+}
