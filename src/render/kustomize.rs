@@ -2606,12 +2606,11 @@ mod tests {
         assert_eq!(content_hash(&secret), "d7t68ddt6t");
     }
 
+    /// Writes `files` to a temporary repository and builds its root kustomization.
     pub(super) fn build_tree(files: &[(&str, &str)]) -> Result<Vec<Object>, RenderError> {
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
+            crate::render::tests::write(dir.path(), path, text);
         }
         let repo = Repo::open(dir.path()).unwrap();
         build(&repo, Path::new("."))

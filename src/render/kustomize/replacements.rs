@@ -448,11 +448,8 @@ fn set_field(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use crate::render::RenderError;
-    use crate::render::kustomize::build;
-    use crate::render::load::Repo;
 
     const RESOURCES: &str = "\
 apiVersion: v1
@@ -474,15 +471,13 @@ spec:
 ";
 
     fn build_with(replacements: &str) -> Result<Vec<crate::object::Object>, RenderError> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("res.yaml"), RESOURCES).unwrap();
-        std::fs::write(
-            dir.path().join("kustomization.yaml"),
-            format!("resources: [res.yaml]\nreplacements:\n{replacements}"),
-        )
-        .unwrap();
-        let repo = Repo::open(dir.path()).unwrap();
-        build(&repo, Path::new(""))
+        super::super::tests::build_tree(&[
+            ("res.yaml", RESOURCES),
+            (
+                "kustomization.yaml",
+                &format!("resources: [res.yaml]\nreplacements:\n{replacements}"),
+            ),
+        ])
     }
 
     fn error_of(replacements: &str) -> String {

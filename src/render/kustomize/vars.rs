@@ -479,13 +479,10 @@ pub static BUILTIN_VAR_REFERENCES: LazyLock<Vec<FieldSpecEntry>> = LazyLock::new
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use serde_json::json;
 
     use super::*;
-    use crate::render::kustomize::build;
-    use crate::render::load::Repo;
 
     #[test]
     fn expansion_follows_kustomize() {
@@ -509,16 +506,8 @@ mod tests {
         assert_eq!(BUILTIN_VAR_REFERENCES.len(), 72);
     }
 
-    fn build_dir(files: &[(&str, &str)]) -> Result<Vec<crate::object::Object>, RenderError> {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let repo = Repo::open(dir.path()).unwrap();
-        build(&repo, Path::new(""))
-    }
+    /// The kustomization tests' own builder: every file written to a temporary repo, built.
+    use super::super::tests::build_tree as build_dir;
 
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\n";
     const VAR: &str = "vars:\n- name: SVC\n  objref: {apiVersion: v1, kind: Service, name: svc}\n";
