@@ -299,9 +299,14 @@ struct LoopState {
     /// The capacity the current plan was made with: a member whose nodes changed since
     /// (see [`allocatable_changed`]) gets the plan made again.
     planned_capacity: placement::capacity::Capacity,
-    /// Set while the plan has a policy that divides by capacity: the probers read it then.
-    wants_capacity: Arc<std::sync::atomic::AtomicBool>,
+    /// True while the plan has a policy that divides by capacity: the probers watch then.
+    wants_capacity: tokio::sync::watch::Sender<bool>,
     capacity_tx: mpsc::Sender<CapacityReport>,
+    /// The last plan's divisions: the next one divides by capacity from them (Karmada's
+    /// previous result), so a replica change moves only what it must.
+    divisions: placement::Divisions,
+    /// The next plan divides by capacity afresh (Karmada's `Fresh` mode): the nodes changed.
+    fresh_division: bool,
 }
 
 impl LoopState {
@@ -324,8 +329,10 @@ impl LoopState {
             leases,
             capacity: Default::default(),
             planned_capacity: Default::default(),
-            wants_capacity: Default::default(),
+            wants_capacity: tokio::sync::watch::Sender::new(false),
             capacity_tx,
+            divisions: Default::default(),
+            fresh_division: false,
         }
     }
 
@@ -426,12 +433,16 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
 
     let unavailable: BTreeSet<String> = state.unavailable.keys().cloned().collect();
     let capacity = state.capacity.clone();
-    let mut plan = match load_plan(config, &commit, unavailable, capacity.clone()).await {
+    let assignment = match std::mem::take(&mut state.fresh_division) {
+        true => placement::Assignment::Fresh,
+        false => placement::Assignment::Steady,
+    };
+    let previous = (state.divisions.clone(), assignment);
+    let mut plan = match load_plan(config, &commit, unavailable, capacity.clone(), previous).await {
         Ok((plan, needs_capacity)) => {
-            state
-                .wants_capacity
-                .store(needs_capacity, std::sync::atomic::Ordering::Relaxed);
+            state.wants_capacity.send_replace(needs_capacity);
             state.planned_capacity = capacity;
+            state.divisions = next_divisions(&state.divisions, &plan);
             plan
         }
         Err((stage, error)) => {
@@ -446,6 +457,7 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
                 state.planned_commit = Some(commit.clone());
             } else {
                 state.replan |= replan;
+                state.fresh_division |= assignment == placement::Assignment::Fresh;
             }
             return report_error(
                 shared,
@@ -626,7 +638,7 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
                 cluster.clone(),
                 desired.secret.clone(),
                 config.credentials.clone(),
-                state.wants_capacity.clone(),
+                state.wants_capacity.subscribe(),
                 state.capacity_tx.clone(),
             );
             async move {
@@ -747,6 +759,7 @@ async fn load_plan(
     commit: &str,
     unavailable: BTreeSet<String>,
     capacity: placement::capacity::Capacity,
+    (divisions, assignment): (placement::Divisions, placement::Assignment),
 ) -> Result<(Plan, bool), (&'static str, String)> {
     let source = config.source.clone();
     let repo_path = config.repo_path.clone();
@@ -764,6 +777,10 @@ async fn load_plan(
         let inputs = placement::PlanInputs {
             unavailable: &unavailable,
             capacity: needs_capacity.then_some(&capacity),
+            previous: Some(placement::Previous {
+                divisions: &divisions,
+                assignment,
+            }),
         };
         placement::plan_with(&rendered, &inputs)
             .map(|plan| (plan, needs_capacity))
@@ -783,18 +800,31 @@ fn capacity_changed(state: &mut LoopState, report: CapacityReport) -> bool {
         .clusters
         .get(&cluster)
         .is_none_or(|planned| allocatable_changed(planned, &resources));
-    let wanted = state
-        .wants_capacity
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let wanted = *state.wants_capacity.borrow();
     if changed && wanted {
         tracing::info!(
             cluster,
             allocatable = ?resources.allocatable,
-            "the cluster's nodes changed; dividing by capacity again"
+            "the cluster's nodes changed; dividing by capacity afresh"
         );
+        state.fresh_division = true;
     }
     state.capacity.clusters.insert(cluster, resources);
     changed && wanted
+}
+
+/// The divisions the next plan starts from: this plan's, and for a resource that failed in it
+/// (too little capacity, say) the one before, as Karmada keeps a binding's last result when
+/// scheduling fails.
+fn next_divisions(last: &placement::Divisions, plan: &Plan) -> placement::Divisions {
+    let mut next = plan.divisions();
+    for error in &plan.errors {
+        if let Some(division) = last.get(&error.resource) {
+            next.entry(error.resource.clone())
+                .or_insert_with(|| division.clone());
+        }
+    }
+    next
 }
 
 async fn report_error(shared: &Shared, error: String) {

@@ -11,8 +11,9 @@
 //!   pod template (`pkg/util/resource.go`, `AddPodTemplateRequest`).
 //! - [`divide`]: Karmada's dynamic assignment (`pkg/scheduler/core/assignment.go`
 //!   `assignByDynamicStrategy`, `division_algorithm.go` `dynamicScaleUp`/`dynamicScaleDown`/
-//!   `dynamicDivideReplicas`, and the `Dispenser` of `pkg/util/helper`), in its default
-//!   `Steady` mode: replicas already placed stay where they are.
+//!   `dynamicFreshScale`/`dynamicDivideReplicas`, and the `Dispenser` of `pkg/util/helper`),
+//!   in either [`Assignment`] mode: `Steady` (replicas already placed stay where they are) or
+//!   `Fresh` (everything divided anew, the previous replicas counted as room).
 //!
 //! Every loop runs over clusters, never over replicas: a division of 2^31 replicas costs what a
 //! division of 3 does.
@@ -548,14 +549,30 @@ impl fmt::Display for Division {
     }
 }
 
+/// How a division treats the previous one: Karmada's `assignmentMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignment {
+    /// Karmada's default: scale down proportionally to the previous division, scale up by
+    /// placing only the new replicas, and keep the previous division when the count is the
+    /// same (`dynamicScaleDown`, `dynamicScaleUp`).
+    #[default]
+    Steady,
+    /// A complete recalculation, as Karmada does when a rescheduling is asked for
+    /// (`dynamicFreshScale`): every replica is divided by each cluster's available replicas
+    /// plus what it held before (its own replicas are room it already uses).
+    Fresh,
+}
+
 /// The clusters cannot take the replicas; Karmada's scheduler reports the binding
 /// unschedulable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "failed to scale up: clusters' available replicas {available} are not enough to schedule {needed} (available: {})",
+    "failed to {round}: clusters' available replicas {available} are not enough to schedule {needed} (available: {})",
     per_cluster.iter().map(|(c, n)| format!("{c}={n}")).collect::<Vec<_>>().join(" ")
 )]
 pub struct NotEnoughCapacity {
+    /// Karmada's name for the round that failed: `scale up` or `do fresh scale`.
+    pub round: &'static str,
     /// What all candidates together can take.
     pub available: u64,
     /// The replicas to place in this round (beyond those already placed).
@@ -614,7 +631,8 @@ fn take_by_weight(replicas: u64, mut weights: Vec<Weighted>, init: &mut BTreeMap
 /// - The same count: the previous division stands.
 ///
 /// `available` is each candidate's available replicas, e.g. by [`available_replicas`]. The
-/// result is sorted by cluster name and has no zero shares.
+/// result is sorted by cluster name and has no zero shares. This is [`Assignment::Steady`];
+/// [`divide_fresh`] is the other mode.
 pub fn divide(
     division: Division,
     replicas: u64,
@@ -635,7 +653,7 @@ pub fn divide(
         // (Karmada takes every previous entry here, candidates or not; one that is no longer a
         // candidate must not receive replicas again, so only candidates' entries count.)
         let weights = sorted_by_count(&scheduled);
-        spread(division, replicas, weights, &[], &mut result)?;
+        spread(division, "scale down", replicas, weights, &[], &mut result)?;
     } else if assigned < replicas {
         // `dynamicScaleUp`: only the new replicas, by available replicas; old ones stay.
         for (name, n) in &scheduled {
@@ -644,6 +662,7 @@ pub fn divide(
         let weights = sorted_by_count(available);
         spread(
             division,
+            "scale up",
             replicas - assigned,
             weights,
             &scheduled,
@@ -654,6 +673,39 @@ pub fn divide(
             *result.entry(name.to_string()).or_insert(0) += n;
         }
     }
+    Ok(result.into_iter().filter(|(_, n)| *n > 0).collect())
+}
+
+/// Divides all `replicas` anew, as Karmada's `dynamicFreshScale`: each candidate weighs its
+/// available replicas plus its previous replicas (entries of clusters no longer candidates are
+/// dropped), and the division starts from nothing, as a first schedule. Unlike [`divide`], an
+/// unchanged count is divided again, so the result follows the clusters' capacity.
+pub fn divide_fresh(
+    division: Division,
+    replicas: u64,
+    available: &[(&str, u64)],
+    previous: &[(&str, u64)],
+) -> Result<Vec<(String, u64)>, NotEnoughCapacity> {
+    let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, n) in previous {
+        *held.entry(name).or_insert(0) += n;
+    }
+    let room: Vec<(&str, u64)> = available
+        .iter()
+        .map(|&(name, n)| {
+            let total = n.saturating_add(held.get(name).copied().unwrap_or(0));
+            (name, total.min(MAX_REPLICAS))
+        })
+        .collect();
+    let mut result = BTreeMap::new();
+    spread(
+        division,
+        "do fresh scale",
+        replicas,
+        sorted_by_count(&room),
+        &[],
+        &mut result,
+    )?;
     Ok(result.into_iter().filter(|(_, n)| *n > 0).collect())
 }
 
@@ -669,6 +721,7 @@ fn sorted_by_count<'a>(list: &[(&'a str, u64)]) -> Vec<(&'a str, u64)> {
 /// `target` by the weights into `result` (which holds the previous shares).
 fn spread(
     division: Division,
+    round: &'static str,
     target: u64,
     mut weights: Vec<(&str, u64)>,
     scheduled: &[(&str, u64)],
@@ -680,6 +733,7 @@ fn spread(
             weights.iter().map(|(c, n)| (c.to_string(), *n)).collect();
         per_cluster.sort();
         return Err(NotEnoughCapacity {
+            round,
             available: total,
             needed: target,
             per_cluster,
@@ -723,7 +777,8 @@ fn spread(
 // ----- placing one template -----
 
 /// Places a Divided template by capacity: each candidate's available replicas from
-/// `capacity`, then [`divide`] with `previous` (empty offline). Without a capacity the
+/// `capacity`, then [`divide`] or [`divide_fresh`] (by `assignment`) with `previous`, the
+/// resource's last division (empty offline: a first schedule). Without a capacity the
 /// resource fails, naming what is missing. Candidates the capacity does not list can take
 /// nothing (Karmada's estimator gives a cluster without a resource summary 0), with a warning.
 #[allow(clippy::too_many_arguments)]
@@ -734,6 +789,7 @@ pub(super) fn place(
     candidates: &[&Cluster],
     capacity: Option<&Capacity>,
     previous: &[(&str, u64)],
+    assignment: Assignment,
     warnings: &mut Vec<Warning>,
     policy: &str,
 ) -> Result<Vec<Target>, String> {
@@ -773,8 +829,11 @@ pub(super) fn place(
             available_replicas(resources, &requirements),
         ));
     }
-    let shares = divide(division, total, &available, previous)
-        .map_err(|e| format!("replicaScheduling: {division}: {e}"))?;
+    let shares = match assignment {
+        Assignment::Steady => divide(division, total, &available, previous),
+        Assignment::Fresh => divide_fresh(division, total, &available, previous),
+    }
+    .map_err(|e| format!("replicaScheduling: {division}: {e}"))?;
     Ok(shares
         .into_iter()
         .map(|(cluster, n)| Target {

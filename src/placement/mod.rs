@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::object::{Object, ObjectRef, Origin, Scopes};
 use crate::render::Rendered;
-pub use capacity::Capacity;
+pub use capacity::{Assignment, Capacity};
 pub use overrides::{ImageRef, apply_overriders, override_image};
 pub use schedule::{
     Cluster, affinity_matches, apply_spread_constraints, divide_by_weight, select_clusters,
@@ -197,6 +197,7 @@ pub fn plan_with_unavailable(
         &PlanInputs {
             unavailable,
             capacity: None,
+            previous: None,
         },
     )
 }
@@ -209,6 +210,44 @@ pub struct PlanInputs<'a> {
     /// Each cluster's free resources, for `Aggregated` and `dynamicWeight` division; without
     /// it, resources that use them fail.
     pub capacity: Option<&'a Capacity>,
+    /// The last plan's divisions (the agent's); `None` offline, where every capacity-based
+    /// division is a first schedule.
+    pub previous: Option<Previous<'a>>,
+}
+
+/// Each resource's replicas per cluster in one plan: what Karmada keeps in a binding's
+/// `spec.clusters`, the previous result its scheduler divides from.
+pub type Divisions = BTreeMap<ObjectRef, Vec<(String, u64)>>;
+
+/// The previous divisions a capacity-based division starts from, and how (Karmada's
+/// assignment mode): [`Assignment::Steady`] keeps what was placed when replicas are scaled;
+/// [`Assignment::Fresh`] divides again by capacity, counting each cluster's previous replicas
+/// as room.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    /// Per resource, its last division.
+    pub divisions: &'a Divisions,
+    /// How to treat it.
+    pub assignment: Assignment,
+}
+
+impl Plan {
+    /// The division of every resource with replicas, to give the next plan as
+    /// [`PlanInputs::previous`].
+    pub fn divisions(&self) -> Divisions {
+        self.resources
+            .iter()
+            .filter(|r| r.targets.iter().any(|t| t.replicas.is_some()))
+            .map(|r| {
+                let shares = r
+                    .targets
+                    .iter()
+                    .map(|t| (t.cluster.clone(), t.replicas.unwrap_or(0)))
+                    .collect();
+                (r.resource.clone(), shares)
+            })
+            .collect()
+    }
 }
 
 /// Whether some propagation policy divides replicas by the clusters' capacity (`Aggregated`
@@ -237,10 +276,6 @@ pub fn needs_capacity(rendered: &Rendered) -> bool {
 
 /// [`plan`] with everything [`PlanInputs`] adds.
 pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanError> {
-    let PlanInputs {
-        unavailable,
-        capacity,
-    } = *inputs;
     let mut warnings = Vec::new();
 
     // Split the stream: the fleet, the policies, the templates.
@@ -343,8 +378,7 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
             &policy.spec.placement,
             template,
             &allowed,
-            unavailable,
-            capacity,
+            inputs,
             &mut warnings,
             &policy.label,
         ) {
@@ -891,11 +925,15 @@ fn place(
     placement: &Placement,
     template: &Object,
     clusters: &[Cluster],
-    unavailable: &BTreeSet<String>,
-    capacity: Option<&Capacity>,
+    inputs: &PlanInputs,
     warnings: &mut Vec<Warning>,
     policy: &str,
 ) -> Result<Placed, String> {
+    let PlanInputs {
+        unavailable,
+        capacity,
+        previous,
+    } = *inputs;
     let scheduling = placement
         .replica_scheduling
         .clone()
@@ -936,7 +974,7 @@ fn place(
     {
         // Karmada divides by capacity; unreachable clusters are no candidates, as its
         // not-ready taint keeps them out. Offline there is no previous division, so this is
-        // a first schedule.
+        // a first schedule; the agent gives its last plan's.
         let division = match (preference, weights.dynamic_weight.as_deref()) {
             ("Aggregated", _) => capacity::Division::Aggregated,
             (_, Some("AvailableReplicas")) => capacity::Division::DynamicWeight,
@@ -950,13 +988,18 @@ fn place(
             .into_iter()
             .filter(|c| !unavailable.contains(&c.name))
             .collect();
+        let last: Vec<(&str, u64)> = previous
+            .and_then(|p| p.divisions.get(&template.object_ref()))
+            .map(|shares| shares.iter().map(|(c, n)| (c.as_str(), *n)).collect())
+            .unwrap_or_default();
         let targets = capacity::place(
             division,
             total,
             template,
             &reachable,
             capacity,
-            &[],
+            &last,
+            previous.map_or(Assignment::Steady, |p| p.assignment),
             warnings,
             policy,
         )?;

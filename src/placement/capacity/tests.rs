@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::*;
-use crate::placement::{Plan, PlanInputs, plan_with};
+use crate::placement::{Plan, PlanInputs, Previous, plan_with};
 use crate::render::Rendered;
 use crate::render::load::parse_objects;
 
@@ -279,6 +279,69 @@ fn karmada_dynamic_scale_up() {
         match want {
             Some(want) => assert_eq!(got.unwrap(), shares(want), "{name}"),
             None => assert!(got.is_err(), "{name}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn fresh_division_counts_previous_replicas_as_room() {
+    // Karmada has no unit vectors for `dynamicFreshScale`; these follow its code: each
+    // candidate weighs its available replicas plus its previous ones (candidates only), and
+    // the division starts from nothing.
+    type Case<'a> = (&'a str, Division, List<'a>, List<'a>, Option<List<'a>>);
+    let cases: [Case; 4] = [
+        (
+            "replica 12, fresh, dynamic weight 1+2:1+4:1+6 keeps its proportions",
+            DynamicWeight,
+            &[("member1", 1), ("member2", 1), ("member3", 1)],
+            &[("member1", 2), ("member2", 4), ("member3", 6)],
+            Some(&[("member1", 2), ("member2", 4), ("member3", 6)]),
+        ),
+        (
+            "replica 12, fresh, aggregated 4+4:0+8:20 moves to the largest",
+            Aggregated,
+            &[("member1", 4), ("member2", 0), ("member3", 20)],
+            &[("member1", 4), ("member2", 8)],
+            Some(&[("member3", 12)]),
+        ),
+        (
+            "replica 12, fresh, dynamic weight 3+6:3, with member3 disappeared",
+            DynamicWeight,
+            &[("member1", 3), ("member2", 3)],
+            &[("member1", 6), ("member3", 6)],
+            Some(&[("member1", 9), ("member2", 3)]),
+        ),
+        (
+            "replica 12, fresh, dynamic weight 1+2:1 is too little",
+            DynamicWeight,
+            &[("member1", 1), ("member2", 1)],
+            &[("member1", 2)],
+            None,
+        ),
+    ];
+    for (name, division, clusters, previous, want) in cases {
+        let requirements = ReplicaRequirements::default();
+        let available: Vec<(&str, u64)> = clusters
+            .iter()
+            .map(|(c, pods)| {
+                let resources = pods_only(*pods);
+                (*c, available_replicas(Some(&resources), &requirements))
+            })
+            .collect();
+        let got = divide_fresh(division, 12, &available, previous);
+        match want {
+            Some(want) => assert_eq!(got.unwrap(), shares(want), "{name}"),
+            None => {
+                let error = got.unwrap_err();
+                assert_eq!(error.round, "do fresh scale", "{name}");
+                assert!(
+                    error.to_string().starts_with(
+                        "failed to do fresh scale: clusters' available replicas 4 are not \
+                         enough to schedule 12"
+                    ),
+                    "{name}: {error}"
+                );
+            }
         }
     }
 }
@@ -625,6 +688,7 @@ fn plan_of_fleet(fleet: &str, scheduling: &str, capacity: Option<&Capacity>) -> 
     let inputs = PlanInputs {
         unavailable: &BTreeSet::new(),
         capacity,
+        previous: None,
     };
     plan_with(&Rendered { objects }, &inputs).unwrap()
 }
@@ -699,6 +763,7 @@ fn plan_without_capacity_or_with_too_little_fails_the_resource() {
     let inputs = PlanInputs {
         unavailable: &BTreeSet::new(),
         capacity: Some(&small),
+        previous: None,
     };
     let error = plan_with(&Rendered { objects }, &inputs)
         .unwrap_err()
@@ -721,4 +786,96 @@ fn zero_replicas_go_everywhere_without_capacity() {
         replicas(&plan),
         [zero("member1"), zero("member2"), zero("member3")]
     );
+}
+
+/// [`plan_of`] for `count` replicas, from `previous`.
+fn replan(
+    count: u64,
+    scheduling: &str,
+    capacity: &Capacity,
+    previous: Option<Previous>,
+) -> Vec<(String, Option<u64>)> {
+    let fleet = FLEET.replace("replicas: 12", &format!("replicas: {count}"));
+    let text = format!("{fleet}      {scheduling}\n");
+    let objects = parse_objects(&text, Path::new("fleet.yaml")).unwrap();
+    let inputs = PlanInputs {
+        unavailable: &BTreeSet::new(),
+        capacity: Some(capacity),
+        previous,
+    };
+    let plan = plan_with(&Rendered { objects }, &inputs).unwrap();
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    replicas(&plan)
+}
+
+#[test]
+fn a_plan_divides_from_the_previous_division() {
+    let dynamic =
+        "{replicaSchedulingType: Divided, weightPreference: {dynamicWeight: AvailableReplicas}}";
+    let capacity = parse(CAPACITY).unwrap();
+    let first = plan_of(dynamic, Some(&capacity));
+    let divisions = first.divisions();
+    let web = &first.resources[0].resource;
+    assert_eq!(
+        divisions[web],
+        shares(&[("member1", 3), ("member2", 4), ("member3", 5)])
+    );
+    let want = |list: &[(&str, u64)]| -> Vec<(String, Option<u64>)> {
+        list.iter()
+            .map(|(c, n)| (c.to_string(), Some(*n)))
+            .collect()
+    };
+    let grown = parse(&CAPACITY.replace("cpu: \"6\"", "cpu: \"60\"")).unwrap();
+    let from = |assignment| {
+        Some(Previous {
+            divisions: &divisions,
+            assignment,
+        })
+    };
+    let (steady, fresh) = (from(Assignment::Steady), from(Assignment::Fresh));
+    type Case<'a> = (&'a str, u64, &'a Capacity, Option<Previous<'a>>, List<'a>);
+    let cases: [Case; 5] = [
+        (
+            "scale up 12 -> 15: the 12 stay, the 3 new go by available replicas 6:8:10",
+            15,
+            &capacity,
+            steady,
+            &[("member1", 3), ("member2", 5), ("member3", 7)],
+        ),
+        (
+            "scale down 12 -> 6: by the previous division 3:4:5, capacity not asked",
+            6,
+            &capacity,
+            steady,
+            &[("member1", 1), ("member2", 2), ("member3", 3)],
+        ),
+        (
+            "member1's nodes grow tenfold: the same count stays where it is",
+            12,
+            &grown,
+            steady,
+            &[("member1", 3), ("member2", 4), ("member3", 5)],
+        ),
+        (
+            "unless divided afresh: weights 60+3 : 8+4 : 10+5",
+            12,
+            &grown,
+            fresh,
+            &[("member1", 9), ("member2", 1), ("member3", 2)],
+        ),
+        (
+            "without a previous division (offline), a first schedule: 60:8:10",
+            12,
+            &grown,
+            None,
+            &[("member1", 10), ("member2", 1), ("member3", 1)],
+        ),
+    ];
+    for (name, count, capacity, previous, list) in cases {
+        assert_eq!(
+            replan(count, dynamic, capacity, previous),
+            want(list),
+            "{name}"
+        );
+    }
 }
