@@ -709,6 +709,93 @@ pub fn divide_fresh(
     Ok(result.into_iter().filter(|(_, n)| *n > 0).collect())
 }
 
+/// [`divide`] or [`divide_fresh`] over Karmada's overflow tiers (`clusterAffinities[]
+/// .overflowAffinities`, v1.18): `tiers` holds each tier's candidates with their available
+/// replicas, the term's own clusters first, and no cluster in two tiers. Replicas fill the
+/// tiers in order, each taking what it can hold before the next gets any, and leave them in
+/// reverse: in `Steady` mode a scale up keeps every previous replica and puts the new ones in
+/// the first tier with room; a scale down empties the last tiers first. Within a tier the
+/// division is the usual one. With one tier this is exactly [`divide`] / [`divide_fresh`].
+pub fn divide_in_tiers(
+    division: Division,
+    assignment: Assignment,
+    replicas: u64,
+    tiers: &[Vec<(&str, u64)>],
+    previous: &[(&str, u64)],
+) -> Result<Vec<(String, u64)>, NotEnoughCapacity> {
+    let one_tier = |available: &[(&str, u64)], count| match assignment {
+        Assignment::Steady => divide(division, count, available, previous),
+        Assignment::Fresh => divide_fresh(division, count, available, previous),
+    };
+    if let [only] = tiers {
+        return one_tier(only, replicas);
+    }
+    let last: BTreeMap<&str, u64> = previous.iter().copied().collect();
+    let held: Vec<u64> = tiers
+        .iter()
+        .map(|tier| {
+            tier.iter()
+                .map(|(c, _)| last.get(c).copied().unwrap_or(0))
+                .sum()
+        })
+        .collect();
+    let room: Vec<u64> = tiers
+        .iter()
+        .zip(&held)
+        .map(|(tier, held)| {
+            let free: u64 = tier.iter().map(|(_, n)| n).sum();
+            match assignment {
+                Assignment::Steady => free,
+                Assignment::Fresh => free.saturating_add(*held),
+            }
+        })
+        .collect();
+    // Each tier's count: what it keeps (Steady) and what it takes, first tier first.
+    let assigned: u64 = held.iter().sum();
+    let (mut counts, round, needed) = match assignment {
+        Assignment::Fresh => (vec![0; tiers.len()], "do fresh scale", replicas),
+        Assignment::Steady if assigned > replicas => {
+            let mut counts = held.clone();
+            let mut surplus = assigned - replicas;
+            for count in counts.iter_mut().rev() {
+                let cut = surplus.min(*count);
+                *count -= cut;
+                surplus -= cut;
+            }
+            (counts, "scale down", 0)
+        }
+        Assignment::Steady => (held.clone(), "scale up", replicas - assigned),
+    };
+    let mut missing = needed;
+    for (count, room) in counts.iter_mut().zip(&room) {
+        let take = missing.min(*room);
+        *count += take;
+        missing -= take;
+    }
+    if missing > 0 {
+        let mut per_cluster: Vec<(String, u64)> = tiers
+            .iter()
+            .flatten()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
+        per_cluster.sort();
+        return Err(NotEnoughCapacity {
+            round,
+            available: room.iter().sum(),
+            needed,
+            per_cluster,
+        });
+    }
+    let mut result = Vec::new();
+    for (tier, count) in tiers.iter().zip(counts) {
+        if count > 0 {
+            result.extend(one_tier(tier, count)?);
+        }
+    }
+    result.sort();
+    Ok(result)
+}
+
 /// `TargetClustersList` order: largest count first. Go's `sort.Sort` leaves ties in no defined
 /// order; here the lower name comes first, so a plan is stable.
 fn sorted_by_count<'a>(list: &[(&'a str, u64)]) -> Vec<(&'a str, u64)> {
@@ -777,8 +864,9 @@ fn spread(
 // ----- placing one template -----
 
 /// Places a Divided template by capacity: each candidate's available replicas from
-/// `capacity`, then [`divide`] or [`divide_fresh`] (by `assignment`) with `previous`, the
-/// resource's last division (empty offline: a first schedule). Without a capacity the
+/// `capacity`, then [`divide_in_tiers`] over `tiers` (the candidates, then each overflow
+/// tier's) by `assignment`, with `previous`, the resource's last division (empty offline: a
+/// first schedule). Without a capacity the
 /// resource fails, naming what is missing. Candidates the capacity does not list can take
 /// nothing (Karmada's estimator gives a cluster without a resource summary 0), with a warning.
 #[allow(clippy::too_many_arguments)]
@@ -786,7 +874,7 @@ pub(super) fn place(
     division: Division,
     total: u64,
     template: &Object,
-    candidates: &[&Cluster],
+    tiers: &[Vec<&Cluster>],
     capacity: Option<&Capacity>,
     previous: &[(&str, u64)],
     assignment: Assignment,
@@ -796,8 +884,9 @@ pub(super) fn place(
     if total == 0 {
         // Karmada assigns a workload of 0 replicas to every candidate, with 0 replicas, without
         // asking any estimator.
-        return Ok(candidates
+        return Ok(tiers
             .iter()
+            .flatten()
             .map(|c| Target {
                 cluster: c.name.clone(),
                 replicas: Some(0),
@@ -810,8 +899,8 @@ pub(super) fn place(
         ));
     };
     let requirements = ReplicaRequirements::from_template(&template.value)?;
-    let mut available = Vec::with_capacity(candidates.len());
-    for cluster in candidates {
+    let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+    for cluster in tiers.iter().flatten() {
         let resources = capacity.clusters.get(&cluster.name);
         if resources.is_none() {
             warnings.push(Warning {
@@ -824,16 +913,26 @@ pub(super) fn place(
                 ),
             });
         }
-        available.push((
+        by_name.insert(
             cluster.name.as_str(),
             available_replicas(resources, &requirements),
-        ));
+        );
     }
-    let shares = match assignment {
-        Assignment::Steady => divide(division, total, &available, previous),
-        Assignment::Fresh => divide_fresh(division, total, &available, previous),
-    }
-    .map_err(|e| format!("replicaScheduling: {division}: {e}"))?;
+    let available: Vec<Vec<(&str, u64)>> = tiers
+        .iter()
+        .map(|tier| {
+            tier.iter()
+                .map(|c| {
+                    (
+                        c.name.as_str(),
+                        by_name.get(c.name.as_str()).copied().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let shares = divide_in_tiers(division, assignment, total, &available, previous)
+        .map_err(|e| format!("replicaScheduling: {division}: {e}"))?;
     Ok(shares
         .into_iter()
         .map(|(cluster, n)| Target {

@@ -599,14 +599,23 @@ fn check_names(template: &Object) -> Result<(), String> {
 fn warn_of_unapplied_fields(object: &Object, spec: &PropagationSpec, warnings: &mut Vec<Warning>) {
     let placement = &spec.placement;
     let mut fields = Vec::new();
-    if placement
-        .cluster_affinities
-        .iter()
-        .any(|term| !term.overflow_affinities.is_empty())
+    let scheduling = placement.replica_scheduling.as_ref();
+    let by_capacity = scheduling.is_some_and(|s| {
+        s.replica_scheduling_type.as_deref().unwrap_or("Divided") == "Divided"
+            && (s.replica_division_preference.as_deref() == Some("Aggregated")
+                || s.weight_preference
+                    .as_ref()
+                    .is_some_and(|w| w.dynamic_weight.is_some()))
+    });
+    if !by_capacity
+        && placement
+            .cluster_affinities
+            .iter()
+            .any(|term| !term.overflow_affinities.is_empty())
     {
         fields.push((
             "spec.placement.clusterAffinities[].overflowAffinities",
-            "only each term's own clusters are used",
+            "it applies only to Aggregated or dynamicWeight division (Karmada refuses it with any other); only each term's own clusters are used",
         ));
     }
     if spec.schedule_priority.is_some() {
@@ -918,6 +927,48 @@ fn replica_count(template: &Object) -> Result<Option<u64>, String> {
     }
 }
 
+/// The tiers a capacity-based division fills in order: the winning group's candidates, then
+/// each of its `overflowAffinities` (Karmada v1.18): the clusters a tier selects and the policy
+/// tolerates, reachable, in no earlier tier (a cluster counts in the first tier that names
+/// it), by name. Spread constraints apply to the group's own candidates only.
+fn overflow_tiers<'a>(
+    placement: &Placement,
+    group: Option<&str>,
+    clusters: &'a [Cluster],
+    candidates: Vec<&'a Cluster>,
+    unavailable: &BTreeSet<String>,
+) -> Vec<Vec<&'a Cluster>> {
+    let term = placement
+        .cluster_affinities
+        .iter()
+        .find(|term| Some(term.affinity_name.as_str()) == group);
+    let mut seen: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    // The group's own clusters, unreachable ones too, are never an overflow tier's.
+    if let Some(term) = term {
+        let own = term.affinity();
+        seen.extend(
+            clusters
+                .iter()
+                .filter(|c| affinity_matches(&own, c))
+                .map(|c| c.name.as_str()),
+        );
+    }
+    let mut tiers = vec![candidates];
+    for overflow in term.map_or(&[][..], |t| &t.overflow_affinities) {
+        let affinity = overflow.affinity();
+        let mut tier: Vec<&Cluster> = clusters
+            .iter()
+            .filter(|c| affinity_matches(&affinity, c))
+            .filter(|c| tolerates(&placement.cluster_tolerations, c))
+            .filter(|c| seen.insert(c.name.as_str()))
+            .filter(|c| !unavailable.contains(&c.name))
+            .collect();
+        tier.sort_by(|a, b| a.name.cmp(&b.name));
+        tiers.push(tier);
+    }
+    tiers
+}
+
 /// A resource's targets, the `clusterAffinities` group that won, and its failover if any.
 type Placed = (Vec<Target>, Option<String>, Option<Failover>);
 
@@ -988,6 +1039,13 @@ fn place(
             .into_iter()
             .filter(|c| !unavailable.contains(&c.name))
             .collect();
+        let tiers = overflow_tiers(
+            placement,
+            group.as_deref(),
+            clusters,
+            reachable,
+            unavailable,
+        );
         let last: Vec<(&str, u64)> = previous
             .and_then(|p| p.divisions.get(&template.object_ref()))
             .map(|shares| shares.iter().map(|(c, n)| (c.as_str(), *n)).collect())
@@ -996,7 +1054,7 @@ fn place(
             division,
             total,
             template,
-            &reachable,
+            &tiers,
             capacity,
             &last,
             previous.map_or(Assignment::Steady, |p| p.assignment),

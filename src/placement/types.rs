@@ -225,42 +225,57 @@ pub struct ClusterAffinity {
     pub exclude: Vec<String>,
 }
 
-/// One group of `clusterAffinities`.
-///
-/// The fields repeat [`ClusterAffinity`]'s rather than `#[serde(flatten)]` it, because serde
-/// cannot combine `flatten` with `deny_unknown_fields`, and unknown fields must be refused.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterAffinityTerm {
-    /// The group's name, shown in the plan.
-    pub affinity_name: String,
-    /// As in [`ClusterAffinity`].
-    pub label_selector: Option<LabelSelector>,
-    /// As in [`ClusterAffinity`].
-    pub field_selector: Option<FieldSelector>,
-    /// As in [`ClusterAffinity`].
-    #[serde(default)]
-    pub cluster_names: Vec<String>,
-    /// As in [`ClusterAffinity`].
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Karmada's overflow tiers (v1.18+; with Aggregated or dynamic-weight division only):
-    /// accepted; `plan` reports that they are not applied here.
-    #[serde(default)]
-    pub overflow_affinities: Vec<Value>,
+/// Declares a named group of clusters: [`ClusterAffinity`]'s fields repeated rather than
+/// `#[serde(flatten)]`ed, because serde cannot combine `flatten` with `deny_unknown_fields`,
+/// and unknown fields must be refused; then the group's own fields.
+macro_rules! named_affinity {
+    ($(#[$doc:meta])* $name:ident { $($(#[$field_doc:meta])* $field:ident: $type:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// The group's name, shown in the plan.
+            pub affinity_name: String,
+            /// As in [`ClusterAffinity`].
+            pub label_selector: Option<LabelSelector>,
+            /// As in [`ClusterAffinity`].
+            pub field_selector: Option<FieldSelector>,
+            /// As in [`ClusterAffinity`].
+            #[serde(default)]
+            pub cluster_names: Vec<String>,
+            /// As in [`ClusterAffinity`].
+            #[serde(default)]
+            pub exclude: Vec<String>,
+            $($(#[$field_doc])* #[serde(default)] pub $field: $type,)*
+        }
+
+        impl $name {
+            /// The affinity part of the group.
+            pub fn affinity(&self) -> ClusterAffinity {
+                ClusterAffinity {
+                    label_selector: self.label_selector.clone(),
+                    field_selector: self.field_selector.clone(),
+                    cluster_names: self.cluster_names.clone(),
+                    exclude: self.exclude.clone(),
+                }
+            }
+        }
+    };
 }
 
-impl ClusterAffinityTerm {
-    /// The affinity part of the term.
-    pub fn affinity(&self) -> ClusterAffinity {
-        ClusterAffinity {
-            label_selector: self.label_selector.clone(),
-            field_selector: self.field_selector.clone(),
-            cluster_names: self.cluster_names.clone(),
-            exclude: self.exclude.clone(),
-        }
+named_affinity!(
+    /// One group of `clusterAffinities`.
+    ClusterAffinityTerm {
+        /// Karmada's overflow tiers (v1.18+; with Aggregated or dynamic-weight division
+        /// only): groups filled in order once the earlier ones are full, emptied in reverse.
+        overflow_affinities: Vec<OverflowClusterAffinity>,
     }
-}
+);
+
+named_affinity!(
+    /// One overflow tier of a `clusterAffinities` term (Karmada's `OverflowClusterAffinity`).
+    OverflowClusterAffinity {}
+);
 
 /// Requirements on cluster fields.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -347,6 +347,52 @@ fn fresh_division_counts_previous_replicas_as_room() {
 }
 
 #[test]
+fn karmada_overflow_affinities_fill_tiers_in_order_and_empty_them_in_reverse() {
+    // Karmada's e2e "[OverflowAffinities] scale-up and scale-down with overflow affinities"
+    // (test/e2e/suites/base/clusteraffinities_test.go): Aggregated, a primary and a secondary
+    // tier of one cluster each, each able to hold 2 replicas (its available replicas drop as
+    // its own replicas use the room).
+    let tiers = |primary: u64, secondary: u64| {
+        vec![vec![("primary", primary)], vec![("secondary", secondary)]]
+    };
+    let steady = |replicas, tiers: &[Vec<(&str, u64)>], previous: List| {
+        divide_in_tiers(Aggregated, Assignment::Steady, replicas, tiers, previous)
+    };
+    // "replicas are only propagated to the primary group if it has sufficient resources"
+    let first = steady(2, &tiers(2, 2), &[]).unwrap();
+    assert_eq!(first, shares(&[("primary", 2)]));
+    // "scale up: replicas overflow to the secondary group": 4 fill both to their cap.
+    let up = steady(4, &tiers(0, 2), &[("primary", 2)]).unwrap();
+    assert_eq!(up, shares(&[("primary", 2), ("secondary", 2)]));
+    // "schedule fails due to insufficient resources in primary group and overflow groups"
+    let error = steady(5, &tiers(0, 0), &[("primary", 2), ("secondary", 2)]).unwrap_err();
+    assert_eq!(
+        (error.round, error.available, error.needed),
+        ("scale up", 0, 1)
+    );
+    // "scale down: replicas are reduced first from overflow affinity groups"
+    let down = steady(2, &tiers(0, 0), &[("primary", 2), ("secondary", 2)]).unwrap();
+    assert_eq!(down, shares(&[("primary", 2)]));
+
+    // Beyond Karmada's vectors (from its design: each tier holds what it can before the next
+    // gets any; within a tier the usual division): dynamic weight over two tiers of two.
+    let wide = [vec![("a", 3), ("b", 1)], vec![("c", 10), ("d", 10)]];
+    let got = divide_in_tiers(DynamicWeight, Assignment::Steady, 8, &wide, &[]).unwrap();
+    assert_eq!(got, shares(&[("a", 3), ("b", 1), ("c", 2), ("d", 2)]));
+    // Scale down 8 -> 5 leaves the overflow tier first: c and d give 3 by their shares 2:2.
+    let prev = [("a", 3), ("b", 1), ("c", 2), ("d", 2)];
+    let got = divide_in_tiers(DynamicWeight, Assignment::Steady, 5, &wide, &prev).unwrap();
+    assert_eq!(got, shares(&[("a", 3), ("b", 1), ("c", 1)]));
+    // Fresh: the first tier's room counts its own replicas (3+3, 1+1): 8 fit there.
+    let got = divide_in_tiers(DynamicWeight, Assignment::Fresh, 8, &wide, &prev).unwrap();
+    assert_eq!(got, shares(&[("a", 6), ("b", 2)]));
+    // One tier is the plain division.
+    let one = [vec![("a", 6), ("b", 8), ("c", 10)]];
+    let got = divide_in_tiers(DynamicWeight, Assignment::Steady, 12, &one, &[]).unwrap();
+    assert_eq!(got, divide(DynamicWeight, 12, &one[0], &[]).unwrap());
+}
+
+#[test]
 fn not_enough_capacity_names_what_is_available() {
     let error = assign(Aggregated, 12, &[("member1", 3), ("member2", 3)], &[]).unwrap_err();
     assert_eq!(
@@ -878,4 +924,36 @@ fn a_plan_divides_from_the_previous_division() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn a_plan_overflows_from_a_term_to_its_overflow_affinities() {
+    let fleet = FLEET.replace(
+        "  placement:\n",
+        "  placement:
+    clusterAffinities:
+      - affinityName: idc
+        clusterNames: [member1]
+        overflowAffinities:
+          - {affinityName: cloud, clusterNames: [member2, member3, member1]}
+",
+    );
+    let dynamic =
+        "{replicaSchedulingType: Divided, weightPreference: {dynamicWeight: AvailableReplicas}}";
+    let capacity = parse(CAPACITY).unwrap();
+    let plan = plan_of_fleet(&fleet, dynamic, Some(&capacity));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert!(
+        plan.warnings.iter().all(|w| w.kind != "field_not_applied"),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(plan.resources[0].affinity_group.as_deref(), Some("idc"));
+    // member1 (the idc tier, listed again in the cloud tier but counted once) holds 6 of the
+    // 12; the other 6 overflow to the cloud tier by its available replicas 8:10.
+    let want: Vec<(String, Option<u64>)> = [("member1", 6), ("member2", 2), ("member3", 4)]
+        .iter()
+        .map(|(c, n)| (c.to_string(), Some(*n)))
+        .collect();
+    assert_eq!(replicas(&plan), want);
 }
