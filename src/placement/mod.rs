@@ -599,15 +599,7 @@ fn check_names(template: &Object) -> Result<(), String> {
 fn warn_of_unapplied_fields(object: &Object, spec: &PropagationSpec, warnings: &mut Vec<Warning>) {
     let placement = &spec.placement;
     let mut fields = Vec::new();
-    let scheduling = placement.replica_scheduling.as_ref();
-    let by_capacity = scheduling.is_some_and(|s| {
-        s.replica_scheduling_type.as_deref().unwrap_or("Divided") == "Divided"
-            && (s.replica_division_preference.as_deref() == Some("Aggregated")
-                || s.weight_preference
-                    .as_ref()
-                    .is_some_and(|w| w.dynamic_weight.is_some()))
-    });
-    if !by_capacity
+    if !placement.divides_by_capacity()
         && placement
             .cluster_affinities
             .iter()

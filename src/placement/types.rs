@@ -225,6 +225,20 @@ pub struct ClusterAffinity {
     pub exclude: Vec<String>,
 }
 
+impl Placement {
+    /// Whether replicas are divided by the clusters' capacity: `Divided` (the default once
+    /// `replicaScheduling` is set) with `Aggregated` or a `dynamicWeight`.
+    pub fn divides_by_capacity(&self) -> bool {
+        self.replica_scheduling.as_ref().is_some_and(|s| {
+            s.replica_scheduling_type.as_deref().unwrap_or("Divided") == "Divided"
+                && (s.replica_division_preference.as_deref() == Some("Aggregated")
+                    || s.weight_preference
+                        .as_ref()
+                        .is_some_and(|w| w.dynamic_weight.is_some()))
+        })
+    }
+}
+
 /// Declares a named group of clusters: [`ClusterAffinity`]'s fields repeated rather than
 /// `#[serde(flatten)]`ed, because serde cannot combine `flatten` with `deny_unknown_fields`,
 /// and unknown fields must be refused; then the group's own fields.

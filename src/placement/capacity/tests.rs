@@ -957,3 +957,29 @@ fn a_plan_overflows_from_a_term_to_its_overflow_affinities() {
         .collect();
     assert_eq!(replicas(&plan), want);
 }
+
+#[test]
+fn a_term_whose_own_clusters_are_gone_overflows_entirely() {
+    // Karmada's filter passes clusters of any tier: a term selecting none of its own still
+    // stands, and its overflow tier takes everything.
+    let fleet = FLEET.replace(
+        "  placement:\n",
+        "  placement:
+    clusterAffinities:
+      - affinityName: idc
+        clusterNames: [member9]
+        overflowAffinities: [{affinityName: cloud, clusterNames: [member2, member3]}]
+",
+    );
+    let aggregated = "{replicaSchedulingType: Divided, replicaDivisionPreference: Aggregated}";
+    let capacity = parse(CAPACITY).unwrap();
+    let plan = plan_of_fleet(&fleet, aggregated, Some(&capacity));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert_eq!(plan.resources[0].affinity_group.as_deref(), Some("idc"));
+    // Karmada's "replica 12, aggregated 6:8:10" without member1: 8:10 gives 5:7.
+    let want: Vec<(String, Option<u64>)> = [("member2", 5), ("member3", 7)]
+        .iter()
+        .map(|(c, n)| (c.to_string(), Some(*n)))
+        .collect();
+    assert_eq!(replicas(&plan), want);
+}
