@@ -216,7 +216,8 @@ pub fn load_plan_with(source: &Source, capacity: Option<&Capacity>) -> Result<Pl
     let inputs = PlanInputs {
         unavailable: &Default::default(),
         capacity,
-        // Offline there is no previous result: every capacity-based division is fresh.
+        // Offline there is no previous result: every capacity-based division is a first
+        // schedule.
         previous: None,
     };
     Ok(placement::plan_with(&rendered, &inputs)?)
