@@ -736,7 +736,12 @@ async fn absent_objects(
             None => HashSet::new(),
             Some(reply) if reply.status.is_success() => {
                 match serde_json::from_slice::<UidList>(&reply.body) {
-                    Ok(list) => list.items.into_iter().map(|i| i.metadata.name).collect(),
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.metadata.name)
+                        .collect(),
                     Err(error) => {
                         tracing::warn!(cluster = %member.name, path, %error, "unreadable list; objects taken as present");
                         continue;
@@ -827,7 +832,12 @@ async fn unchanged_objects<'a>(
             }
         // Only the uids: a JSON tree of thousands of items would cost megabytes per cluster.
         } else if let Ok(list) = serde_json::from_slice::<UidList>(&reply.body) {
-            live_uids.extend(list.items.into_iter().map(|item| item.metadata.uid));
+            live_uids.extend(
+                list.items
+                    .into_iter()
+                    .flatten()
+                    .map(|item| item.metadata.uid),
+            );
         }
     }
     let unchanged = candidates
@@ -967,8 +977,9 @@ pub struct Applied {
 
 #[derive(serde::Deserialize)]
 struct UidList {
+    /// `null` in an empty metadata list.
     #[serde(default)]
-    items: Vec<UidOnly>,
+    items: Option<Vec<UidOnly>>,
 }
 
 #[derive(serde::Deserialize)]

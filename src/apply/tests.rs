@@ -288,3 +288,13 @@ fn pending_entries_round_trip_and_old_inventories_have_none() {
     };
     assert!(inventory.has_pending());
 }
+
+#[test]
+fn an_empty_metadata_list_with_null_items_reads_as_empty() {
+    // What the apiserver answers for an empty PartialObjectMetadataList: taking it as
+    // unreadable would take every object as present and lose crash safety.
+    let list: UidList =
+        serde_json::from_str(r#"{"kind":"PartialObjectMetadataList","items":null}"#)
+            .expect("an empty list");
+    assert_eq!(list.items.into_iter().flatten().count(), 0);
+}
