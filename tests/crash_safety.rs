@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use harness::{Agent, Clusters, git};
+use harness::{Agent, Clusters, git, web_deployment};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
@@ -205,29 +205,16 @@ async fn an_agent_killed_mid_sync_leaves_everything_it_created_prunable_and_noth
 
 /// The app of the drift test: `web` corrects drift, `quiet` asks to be reported only.
 fn drift_app(namespace: &str) -> String {
-    let deployment = |name: &str, annotations: &str| {
-        format!(
-            r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {namespace}
-  annotations: {{{annotations}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: {name}, image: "nginx:1.25"}}]
-"#
-        )
-    };
     format!(
         "{FLEET}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n{}{}",
-        deployment("web", ""),
-        deployment("quiet", "flotilla.dev/drift: report")
+        web_deployment(namespace, "web", 2, "nginx:1.25", ""),
+        web_deployment(
+            namespace,
+            "quiet",
+            2,
+            "nginx:1.25",
+            "flotilla.dev/drift: report"
+        )
     )
 }
 
