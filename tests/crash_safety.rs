@@ -58,13 +58,14 @@ fn commit_and_push(work: &Path, remote: &Path, fleet: &str, message: &str) {
     git(work, &["push", "-q", "-f", remote, "HEAD:main"]);
 }
 
-/// Polls `done` every 50 ms, up to `seconds`; panics with `what` when it never holds.
+/// Polls `done` every 50 ms for up to `seconds`; panics with `what` when it never holds.
 async fn wait_for<F, Fut>(seconds: u64, what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..seconds * 20 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
         if done().await {
             return;
         }
