@@ -341,7 +341,7 @@ pub fn drift_from_applied(applied: &Value, live: &Value) -> Lost {
     let managers_by_path = other_owners(live, true);
     let taken: Vec<&String> = managers_by_path
         .keys()
-        .filter(|path| !flotilla.contains(*path) && body_holds(applied, path))
+        .filter(|path| !flotilla.contains(*path) && holds_scalar(applied, path))
         .collect();
     let (taken, mut managers) = most_specific(&taken, &managers_by_path);
     let mut changed = Vec::new();
@@ -358,8 +358,10 @@ pub fn drift_from_applied(applied: &Value, live: &Value) -> Lost {
     }
 }
 
-/// Whether a `fieldsV1` path ([`SEP`]-joined keys) reaches something in `body`.
-fn body_holds(body: &Value, path: &str) -> bool {
+/// Whether a `fieldsV1` path ([`SEP`]-joined keys) reaches a value (not a map or list) in
+/// `body`. Maps and lists are only where values are: an empty `annotations: {}` that Flotilla
+/// applied, whose ownership 1.20 does not record once a controller adds a key, is not drift.
+fn holds_scalar(body: &Value, path: &str) -> bool {
     let mut at = body;
     for part in path.split(SEP) {
         let next = if let Some(field) = part.strip_prefix("f:") {
@@ -391,7 +393,7 @@ fn body_holds(body: &Value, path: &str) -> bool {
             None => return false,
         }
     }
-    true
+    !(at.is_object() || at.is_array() || at.is_null())
 }
 
 /// Equal, or the same text (`1` and `"1"`: 1.20's forms turn numbers into strings).
@@ -902,6 +904,15 @@ mod tests {
             drift_from_applied(&applied_web(), &live).fields,
             ["metadata.labels.team"]
         );
+    }
+
+    #[test]
+    fn an_empty_map_flotilla_applied_that_a_controller_filled_is_not_drift() {
+        let mut applied = applied_web();
+        applied["metadata"]["annotations"] = json!({});
+        // 1.20: Flotilla's entry no longer lists `f:annotations`; the controller's does.
+        let live = live_web(2, "web:1", flotilla_fields(true, true), controllers());
+        assert_eq!(drift_from_applied(&applied, &live), Lost::default());
     }
 
     #[test]

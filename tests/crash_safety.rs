@@ -105,8 +105,9 @@ async fn an_agent_killed_mid_sync_leaves_everything_it_created_prunable_and_noth
         .await
         .expect("create the pre-existing ConfigMap");
 
-    // The app: the pre-existing ConfigMap and namespace, and 200 ConfigMaps to create.
-    const CREATED: usize = 200;
+    // The app: the pre-existing ConfigMap and namespace, and 500 ConfigMaps to create (enough
+    // that the kills below land mid-sync on a fast apiserver too).
+    const CREATED: usize = 500;
     let mut app = format!(
         "{FLEET}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n\
          ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: preexisting, namespace: {namespace}}}\n\
@@ -114,7 +115,7 @@ async fn an_agent_killed_mid_sync_leaves_everything_it_created_prunable_and_noth
     );
     for index in 0..CREATED {
         app.push_str(&format!(
-            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: made-{index:03}, namespace: {namespace}}}\ndata: {{index: \"{index}\"}}\n"
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: made-{index:04}, namespace: {namespace}}}\ndata: {{index: \"{index}\"}}\n"
         ));
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,10 +152,15 @@ async fn an_agent_killed_mid_sync_leaves_everything_it_created_prunable_and_noth
     for more in [1, 40, 80] {
         let before = made().await;
         let mut agent = Agent::start(&args);
-        wait_for(120, &format!("{more} more objects created"), || async {
-            made().await >= before + more
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while made().await < before + more {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{more} more objects created: not after 120 s"
+            );
+            // Polled as often as a list allows, to kill close after the point.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         agent.child.kill().expect("SIGKILL the agent");
         agent.child.wait().expect("reap the agent");
         let at_kill = made().await;
