@@ -8,9 +8,10 @@
 //!    with the uid Flotilla got for it: nothing changed, nothing is sent (an agent's first sync
 //!    also compares those with the live objects, see [`sync_cluster_checking`]);
 //! 4. record the objects about to be created (absent now) as pending in the inventory, so that
-//!    a crash before step 6 still leaves them prunable, then server-side apply in waves (CRDs, then wait until they are Established;
-//!    Namespaces; other cluster-scoped objects; namespaced built-ins; workloads; custom
-//!    resources), each wave with at most `concurrency` requests in flight;
+//!    a crash before step 6 still leaves them prunable; then server-side apply the rest in
+//!    waves (CRDs, then wait until they are Established; Namespaces; other cluster-scoped
+//!    objects; namespaced built-ins; workloads; custom resources), each wave with at most
+//!    `concurrency` requests in flight;
 //! 5. prune what the inventory holds and the plan no longer does, unless Flotilla did not
 //!    create it or it is annotated `flotilla.dev/prune: disabled`;
 //! 6. write the inventory back, only when it changed.
@@ -820,6 +821,7 @@ async fn unchanged_objects<'a>(
     for reply in futures::future::join_all(lists).await {
         let Some(reply) = reply? else { continue };
         if drift.is_some() {
+            // The whole objects, once per agent start, to compare them with what was applied.
             let items = match reply.json().get_mut("items").map(Value::take) {
                 Some(Value::Array(items)) => items,
                 _ => Vec::new(),
@@ -830,8 +832,8 @@ async fn unchanged_objects<'a>(
                     live_objects.insert(uid.to_string(), item);
                 }
             }
-        // Only the uids: a JSON tree of thousands of items would cost megabytes per cluster.
         } else if let Ok(list) = serde_json::from_slice::<UidList>(&reply.body) {
+            // Only the uids: a JSON tree of thousands of items would cost megabytes per cluster.
             live_uids.extend(
                 list.items
                     .into_iter()
