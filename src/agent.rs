@@ -24,7 +24,7 @@ use tokio::sync::{Notify, RwLock, mpsc, watch};
 
 use crate::apply::{
     ClusterReport, ClusterStatus, Member, ObjectProblem, SyncOptions, apply_one,
-    kept_by_plan_errors, sync_cluster,
+    kept_by_plan_errors, sync_cluster, sync_cluster_checking,
 };
 use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_kinds};
 use crate::health::{HealthChange, HealthSettings, probe_cluster};
@@ -932,8 +932,19 @@ async fn worker(
         let Some((connected, _)) = &member else {
             continue;
         };
-        let report = sync_cluster(connected, &desired.objects, &desired.keep, &config.sync).await;
+        // No watch yet (the agent just started, or reconnected): drift that happened meanwhile
+        // was seen by nobody, so this sync compares the live objects with what was applied.
+        let drift_check = watched.is_empty().then_some(config.drift);
+        let report = sync_cluster_checking(
+            connected,
+            &desired.objects,
+            &desired.keep,
+            &config.sync,
+            drift_check,
+        )
+        .await;
         record(&shared, &report, &desired).await;
+        record_drift_at_start(&config, &shared, &report).await;
         match report.status {
             ClusterStatus::Synced => {
                 failures = 0;
@@ -1154,18 +1165,7 @@ async fn handle_drift(
     {
         return;
     }
-    shared
-        .metrics
-        .drift_detected
-        .with_label_values(&[cluster])
-        .inc();
-    tracing::warn!(
-        cluster,
-        object = %drift.object,
-        fields = drift.fields.join(", "),
-        managers = drift.managers.join(", "),
-        "drift"
-    );
+    note_drift(shared, &drift);
     let mut corrected = false;
     if config.drift == DriftMode::Correct && !drift.report_only {
         if !corrections.allow(&drift.object) {
@@ -1194,16 +1194,38 @@ async fn handle_drift(
                 }
             }
         }
-        if corrected {
-            shared
-                .metrics
-                .drift_corrected
-                .with_label_values(&[cluster])
-                .inc();
-        }
+    }
+    record_drift(shared, drift, corrected).await;
+}
+
+/// Counts and logs a drift seen.
+fn note_drift(shared: &Shared, drift: &Drift) {
+    shared
+        .metrics
+        .drift_detected
+        .with_label_values(&[drift.cluster.as_str()])
+        .inc();
+    tracing::warn!(
+        cluster = drift.cluster,
+        object = %drift.object,
+        fields = drift.fields.join(", "),
+        managers = drift.managers.join(", "),
+        "drift"
+    );
+}
+
+/// Records a drift's outcome in metrics and `/status`.
+async fn record_drift(shared: &Shared, drift: Drift, corrected: bool) {
+    let cluster = drift.cluster.clone();
+    if corrected {
+        shared
+            .metrics
+            .drift_corrected
+            .with_label_values(&[&cluster])
+            .inc();
     }
     let mut status = shared.status.write().await;
-    let view = status.clusters.entry(cluster.to_string()).or_default();
+    let view = status.clusters.entry(cluster).or_default();
     view.drift.push(DriftView {
         drift,
         corrected,
@@ -1211,6 +1233,18 @@ async fn handle_drift(
     });
     if view.drift.len() > DRIFT_SHOWN {
         view.drift.remove(0);
+    }
+}
+
+/// Reports the drift a sync found by comparing live objects (see [`sync_cluster_checking`]):
+/// corrected when the sync applied the object again.
+async fn record_drift_at_start(config: &AgentConfig, shared: &Shared, report: &ClusterReport) {
+    for drift in &report.drift {
+        note_drift(shared, drift);
+        let corrected = config.drift == DriftMode::Correct
+            && !drift.report_only
+            && report.applied.contains(&drift.object);
+        record_drift(shared, drift.clone(), corrected).await;
     }
 }
 

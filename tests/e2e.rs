@@ -12,7 +12,7 @@ use flotilla::placement::{Plan, plan};
 use flotilla::render::render_tree;
 use harness::{
     Agent, MEMBERS, clusters, flotilla, free_port, git, github_signature, http_request,
-    labelled_objects, write_fleet, writes,
+    labelled_objects, web_deployment, write_fleet, writes,
 };
 use serde_json::Value;
 
@@ -937,33 +937,6 @@ spec:
   clusters:
     - {{name: {cluster}, kind: AttachedCluster}}
   placement: {{}}
-"#
-    )
-}
-
-/// A one-container Deployment (container `web`) as a YAML document.
-fn web_deployment(
-    namespace: &str,
-    name: &str,
-    replicas: u32,
-    image: &str,
-    annotations: &str,
-) -> String {
-    format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {namespace}
-  annotations: {{{annotations}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: web, image: "{image}"}}]
 "#
     )
 }

@@ -480,3 +480,30 @@ pub fn git_remote_and_work(dir: &Path) -> (std::path::PathBuf, std::path::PathBu
     git(&work, &["init", "-q", "-b", "main"]);
     (dir.join("remote.git"), work)
 }
+
+/// A one-container Deployment (container `web`) as a YAML document.
+pub fn web_deployment(
+    namespace: &str,
+    name: &str,
+    replicas: u32,
+    image: &str,
+    annotations: &str,
+) -> String {
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {namespace}
+  annotations: {{{annotations}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: web, image: "{image}"}}]
+"#
+    )
+}
