@@ -18,16 +18,15 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::Shared;
 
-/// Webhook bodies larger than this are refused (GitHub's push payloads stay well below).
-pub const MAX_WEBHOOK_BODY: usize = 5 * 1024 * 1024;
-/// Webhook requests served at once. More are answered 503 before their body is read: each
-/// may buffer up to [`MAX_WEBHOOK_BODY`] before its signature can be checked, and held uploads
-/// must not grow the agent past its memory limit.
-const MAX_CONCURRENT_WEBHOOKS: usize = 4;
-/// A webhook request (body upload included) taking longer is answered 408 and dropped.
-const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// Deliveries remembered for de-duplication (32 bytes each).
-const REMEMBERED_DELIVERIES: usize = 1024;
+use crate::limits::ServerLimits;
+
+// The limits (`ServerLimits`): a webhook body over `max_body` is refused (413) before it is
+// read when its Content-Length says so, and cut off there otherwise; at most
+// `max_concurrent_requests` webhook requests are served at once and more are answered 503
+// before their body is read (each may buffer up to `max_body` before its signature can be
+// checked, and held uploads must not grow the agent past its memory limit); a webhook request
+// taking longer than `body_timeout`, upload included, is answered 408; `dedupe_entries`
+// deliveries (32 bytes each) are remembered.
 
 /// Secrets of the webhook receivers; a receiver without its secret is not served.
 #[derive(Clone, Default)]
@@ -53,13 +52,22 @@ struct App {
 /// Deliveries seen, as SHA-256 digests of the provider and the body: what the signature (or
 /// token) authenticates. A delivery id header is not signed, so a replayed push with a new id
 /// is still the same delivery; and a digest is 32 bytes whatever the id's length.
-#[derive(Default)]
 struct Deliveries {
     order: VecDeque<[u8; 32]>,
     seen: HashSet<[u8; 32]>,
+    /// How many are remembered (`--dedupe-entries`); the oldest is forgotten first.
+    capacity: usize,
 }
 
 impl Deliveries {
+    fn new(capacity: usize) -> Self {
+        Deliveries {
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+            capacity,
+        }
+    }
+
     /// Records a delivery; false when it was seen before.
     fn first_time(&mut self, provider: &str, body: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::new()
@@ -72,7 +80,7 @@ impl Deliveries {
             return false;
         }
         self.order.push_back(digest);
-        if self.order.len() > REMEMBERED_DELIVERIES
+        while self.order.len() > self.capacity
             && let Some(oldest) = self.order.pop_front()
         {
             self.seen.remove(&oldest);
@@ -81,20 +89,28 @@ impl Deliveries {
     }
 }
 
-/// The router of the agent's HTTP server.
-pub fn router(shared: Arc<Shared>, secrets: WebhookSecrets, tracked_ref: Option<String>) -> Router {
+/// The router of the agent's HTTP server, serving webhooks within `limits`.
+pub fn router(
+    shared: Arc<Shared>,
+    secrets: WebhookSecrets,
+    tracked_ref: Option<String>,
+    limits: &ServerLimits,
+) -> Router {
     let app = Arc::new(App {
         shared,
         secrets,
         tracked_ref,
-        deliveries: Mutex::default(),
+        deliveries: Mutex::new(Deliveries::new(limits.dedupe_entries)),
     });
     let webhooks = Router::new()
         .route("/hooks/github", post(github))
         .route("/hooks/gitlab", post(gitlab))
         .route("/hooks/generic", post(generic))
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WEBHOOKS)),
+            Arc::new(WebhookPermits {
+                permits: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
+                timeout: limits.body_timeout,
+            }),
             limit_webhooks,
         ));
     Router::new()
@@ -103,18 +119,24 @@ pub fn router(shared: Arc<Shared>, secrets: WebhookSecrets, tracked_ref: Option<
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
+        .layer(DefaultBodyLimit::max(limits.max_body))
         .with_state(app)
 }
 
-/// At most [`MAX_CONCURRENT_WEBHOOKS`] webhook requests at once, each within
-/// [`WEBHOOK_TIMEOUT`]; the permit is taken before the body is read.
+/// The webhook requests being served, and how long each may take.
+struct WebhookPermits {
+    permits: tokio::sync::Semaphore,
+    timeout: std::time::Duration,
+}
+
+/// At most `--max-concurrent-requests` webhook requests at once, each within
+/// `--body-timeout`; the permit is taken before the body is read.
 async fn limit_webhooks(
-    State(permits): State<Arc<tokio::sync::Semaphore>>,
+    State(limit): State<Arc<WebhookPermits>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Ok(_permit) = permits.try_acquire() else {
+    let Ok(_permit) = limit.permits.try_acquire() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "1")],
@@ -122,35 +144,32 @@ async fn limit_webhooks(
         )
             .into_response();
     };
-    match tokio::time::timeout(WEBHOOK_TIMEOUT, next.run(request)).await {
+    match tokio::time::timeout(limit.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "webhook request too slow\n").into_response(),
     }
 }
 
-/// Connections served at once; more are closed as they arrive (each holds a file descriptor,
-/// which the agent also needs for its kubeconfigs and its member clusters).
-const MAX_CONNECTIONS: usize = 256;
-/// A request's headers must arrive within this (a half-sent request is dropped).
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// A connection, idle keep-alive included, lives at most this long.
-const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// After the stop signal, open connections get this long to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `stop` completes, with the timeouts `axum::serve` lacks:
-/// headers within [`HEADER_TIMEOUT`], connections for at most [`CONNECTION_LIFETIME`], at most
-/// [`MAX_CONNECTIONS`] at once, and a bounded shutdown: slow or idle clients can neither
-/// exhaust the agent's file descriptors nor hold SIGTERM.
+/// headers within `--header-timeout`, connections (idle keep-alive included) for at most
+/// `--idle-timeout`, at most `--max-connections` at once (each holds a file descriptor, which
+/// the agent also needs for its kubeconfigs and member clusters; more are closed as they
+/// arrive), and a bounded shutdown: slow or idle clients can neither exhaust the agent's file
+/// descriptors nor hold SIGTERM.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: impl std::future::Future<Output = ()>,
+    limits: &ServerLimits,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (header_timeout, lifetime) = (limits.header_timeout, limits.idle_timeout);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -178,9 +197,9 @@ pub async fn serve(
             let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            let _ = tokio::time::timeout(lifetime, connection).await;
         });
     }
     let drained = async { while connections.join_next().await.is_some() {} };
@@ -386,20 +405,21 @@ mod tests {
 
     #[test]
     fn deliveries_are_the_authenticated_bodies_remembered_up_to_a_bound() {
-        let mut deliveries = Deliveries::default();
+        let capacity = 16;
+        let mut deliveries = Deliveries::new(capacity);
         assert!(deliveries.first_time("github", b"push a"));
         // A replay of the same signed body is the same delivery, whatever its id header says.
         assert!(!deliveries.first_time("github", b"push a"));
         assert!(deliveries.first_time("gitlab", b"push a"), "per provider");
-        for i in 0..REMEMBERED_DELIVERIES {
+        for i in 0..capacity {
             assert!(deliveries.first_time("github", i.to_string().as_bytes()));
         }
         assert!(
             deliveries.first_time("github", b"push a"),
             "the oldest was forgotten"
         );
-        assert_eq!(deliveries.seen.len(), REMEMBERED_DELIVERIES);
-        assert_eq!(deliveries.order.len(), REMEMBERED_DELIVERIES);
+        assert_eq!(deliveries.seen.len(), capacity);
+        assert_eq!(deliveries.order.len(), capacity);
     }
 
     #[test]
@@ -425,10 +445,14 @@ mod tests {
             generic: Some(b"token".to_vec()),
             ..Default::default()
         };
-        let app = router(shared, secrets, Some("refs/heads/main".into()));
+        let limits = ServerLimits {
+            max_concurrent_requests: 2,
+            ..Default::default()
+        };
+        let app = router(shared, secrets, Some("refs/heads/main".into()), &limits);
         // Uploads that never finish hold every permit.
         let mut held = Vec::new();
-        for _ in 0..MAX_CONCURRENT_WEBHOOKS {
+        for _ in 0..limits.max_concurrent_requests {
             let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
             let body = axum::body::Body::from_stream(tokio_stream_from(body));
             let request = axum::http::Request::post("/hooks/generic")
@@ -478,13 +502,22 @@ mod tests {
     async fn a_half_sent_request_does_not_hold_the_shutdown() {
         use std::io::{Read as _, Write as _};
         let shared = test_shared();
-        let app = router(shared, WebhookSecrets::default(), None);
+        let limits = ServerLimits::default();
+        let app = router(shared, WebhookSecrets::default(), None, &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(async move {
+            serve(
+                listener,
+                app,
+                async {
+                    let _ = stopped.await;
+                },
+                &limits,
+            )
+            .await
+        });
         // A whole request is served; then a request whose headers never end is left open.
         let half_sent = tokio::task::spawn_blocking(move || {
             let mut client = std::net::TcpStream::connect(address).unwrap();

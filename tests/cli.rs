@@ -175,3 +175,220 @@ fn status_of_an_unreachable_agent_exits_2_naming_the_url() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("https is not supported"), "{stderr}");
 }
+
+/// A fleet of `count` ConfigMaps in one file, placed on both clusters.
+fn generated_fleet(root: &Path, count: usize) {
+    write(root, "fleet.yaml", FLEET);
+    let mut text = String::new();
+    for index in 0..count {
+        text.push_str(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{index}}}\n---\n"
+        ));
+    }
+    write(root, "apps.yaml", &text);
+}
+
+fn exit_0(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+fn exit_2_naming(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+}
+
+#[test]
+fn max_objects_stops_a_render_naming_the_limit_the_file_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_fleet(dir.path(), 120);
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-objects", "100"]);
+    exit_2_naming(
+        &over,
+        &["apps.yaml", "more than 100 objects", "--max-objects"],
+    );
+    // The same repo within a higher limit plans (exit 0), also for render.
+    let within = flotilla(&["plan", path, "--max-objects", "200"]);
+    exit_0(&within);
+    let render = flotilla(&["render", path, "--max-objects", "50"]);
+    exit_2_naming(&render, &["--max-objects"]);
+    // Zero is no limit anyone means: refused as usage.
+    let zero = flotilla(&["plan", path, "--max-objects", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+}
+
+#[test]
+fn max_depth_refuses_deeper_directories_and_kustomizations() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    let deep = dir.path().join("a/b/c/d");
+    std::fs::create_dir_all(&deep).unwrap();
+    write(
+        &deep,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-depth", "3"]);
+    exit_2_naming(
+        &over,
+        &["a/b/c/d", "more than 3 directories deep", "--max-depth"],
+    );
+    let within = flotilla(&["plan", path, "--max-depth", "4"]);
+    assert_eq!(within.status.code(), Some(0));
+    // Kustomizations nested through bases count the same way.
+    let kustomized = tempfile::tempdir().unwrap();
+    write(
+        kustomized.path(),
+        "kustomization.yaml",
+        "resources: [fleet.yaml, base]\n",
+    );
+    write(kustomized.path(), "fleet.yaml", FLEET);
+    std::fs::create_dir_all(kustomized.path().join("base/base")).unwrap();
+    write(
+        &kustomized.path().join("base"),
+        "kustomization.yaml",
+        "resources: [base]\n",
+    );
+    write(
+        &kustomized.path().join("base/base"),
+        "kustomization.yaml",
+        "resources: []\n",
+    );
+    let path = kustomized.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-depth", "2"]);
+    exit_2_naming(
+        &over,
+        &[
+            "base/base/kustomization.yaml",
+            "kustomizations nested",
+            "--max-depth",
+        ],
+    );
+    assert_eq!(
+        flotilla(&["plan", path, "--max-depth", "3"]).status.code(),
+        Some(0)
+    );
+    // More than the ceiling is a usage error, not a stack overflow later.
+    assert_eq!(
+        flotilla(&["plan", path, "--max-depth", "100000"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn max_file_size_covers_manifests_and_generator_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "kustomization.yaml",
+        "resources: [fleet.yaml]\nconfigMapGenerator:\n- name: blob\n  files: [blob.txt]\n",
+    );
+    write(dir.path(), "blob.txt", &"x".repeat(3000));
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-file-size", "2KiB"]);
+    exit_2_naming(
+        &over,
+        &["blob.txt", "3000 bytes", "2048", "--max-file-size"],
+    );
+    let within = flotilla(&["plan", path, "--max-file-size", "4KiB"]);
+    exit_0(&within);
+    // All files together are bounded too.
+    let total = flotilla(&["plan", path, "--max-render-size", "3000B"]);
+    exit_2_naming(&total, &["--max-render-size"]);
+    for bad in ["0", "8TB", "lots"] {
+        let out = flotilla(&["plan", path, "--max-file-size", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_does_not_break_the_render() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "policy.yaml",
+        "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {name: all}\nspec:\n  resourceSelectors: [{apiVersion: v1, kind: ConfigMap}]\n",
+    );
+    // Latin-1 names, as an old tool may leave them: a note, and a manifest that is loaded.
+    let note = std::ffi::OsStr::from_bytes(b"notes-caf\xe9.txt");
+    std::fs::write(dir.path().join(note), "not yaml").unwrap();
+    let manifest = std::ffi::OsStr::from_bytes(b"app-\xff.yaml");
+    std::fs::write(
+        dir.path().join(manifest),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: latin}\n",
+    )
+    .unwrap();
+    let subdir = dir.path().join(std::ffi::OsStr::from_bytes(b"dir-\xfe"));
+    std::fs::create_dir(&subdir).unwrap();
+    write(
+        &subdir,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: inside}\n",
+    );
+    let out = flotilla(&["render", dir.path().to_str().unwrap(), "--cluster", "one"]);
+    exit_0(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("name: latin") && stdout.contains("name: inside"),
+        "{stdout}"
+    );
+    // A broken manifest under such a name is reported with the name shown lossily.
+    std::fs::write(dir.path().join(manifest), "kind: [").unwrap();
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_2_naming(&out, &["app-\u{fffd}.yaml"]);
+}
+
+#[test]
+fn limit_flags_are_documented_in_help() {
+    for (command, flags) in [
+        (
+            "plan",
+            &[
+                "--max-objects",
+                "--max-depth",
+                "--max-file-size",
+                "--max-render-size",
+            ][..],
+        ),
+        (
+            "render",
+            &["--max-objects", "--max-depth", "--max-file-size"][..],
+        ),
+        (
+            "sync",
+            &["--max-objects", "--max-depth", "--max-file-size"][..],
+        ),
+        (
+            "run",
+            &[
+                "--max-objects",
+                "--max-depth",
+                "--max-file-size",
+                "--max-body",
+                "--max-concurrent-requests",
+                "--header-timeout",
+                "--body-timeout",
+                "--idle-timeout",
+                "--max-connections",
+                "--dedupe-entries",
+            ][..],
+        ),
+    ] {
+        let help = flotilla(&[command, "--help"]);
+        let text = String::from_utf8(help.stdout).unwrap();
+        for flag in flags {
+            assert!(text.contains(flag), "{command} --help lacks {flag}: {text}");
+        }
+        assert!(text.contains("[default: "), "{text}");
+    }
+}

@@ -444,6 +444,7 @@ impl ChartSet<'_> {
                     format!("helm template output is not usable: {error}"),
                 )
             })?;
+        self.repo.count_objects(objects.len(), self.file)?;
         Ok(objects
             .into_iter()
             .map(|object| Object::new(object.value, Origin::generated(self.file)))

@@ -7,29 +7,75 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use super::RenderError;
+use crate::limits::{RenderLimits, show_size};
 use crate::object::{Object, Origin};
 
-/// Largest file Flotilla reads (the largest real CRDs are under 1 MiB).
+/// Largest file Flotilla reads by default (the largest real CRDs are under 1 MiB); the
+/// parser's node and event budget is sized from it.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Alias expansions allowed per file: plenty for hand-written YAML, far below a "billion laughs".
 const MAX_REPLAYED_ALIAS_EVENTS: usize = 100_000;
 
 /// The repository on disk: every path Flotilla reads is resolved against it and must stay inside.
+/// It also keeps the render's [`RenderLimits`] and what has been spent of them (shared by
+/// clones: one render, one budget).
 #[derive(Debug, Clone)]
 pub struct Repo {
     root: PathBuf,
+    limits: RenderLimits,
+    spent: Arc<Spent>,
+}
+
+/// What one render has used of its limits.
+#[derive(Debug, Default)]
+struct Spent {
+    objects: AtomicUsize,
+    bytes: AtomicU64,
 }
 
 impl Repo {
-    /// Opens the repository rooted at `root` (which must exist).
+    /// Opens the repository rooted at `root` (which must exist) with the default limits.
     pub fn open(root: &Path) -> Result<Self, RenderError> {
+        Self::open_with(root, RenderLimits::default())
+    }
+
+    /// Opens the repository rooted at `root` (which must exist) for one render within `limits`.
+    pub fn open_with(root: &Path, limits: RenderLimits) -> Result<Self, RenderError> {
         let root = root.canonicalize().map_err(|source| RenderError::Read {
             path: root.to_path_buf(),
             source,
         })?;
-        Ok(Repo { root })
+        Ok(Repo {
+            root,
+            limits,
+            spent: Arc::default(),
+        })
+    }
+
+    /// The limits this render runs within.
+    pub fn limits(&self) -> &RenderLimits {
+        &self.limits
+    }
+
+    /// Counts `count` objects loaded from `path`; an error once the render has loaded more
+    /// than `--max-objects` (checked as they come, so a repo of millions of documents stops
+    /// early instead of filling memory).
+    pub fn count_objects(&self, count: usize, path: &Path) -> Result<(), RenderError> {
+        let before = self.spent.objects.fetch_add(count, Ordering::Relaxed);
+        let limit = self.limits.max_objects;
+        if before.saturating_add(count) > limit {
+            return Err(RenderError::Limit {
+                path: path.to_path_buf(),
+                what: format!("more than {limit} objects in this render"),
+                flag: "--max-objects",
+            });
+        }
+        Ok(())
     }
 
     /// The canonical root directory.
@@ -52,6 +98,17 @@ impl Repo {
                 reference: reference.to_string(),
             });
         }
+        self.resolve_os(base, std::ffi::OsStr::new(reference), referenced_from)
+    }
+
+    /// [`Repo::resolve`] for a name read from a directory, which need not be UTF-8 (Linux file
+    /// names are bytes): no URL check, as no kustomization wrote it.
+    pub fn resolve_os(
+        &self,
+        base: &Path,
+        reference: &std::ffi::OsStr,
+        referenced_from: &Path,
+    ) -> Result<PathBuf, RenderError> {
         let joined = if Path::new(reference).is_absolute() {
             PathBuf::from(reference)
         } else {
@@ -59,7 +116,7 @@ impl Repo {
         };
         let escape = || RenderError::PathEscape {
             path: referenced_from.to_path_buf(),
-            reference: reference.to_string(),
+            reference: reference.to_string_lossy().into_owned(),
         };
         // Normalise lexically first so that a missing file still gets a precise error.
         let lexical = normalize(&joined).ok_or_else(escape)?;
@@ -88,7 +145,7 @@ impl Repo {
         self.root.join(relative)
     }
 
-    /// Reads a root-relative file as UTF-8, refusing files over [`MAX_FILE_BYTES`].
+    /// Reads a root-relative file as UTF-8, refusing files over `--max-file-size`.
     pub fn read_to_string(&self, relative: &Path) -> Result<String, RenderError> {
         let bytes = self.read_bytes(relative)?;
         String::from_utf8(bytes).map_err(|_| RenderError::Read {
@@ -97,7 +154,8 @@ impl Repo {
         })
     }
 
-    /// Reads a root-relative regular file of at most [`MAX_FILE_BYTES`]. A named pipe, a
+    /// Reads a root-relative regular file of at most `--max-file-size`, within the render's
+    /// `--max-render-size` of all files together. A named pipe, a
     /// device or a directory is refused before it is opened (reading a FIFO would block
     /// forever), and the read stops past the limit even if the file grew meanwhile.
     pub fn read_bytes(&self, relative: &Path) -> Result<Vec<u8>, RenderError> {
@@ -114,20 +172,36 @@ impl Repo {
                 "not a regular file",
             )));
         }
+        let limit = self.limits.max_file_size;
         let too_large = |size| RenderError::TooLarge {
             path: relative.to_path_buf(),
             size,
-            limit: MAX_FILE_BYTES,
+            limit,
         };
-        if metadata.len() > MAX_FILE_BYTES {
+        if metadata.len() > limit {
             return Err(too_large(metadata.len()));
         }
         let mut bytes = Vec::new();
         std::fs::File::open(&absolute)
-            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
             .map_err(read_error)?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
+        if bytes.len() as u64 > limit {
             return Err(too_large(bytes.len() as u64));
+        }
+        let total = self.limits.max_render_size;
+        let before = self
+            .spent
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if before.saturating_add(bytes.len() as u64) > total {
+            return Err(RenderError::Limit {
+                path: relative.to_path_buf(),
+                what: format!(
+                    "more than {} read from the repository in this render",
+                    show_size(total)
+                ),
+                flag: "--max-render-size",
+            });
         }
         Ok(bytes)
     }
@@ -144,7 +218,9 @@ impl Repo {
         dialect: Dialect,
     ) -> Result<Vec<Object>, RenderError> {
         let text = self.read_to_string(relative)?;
-        parse_objects_with(&text, relative, dialect)
+        let objects = parse_objects_with(&text, relative, dialect)?;
+        self.count_objects(objects.len(), relative)?;
+        Ok(objects)
     }
 }
 

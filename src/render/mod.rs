@@ -14,6 +14,7 @@ mod merge;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::limits::RenderLimits;
 use crate::object::{Object, ObjectRef, Origin};
 pub use load::Repo;
 
@@ -37,7 +38,10 @@ pub enum RenderError {
         source: std::io::Error,
     },
     /// A file is larger than Flotilla reads.
-    #[error("{}: {size} bytes is over the limit of {limit} bytes", path.display())]
+    #[error(
+        "{}: {size} bytes is over the limit of {limit} bytes per file (raise it with --max-file-size)",
+        path.display()
+    )]
     TooLarge {
         /// Root-relative path.
         path: PathBuf,
@@ -107,6 +111,16 @@ pub enum RenderError {
         /// What failed.
         problem: String,
     },
+    /// A limit of the render was reached (objects, nesting, bytes read).
+    #[error("{}: {what} (raise the limit with {flag})", path.display())]
+    Limit {
+        /// Where it was reached: the file or directory being read.
+        path: PathBuf,
+        /// Which limit, with its value.
+        what: String,
+        /// The command-line flag that raises it.
+        flag: &'static str,
+    },
     /// Two documents declare the same object.
     #[error("{object}: declared twice, in {first} and in {second}")]
     Duplicate {
@@ -131,6 +145,7 @@ impl RenderError {
             RenderError::InvalidObject { .. } => "invalid_object",
             RenderError::Kustomization { .. } => "kustomization",
             RenderError::Patch { .. } => "patch",
+            RenderError::Limit { .. } => "limit",
             RenderError::Duplicate { .. } => "duplicate",
         }
     }
@@ -140,11 +155,21 @@ impl RenderError {
 pub const KUSTOMIZATION_FILE_NAMES: &[&str] =
     &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// Renders `path` (relative to the repository `root`, or absolute below it).
+/// Renders `path` (relative to the repository `root`, or absolute below it) within the default
+/// [`RenderLimits`].
 pub fn render_tree(root: &Path, path: &Path) -> Result<Rendered, RenderError> {
-    let repo = Repo::open(root)?;
+    render_tree_with(root, path, RenderLimits::default())
+}
+
+/// [`render_tree`] within `limits`.
+pub fn render_tree_with(
+    root: &Path,
+    path: &Path,
+    limits: RenderLimits,
+) -> Result<Rendered, RenderError> {
+    let repo = Repo::open_with(root, limits)?;
     let origin = Path::new(".");
-    let relative = repo.resolve(Path::new(""), path.to_str().unwrap_or_default(), origin)?;
+    let relative = repo.resolve_os(Path::new(""), path.as_os_str(), origin)?;
     let objects = if repo.absolute(&relative).is_dir() {
         match kustomization_file(&repo, &relative) {
             Some(_) => kustomize::build(&repo, &relative)?,
@@ -170,17 +195,18 @@ fn walk_directory(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
     walk_directory_at(repo, dir, 0)
 }
 
-/// Directories deeper than this below the fleet path are refused (a deep tree, or a chain of
-/// symlinks, must not overflow the stack).
+/// The default of `--max-depth`: directories deeper than this below the fleet path, or
+/// kustomizations nested deeper, are refused (a deep tree, or a chain of symlinks, must not
+/// overflow the stack).
 pub const MAX_DEPTH: usize = 64;
 
 fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object>, RenderError> {
-    if depth > MAX_DEPTH {
-        return Err(RenderError::Read {
+    let limit = repo.limits().max_depth;
+    if depth > limit {
+        return Err(RenderError::Limit {
             path: dir.to_path_buf(),
-            source: std::io::Error::other(format!(
-                "more than {MAX_DEPTH} directories deep below the fleet path"
-            )),
+            what: format!("more than {limit} directories deep below the fleet path"),
+            flag: "--max-depth",
         });
     }
     let mut entries: Vec<_> = std::fs::read_dir(repo.absolute(dir))
@@ -194,13 +220,15 @@ fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object
     entries.sort();
     let mut objects = Vec::new();
     for name in entries {
-        let name = name.to_string_lossy();
+        // Names are bytes on Linux, not always UTF-8: they are matched and resolved as bytes
+        // (a lossy copy would name a file that does not exist).
+        let bytes = name.as_encoded_bytes();
         // Dot-directories are tooling (.git, .github), never fleet content.
-        if name.starts_with('.') {
+        if bytes.starts_with(b".") {
             continue;
         }
         // Resolving through the repo keeps symlinks from leading outside the root.
-        let relative = repo.resolve(dir, &name, dir)?;
+        let relative = repo.resolve_os(dir, &name, dir)?;
         let absolute = repo.absolute(&relative);
         if absolute.is_dir() {
             // A symlink to this directory or one above it (`loop -> ..`) would be walked
@@ -212,7 +240,7 @@ fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object
                 Some(_) => objects.extend(kustomize::build(repo, &relative)?),
                 None => objects.extend(walk_directory_at(repo, &relative, depth + 1)?),
             }
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if bytes.ends_with(b".yaml") || bytes.ends_with(b".yml") {
             objects.extend(repo.load_objects(&relative)?);
         }
     }
@@ -308,13 +336,12 @@ pub(crate) mod tests {
             &format!("{dirs}x.yaml"),
             &CM.replace("NAME", "x"),
         );
-        let error = render_tree(tall.path(), Path::new(".")).unwrap_err();
-        let source = std::error::Error::source(&error).map(ToString::to_string);
+        let error = render_tree(tall.path(), Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(
-            source
-                .as_deref()
-                .is_some_and(|s| s.contains("directories deep")),
-            "{error}: {source:?}"
+            error.contains("directories deep") && error.contains("--max-depth"),
+            "{error}"
         );
     }
 
