@@ -392,3 +392,86 @@ fn limit_flags_are_documented_in_help() {
         assert!(text.contains("[default: "), "{text}");
     }
 }
+
+#[test]
+fn weights_and_secret_data_that_kubernetes_refuses_exit_2_naming_the_field() {
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 4\n  selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: nginx}]}}\n";
+    let policy = |weights: &str| {
+        format!(
+            "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {{name: web}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment, name: web}}]\n  placement:\n    replicaScheduling:\n      replicaSchedulingType: Divided\n      replicaDivisionPreference: Weighted\n      weightPreference:\n        staticWeightList:\n{weights}"
+        )
+    };
+    let weight = |cluster: &str, weight: i64| {
+        format!("        - {{targetCluster: {{clusterNames: [{cluster}]}}, weight: {weight}}}\n")
+    };
+    for (weights, field) in [
+        (
+            weight("one", -1) + &weight("two", 3),
+            "staticWeightList[0].weight",
+        ),
+        (
+            weight("one", 0) + &weight("two", 0),
+            "staticWeightList[0].weight",
+        ),
+        (
+            weight("one", 1) + &weight("two", 0),
+            "staticWeightList[1].weight",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "fleet.yaml", FLEET);
+        write(dir.path(), "web.yaml", deployment);
+        write(dir.path(), "policy.yaml", &policy(&weights));
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        exit_2_naming(&out, &["policy.yaml", field, "at least 1"]);
+    }
+    // Weights of at least 1 divide as Karmada does.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(dir.path(), "web.yaml", deployment);
+    write(
+        dir.path(),
+        "policy.yaml",
+        &policy(&(weight("one", 3) + &weight("two", 1))),
+    );
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_0(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one=3 two=1"));
+
+    // A Secret whose data is not base64: the apiserver would refuse it in every cluster.
+    let secret =
+        |data: &str| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata:\n{data}");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "secrets.yaml",
+        &format!(
+            "{}---\n{}",
+            secret("  good: aGVsbG8=\n"),
+            secret("  good: aGVsbG8=\n  password: not base64!\n").replace("name: s", "name: t")
+        ),
+    );
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_2_naming(
+        &out,
+        &["secrets.yaml", "document 2", "data.password", "base64"],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not base64!"));
+    // Unpadded, or a number, is refused too; wrapped lines and stringData are fine.
+    for (data, code) in [
+        ("  k: aGVsbG8\n", 2),
+        ("  k: 12\n", 2),
+        ("  k: |\n    aGVs\n    bG8=\n", 0),
+        ("  k: ''\n", 0),
+    ] {
+        write(dir.path(), "secrets.yaml", &secret(data));
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{data}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

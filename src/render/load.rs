@@ -710,7 +710,55 @@ fn checked_object(value: Value, origin: Origin, dialect: Dialect) -> Result<Obje
             });
         }
     }
+    check_secret_data(&value, &origin)?;
     Ok(Object::new(value, origin))
+}
+
+/// The apiserver decodes a v1 Secret's `data` values as Go's `encoding/json` decodes bytes
+/// (standard base64 with padding, line breaks ignored) and refuses the whole object otherwise:
+/// refused here, naming the key, rather than in every cluster at apply time. The error never
+/// shows the value.
+fn check_secret_data(value: &Value, origin: &Origin) -> Result<(), RenderError> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    /// Go's `base64.StdEncoding`: padding required, non-zero trailing bits accepted.
+    const GO_STD: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    let is_secret = value.get("kind").and_then(Value::as_str) == Some("Secret")
+        && value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_none_or(|version| version == "v1");
+    let invalid = |field: String, problem: String| RenderError::InvalidObject {
+        origin: origin.clone(),
+        field,
+        problem,
+    };
+    let data = match value.get("data") {
+        Some(Value::Object(data)) if is_secret => data,
+        Some(Value::Null) | None => return Ok(()),
+        Some(_) if is_secret => return Err(invalid("data".into(), "not a mapping".into())),
+        Some(_) => return Ok(()),
+    };
+    for (key, entry) in data {
+        let problem = match entry {
+            Value::Null => continue,
+            Value::String(text) => {
+                let compact: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+                match GO_STD.decode(compact) {
+                    Ok(_) => continue,
+                    Err(error) => format!("not valid base64 ({error})"),
+                }
+            }
+            _ => "not a base64 string".to_string(),
+        };
+        return Err(invalid(format!("data.{key}"), problem));
+    }
+    Ok(())
 }
 
 /// The parser's message without its own position suffix (we print `path:line:` ourselves).
