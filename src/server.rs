@@ -110,6 +110,7 @@ pub fn router(
             Arc::new(WebhookPermits {
                 permits: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
                 timeout: limits.body_timeout,
+                max_body: limits.max_body,
             }),
             limit_webhooks,
         ));
@@ -123,19 +124,36 @@ pub fn router(
         .with_state(app)
 }
 
-/// The webhook requests being served, and how long each may take.
+/// The webhook requests being served, how long each may take and how large its body may be.
 struct WebhookPermits {
     permits: tokio::sync::Semaphore,
     timeout: std::time::Duration,
+    max_body: usize,
 }
 
 /// At most `--max-concurrent-requests` webhook requests at once, each within
-/// `--body-timeout`; the permit is taken before the body is read.
+/// `--body-timeout`; the permit is taken before the body is read, and a `Content-Length` over
+/// `--max-body` is refused before any of it is read (the body extractor's limit then covers
+/// chunked bodies, which say no length).
 async fn limit_webhooks(
     State(limit): State<Arc<WebhookPermits>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit.max_body as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "webhook body over the limit of {} bytes (--max-body)\n",
+                limit.max_body
+            ),
+        )
+            .into_response();
+    }
     let Ok(_permit) = limit.permits.try_acquire() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -491,19 +509,123 @@ mod tests {
         assert_eq!(accepted.status(), StatusCode::ACCEPTED);
     }
 
-    /// A stream of the chunks a channel receives (ends when the sender is dropped).
-    fn tokio_stream_from(
-        mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-        futures::stream::poll_fn(move |context| receiver.poll_recv(context))
+    fn generic_app(limits: &ServerLimits) -> Router {
+        let secrets = WebhookSecrets {
+            generic: Some(b"token".to_vec()),
+            github: Some(b"secret".to_vec()),
+            ..Default::default()
+        };
+        router(
+            test_shared(),
+            secrets,
+            Some("refs/heads/main".into()),
+            limits,
+        )
     }
 
     #[tokio::test]
-    async fn a_half_sent_request_does_not_hold_the_shutdown() {
-        use std::io::{Read as _, Write as _};
-        let shared = test_shared();
-        let limits = ServerLimits::default();
-        let app = router(shared, WebhookSecrets::default(), None, &limits);
+    async fn a_body_over_max_body_is_refused_before_it_is_read() {
+        use tower::ServiceExt as _;
+        let limits = ServerLimits {
+            max_body: 1024,
+            ..Default::default()
+        };
+        let app = generic_app(&limits);
+        // A declared length over the limit: answered at once, though no byte of it ever comes
+        // (the sender is kept, so reading the body would wait for ever).
+        let (_sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .header("content-length", "2048")
+            .body(axum::body::Body::from_stream(tokio_stream_from(body)))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // A chunked body (no length) is cut off at the limit.
+        let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        for _ in 0..3 {
+            sender.send(Ok(Bytes::from(vec![b'x'; 512]))).await.unwrap();
+        }
+        drop(sender);
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .body(axum::body::Body::from_stream(tokio_stream_from(body)))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Within the limit, the push is served.
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .body(axum::body::Body::from(vec![b'x'; 1000]))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn a_body_slower_than_body_timeout_is_answered_408() {
+        use tower::ServiceExt as _;
+        let limits = ServerLimits {
+            body_timeout: std::time::Duration::from_millis(200),
+            ..Default::default()
+        };
+        let app = generic_app(&limits);
+        // The upload starts and never ends.
+        let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        sender.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .body(axum::body::Body::from_stream(tokio_stream_from(body)))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        drop(sender);
+    }
+
+    #[tokio::test]
+    async fn dedupe_entries_bounds_what_is_remembered() {
+        use tower::ServiceExt as _;
+        let limits = ServerLimits {
+            dedupe_entries: 1,
+            ..Default::default()
+        };
+        let app = generic_app(&limits);
+        let push = |body: &'static [u8]| {
+            axum::http::Request::post("/hooks/github")
+                .header("x-github-event", "push")
+                .header("x-hub-signature-256", sign(b"secret", body))
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let a: &[u8] = br#"{"ref":"refs/heads/main","after":"a"}"#;
+        let b: &[u8] = br#"{"ref":"refs/heads/main","after":"b"}"#;
+        let statuses = [a, a, b, a];
+        let mut answers = Vec::new();
+        for body in statuses {
+            let response = app.clone().oneshot(push(body)).await.unwrap();
+            answers.push(response.status());
+        }
+        // The second `a` is a duplicate; after `b` took the only entry, `a` is new again.
+        assert_eq!(
+            answers,
+            [
+                StatusCode::ACCEPTED,
+                StatusCode::OK,
+                StatusCode::ACCEPTED,
+                StatusCode::ACCEPTED
+            ]
+        );
+    }
+
+    /// Serves `limits` on a loopback port until the returned sender is dropped or used.
+    async fn serve_on_loopback(
+        limits: ServerLimits,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let app = router(test_shared(), WebhookSecrets::default(), None, &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -518,6 +640,104 @@ mod tests {
             )
             .await
         });
+        (address, stop, server)
+    }
+
+    /// Reads until the server closes the connection; what it sent. A generous read timeout
+    /// keeps a broken server from hanging the test (it is a bound, not a measurement).
+    fn read_until_closed(stream: &mut std::net::TcpStream) -> String {
+        use std::io::Read as _;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let result = stream.read_to_end(&mut answer);
+        assert!(
+            result.is_ok()
+                || result
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the connection was not closed: {result:?}"
+        );
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn header_and_idle_timeouts_close_connections() {
+        use std::io::Write as _;
+        let limits = ServerLimits {
+            header_timeout: std::time::Duration::from_millis(300),
+            idle_timeout: std::time::Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (address, stop, server) = serve_on_loopback(limits).await;
+        let (half_answer, idle_answer) = tokio::task::spawn_blocking(move || {
+            // Headers that never end: closed by --header-timeout.
+            let mut half = std::net::TcpStream::connect(address).unwrap();
+            half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            let half_answer = read_until_closed(&mut half);
+            // A served request on a keep-alive connection, then nothing: closed by
+            // --idle-timeout.
+            let mut idle = std::net::TcpStream::connect(address).unwrap();
+            idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let idle_answer = read_until_closed(&mut idle);
+            (half_answer, idle_answer)
+        })
+        .await
+        .unwrap();
+        assert!(!half_answer.contains("200 OK"), "{half_answer}");
+        assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn connections_over_max_connections_are_closed_unanswered() {
+        use std::io::Write as _;
+        let limits = ServerLimits {
+            max_connections: 2,
+            ..Default::default()
+        };
+        let (address, stop, server) = serve_on_loopback(limits).await;
+        let third_answer = tokio::task::spawn_blocking(move || {
+            // Two keep-alive connections take both places; a third is closed unanswered.
+            let held: Vec<_> = (0..2)
+                .map(|_| {
+                    let mut held = std::net::TcpStream::connect(address).unwrap();
+                    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    // The answer's first byte says the server took the connection.
+                    let mut first = [0u8; 1];
+                    std::io::Read::read_exact(&mut held, &mut first).unwrap();
+                    held
+                })
+                .collect();
+            let mut third = std::net::TcpStream::connect(address).unwrap();
+            let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            let third_answer = read_until_closed(&mut third);
+            drop(held);
+            third_answer
+        })
+        .await
+        .unwrap();
+        assert_eq!(third_answer, "", "over --max-connections");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
+    /// A stream of the chunks a channel receives (ends when the sender is dropped).
+    fn tokio_stream_from(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+        futures::stream::poll_fn(move |context| receiver.poll_recv(context))
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_does_not_hold_the_shutdown() {
+        use std::io::{Read as _, Write as _};
+        let (address, stop, server) = serve_on_loopback(ServerLimits::default()).await;
         // A whole request is served; then a request whose headers never end is left open.
         let half_sent = tokio::task::spawn_blocking(move || {
             let mut client = std::net::TcpStream::connect(address).unwrap();

@@ -475,3 +475,37 @@ fn weights_and_secret_data_that_kubernetes_refuses_exit_2_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn replicas_stay_within_int32_as_kubernetes_counts_them() {
+    let policy = "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {name: web}\nspec:\n  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]\n  placement:\n    replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Weighted}\n";
+    let deployment = |replicas: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template: {{metadata: {{labels: {{app: web}}}}, spec: {{containers: [{{name: c, image: nginx}}]}}}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(dir.path(), "policy.yaml", policy);
+    // int32's largest is divided (by clusters, not replica by replica).
+    write(dir.path(), "web.yaml", &deployment("2147483647"));
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_0(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("one=1073741824 two=1073741823"), "{stdout}");
+    // One more, or a negative count, fails that resource (exit 1) naming spec.replicas.
+    for replicas in ["2147483648", "-5"] {
+        write(dir.path(), "web.yaml", &deployment(replicas));
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{replicas}: {text}");
+        assert!(
+            text.contains("spec.replicas") && text.contains("0 to 2147483647"),
+            "{replicas}: {text}"
+        );
+    }
+}

@@ -161,8 +161,37 @@ pub fn render_tree(root: &Path, path: &Path) -> Result<Rendered, RenderError> {
     render_tree_with(root, path, RenderLimits::default())
 }
 
-/// [`render_tree`] within `limits`.
+/// Stack for the render's own thread: each level of nesting is a few recursive frames (about
+/// 30 KiB unoptimised), and whoever calls may have little stack left (the agent calls from a
+/// 2 MiB blocking-pool thread). Only the pages used are ever committed.
+fn render_stack_size(limits: &RenderLimits) -> usize {
+    (8 << 20) + limits.max_depth.saturating_mul(64 << 10)
+}
+
+/// [`render_tree`] within `limits`. The render runs on a thread of its own whose stack fits
+/// `limits.max_depth`, so no nesting the limits allow can overflow the caller's stack.
 pub fn render_tree_with(
+    root: &Path,
+    path: &Path,
+    limits: RenderLimits,
+) -> Result<Rendered, RenderError> {
+    let failed = |problem: &str| RenderError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(problem.to_string()),
+    };
+    std::thread::scope(|scope| {
+        let render = std::thread::Builder::new()
+            .name("render".into())
+            .stack_size(render_stack_size(&limits))
+            .spawn_scoped(scope, || render_on_this_thread(root, path, limits))
+            .map_err(|error| failed(&format!("starting the render thread: {error}")))?;
+        render
+            .join()
+            .unwrap_or_else(|_| Err(failed("the render panicked (a bug in Flotilla)")))
+    })
+}
+
+fn render_on_this_thread(
     root: &Path,
     path: &Path,
     limits: RenderLimits,
@@ -343,6 +372,96 @@ pub(crate) mod tests {
             error.contains("directories deep") && error.contains("--max-depth"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_deepest_nesting_max_depth_allows_fits_the_agents_render_thread() {
+        // The agent renders from a blocking-pool thread (2 MiB of stack, too little for 96
+        // nested kustomizations unoptimised); --max-depth allows up to MAX_DEPTH_CEILING, and
+        // that much must render from there, kustomizations and directories both (unoptimised
+        // here, so with frames larger than a release build's).
+        let ceiling = crate::limits::MAX_DEPTH_CEILING;
+        let kustomized = tempfile::tempdir().unwrap();
+        let mut path = String::new();
+        for level in 0..ceiling {
+            let resources = if level + 1 == ceiling {
+                "[cm.yaml]"
+            } else {
+                "[next]"
+            };
+            write(
+                kustomized.path(),
+                &format!("{path}kustomization.yaml"),
+                &format!("resources: {resources}\n"),
+            );
+            path.push_str("next/");
+        }
+        let last = &path[..path.len() - "next/".len()];
+        write(
+            kustomized.path(),
+            &format!("{last}cm.yaml"),
+            &CM.replace("NAME", "deep"),
+        );
+        let tall = tempfile::tempdir().unwrap();
+        write(
+            tall.path(),
+            &format!("{}x.yaml", "d/".repeat(ceiling)),
+            &CM.replace("NAME", "x"),
+        );
+        let limits = RenderLimits {
+            max_depth: ceiling,
+            ..RenderLimits::default()
+        };
+        let roots = [kustomized.path().to_path_buf(), tall.path().to_path_buf()];
+        let rendered = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                roots
+                    .iter()
+                    .map(|root| {
+                        render_tree_with(root, Path::new("."), limits).map(|r| r.objects.len())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(matches!(rendered[..], [Ok(1), Ok(1)]), "{rendered:?}");
+    }
+
+    #[test]
+    fn objects_are_counted_as_they_load_shared_bases_each_time() {
+        // A base built by two overlays is loaded twice: 2 x 3 objects against a limit of 5.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let three = ["a", "b", "c"]
+            .map(|name| CM.replace("NAME", name))
+            .join("---\n");
+        write(root, "base/cms.yaml", &three);
+        write(root, "base/kustomization.yaml", "resources: [cms.yaml]\n");
+        for overlay in ["one", "two"] {
+            write(
+                root,
+                &format!("{overlay}/kustomization.yaml"),
+                &format!("resources: [../base]\nnamePrefix: {overlay}-\n"),
+            );
+        }
+        write(root, "kustomization.yaml", "resources: [one, two]\n");
+        let limits = |max_objects| RenderLimits {
+            max_objects,
+            ..RenderLimits::default()
+        };
+        let error = render_tree_with(root, Path::new("."), limits(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("base/cms.yaml")
+                && error.contains("more than 5 objects")
+                && error.contains("--max-objects"),
+            "{error}"
+        );
+        let rendered = render_tree_with(root, Path::new("."), limits(6)).unwrap();
+        assert_eq!(rendered.objects.len(), 6);
     }
 
     #[test]
