@@ -32,9 +32,10 @@ pub const MAX_DEPTH_CEILING: usize = 128;
 impl Default for RenderLimits {
     fn default() -> Self {
         RenderLimits {
-            // 200,000 documents took 1.3 GiB; 50,000 stays under the agent's 256 MiB
-            // Deployment limit for typical manifests and is far above real fleets.
-            max_objects: 50_000,
+            // 200,000 documents took 1.3 GiB (6-7 KiB an object); 20,000 stays well under the
+            // agent's 256 MiB Deployment limit when placed on one cluster, and far above real
+            // fleets. Placement multiplies by the clusters an object goes to.
+            max_objects: 20_000,
             max_depth: crate::render::MAX_DEPTH,
             // The largest real CRDs are under 1 MiB.
             max_file_size: 8 * 1024 * 1024,
@@ -146,7 +147,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let render = RenderLimits::default();
-        assert_eq!(render.max_objects, 50_000);
+        assert_eq!(render.max_objects, 20_000);
         assert_eq!(render.max_depth, 64);
         assert_eq!(render.max_file_size, 8 << 20);
         assert!(render.max_depth <= MAX_DEPTH_CEILING);

@@ -218,10 +218,45 @@ impl Repo {
         dialect: Dialect,
     ) -> Result<Vec<Object>, RenderError> {
         let text = self.read_to_string(relative)?;
+        // A file of 100,000 small documents would be parsed whole before its objects are
+        // counted (200 MiB for 8 MiB of text): when it may go over --max-objects, its
+        // documents are counted first from the parser's events, which build nothing.
+        let remaining = self
+            .limits
+            .max_objects
+            .saturating_sub(self.spent.objects.load(Ordering::Relaxed));
+        if text.lines().filter(|line| line.starts_with("---")).count() >= remaining
+            && let Some(mappings) = count_root_mappings(&text)
+        {
+            // Only mappings: a lower bound of the objects (a List holds more).
+            self.count_objects(mappings, relative)?;
+            let objects = parse_objects_with(&text, relative, dialect)?;
+            self.count_objects(objects.len().saturating_sub(mappings), relative)?;
+            return Ok(objects);
+        }
         let objects = parse_objects_with(&text, relative, dialect)?;
         self.count_objects(objects.len(), relative)?;
         Ok(objects)
     }
+}
+
+/// The documents of `text` whose root is a mapping, from the parser's events (nothing is built);
+/// `None` when the text does not parse (the parser that builds them reports that).
+fn count_root_mappings(text: &str) -> Option<usize> {
+    use granit_parser::{Event, Parser};
+    let (mut depth, mut mappings) = (0usize, 0usize);
+    for event in Parser::new_from_str(text) {
+        match event.ok()?.0 {
+            Event::MappingStart(..) => {
+                mappings += usize::from(depth == 0);
+                depth += 1;
+            }
+            Event::SequenceStart(..) => depth += 1,
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Some(mappings)
 }
 
 fn looks_remote(reference: &str) -> bool {
@@ -950,6 +985,36 @@ mod tests {
         // Generator files are read the same way (they once skipped the limit).
         let error = repo.read_bytes(Path::new("big.yaml")).unwrap_err();
         assert!(matches!(error, RenderError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_file_of_many_documents_is_counted_before_it_is_built() {
+        let root = tempfile::tempdir().unwrap();
+        let documents: String = (0..1000)
+            .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n---\n"))
+            .collect();
+        std::fs::write(root.path().join("many.yaml"), &documents).unwrap();
+        let limits = |max_objects| RenderLimits {
+            max_objects,
+            ..RenderLimits::default()
+        };
+        let repo = Repo::open_with(root.path(), limits(999)).unwrap();
+        let error = repo.load_objects(Path::new("many.yaml")).unwrap_err();
+        assert!(
+            matches!(&error, RenderError::Limit { flag: "--max-objects", path, .. } if path == Path::new("many.yaml")),
+            "{error}"
+        );
+        // Exactly at the limit loads; the root-mapping count matches the documents.
+        let repo = Repo::open_with(root.path(), limits(1000)).unwrap();
+        assert_eq!(
+            repo.load_objects(Path::new("many.yaml")).unwrap().len(),
+            1000
+        );
+        assert_eq!(count_root_mappings(&documents), Some(1000));
+        assert_eq!(
+            count_root_mappings("a: [1, {b: 2}]\n---\n- x\n---\n"),
+            Some(1)
+        );
     }
 
     #[test]
