@@ -53,13 +53,15 @@ pub struct ServerLimits {
     /// Webhook requests served at once; more are answered 503 before their body is read.
     /// Flag `--max-concurrent-requests`.
     pub max_concurrent_requests: usize,
-    /// A request's headers must arrive within this. Flag `--header-timeout`.
+    /// A request's headers must arrive within this, also those of the next request on a
+    /// keep-alive connection (hyper waits for them): an idle connection is closed after it.
+    /// Flag `--header-timeout`.
     pub header_timeout: Duration,
     /// A webhook request, body upload included, must be done within this (408 otherwise).
     /// Flag `--body-timeout`.
     pub body_timeout: Duration,
-    /// A connection, idle keep-alive included, is closed after this long.
-    /// Flag `--idle-timeout`.
+    /// A connection's whole life: it is closed after this long however busy, so no client
+    /// holds one for ever by trickling requests. Flag `--idle-timeout`.
     pub idle_timeout: Duration,
     /// Connections served at once; more are closed as they arrive. Flag `--max-connections`.
     pub max_connections: usize,

@@ -172,8 +172,8 @@ async fn limit_webhooks(
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `stop` completes, with the timeouts `axum::serve` lacks:
-/// headers within `--header-timeout`, connections (idle keep-alive included) for at most
-/// `--idle-timeout`, at most `--max-connections` at once (each holds a file descriptor, which
+/// headers within `--header-timeout` (an idle keep-alive connection waits for headers, so
+/// it is closed then), connections for at most `--idle-timeout` however busy, at most `--max-connections` at once (each holds a file descriptor, which
 /// the agent also needs for its kubeconfigs and member clusters; more are closed as they
 /// arrive), and a bounded shutdown: slow or idle clients can neither exhaust the agent's file
 /// descriptors nor hold SIGTERM.
@@ -663,34 +663,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn header_and_idle_timeouts_close_connections() {
+    async fn header_and_idle_timeouts_close_connections_each_on_its_own() {
         use std::io::Write as _;
-        let limits = ServerLimits {
-            header_timeout: std::time::Duration::from_millis(300),
-            idle_timeout: std::time::Duration::from_millis(300),
-            ..Default::default()
-        };
-        let (address, stop, server) = serve_on_loopback(limits).await;
-        let (half_answer, idle_answer) = tokio::task::spawn_blocking(move || {
-            // Headers that never end: closed by --header-timeout.
-            let mut half = std::net::TcpStream::connect(address).unwrap();
-            half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-                .unwrap();
-            let half_answer = read_until_closed(&mut half);
-            // A served request on a keep-alive connection, then nothing: closed by
-            // --idle-timeout.
-            let mut idle = std::net::TcpStream::connect(address).unwrap();
-            idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let idle_answer = read_until_closed(&mut idle);
-            (half_answer, idle_answer)
-        })
-        .await
-        .unwrap();
-        assert!(!half_answer.contains("200 OK"), "{half_answer}");
-        assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
-        let _ = stop.send(());
-        server.await.unwrap();
+        let (short, long) = (
+            std::time::Duration::from_millis(300),
+            std::time::Duration::from_secs(600),
+        );
+        // Each timeout short while the other is long, so each closes on its own.
+        for (header_timeout, idle_timeout) in [(short, long), (long, short)] {
+            let limits = ServerLimits {
+                header_timeout,
+                idle_timeout,
+                ..Default::default()
+            };
+            let (address, stop, server) = serve_on_loopback(limits).await;
+            let (half_answer, idle_answer) = tokio::task::spawn_blocking(move || {
+                // Headers that never end.
+                let mut half = std::net::TcpStream::connect(address).unwrap();
+                half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+                let half_answer = read_until_closed(&mut half);
+                // A served request on a keep-alive connection, then nothing (hyper waits
+                // for the next request's headers, so --header-timeout closes it too).
+                let mut idle = std::net::TcpStream::connect(address).unwrap();
+                idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let idle_answer = read_until_closed(&mut idle);
+                (half_answer, idle_answer)
+            })
+            .await
+            .unwrap();
+            assert!(!half_answer.contains("200 OK"), "{half_answer}");
+            assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
+            let _ = stop.send(());
+            server.await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -138,13 +138,14 @@ pub struct ServerLimitArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096),
           env = "FLOTILLA_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: usize,
-    /// A request's headers must arrive within this; a half-sent request is dropped.
+    /// A request's headers must arrive within this, also the next request's on a keep-alive
+    /// connection: a half-sent request, or an idle connection, is closed after it.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLOTILLA_HEADER_TIMEOUT")]
     header_timeout: Duration,
     /// A webhook request, body upload included, must be done within this (408 otherwise).
     #[arg(long, default_value = "20s", value_parser = parse_duration, env = "FLOTILLA_BODY_TIMEOUT")]
     body_timeout: Duration,
-    /// A connection, idle keep-alive included, is closed after this long.
+    /// A connection's whole life: it is closed after this long, however busy.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "FLOTILLA_IDLE_TIMEOUT")]
     idle_timeout: Duration,
     /// Connections served at once; more are closed as they arrive.
