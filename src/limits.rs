@@ -7,6 +7,15 @@
 
 use std::time::Duration;
 
+/// Every limit of `flotilla run`: those of each commit's render and of its HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Limits of each render.
+    pub render: RenderLimits,
+    /// Limits of the HTTP server.
+    pub server: ServerLimits,
+}
+
 /// Limits of one render (`render`, `plan`, `diff`, `sync`, and each commit `run` renders).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenderLimits {

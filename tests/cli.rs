@@ -369,6 +369,10 @@ fn limit_flags_are_documented_in_help() {
             &["--max-objects", "--max-depth", "--max-file-size"][..],
         ),
         (
+            "diff",
+            &["--max-objects", "--max-depth", "--max-file-size"][..],
+        ),
+        (
             "run",
             &[
                 "--max-objects",

@@ -624,9 +624,7 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        let (render, server) = run.limits();
-        assert_eq!(render, RenderLimits::default());
-        assert_eq!(server, ServerLimits::default());
+        assert_eq!(run.limits(), crate::limits::Limits::default());
         let cli = Cli::try_parse_from([
             "flotilla",
             "run",
@@ -657,7 +655,7 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        let (render, server) = run.limits();
+        let crate::limits::Limits { render, server } = run.limits();
         assert_eq!(
             render,
             RenderLimits {

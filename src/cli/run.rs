@@ -12,7 +12,7 @@ use crate::drift::DriftMode;
 use crate::health::HealthSettings;
 use crate::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
 use crate::lease::LeaseSettings;
-use crate::limits::ServerLimits;
+use crate::limits::{Limits, ServerLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
 use crate::source::{GitCredentials, GitRef, GitSource};
@@ -185,8 +185,11 @@ fn parse_body_size(text: &str) -> Result<usize, String> {
 
 impl RunArgs {
     /// The render and server limits the flags ask for.
-    pub fn limits(&self) -> (crate::limits::RenderLimits, ServerLimits) {
-        (self.limits.into(), self.server_limits.into())
+    pub fn limits(&self) -> Limits {
+        Limits {
+            render: self.limits.into(),
+            server: self.server_limits.into(),
+        }
     }
 }
 
@@ -320,6 +323,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             },
         )
     });
+    let limits = args.limits();
     let config = AgentConfig {
         source,
         repo_path: args.repo_path.clone(),
@@ -338,7 +342,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             force: false,
         },
         drift: args.drift,
-        limits: args.limits.into(),
+        limits: limits.render,
     };
     // A local directory re-syncs when it changes (debounced), besides polls and webhooks.
     let _watcher = match &config.source {
@@ -364,8 +368,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
                 problem: format!("listening: {error}"),
             })?;
         tracing::info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status and webhooks");
-        let server_limits = ServerLimits::from(args.server_limits);
-        let app = server::router(shared.clone(), secrets, tracked_ref, &server_limits);
+        let app = server::router(shared.clone(), secrets, tracked_ref, &limits.server);
         // One signal stops both: the server, and the agent, which releases its Leases.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -375,7 +378,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let server = server::serve(listener, app, stopped(stop_rx.clone()), &server_limits);
+        let server = server::serve(listener, app, stopped(stop_rx.clone()), &limits.server);
         tokio::join!(server, agent::run(config, shared, leases, stopped(stop_rx)));
         Ok(Outcome::Success)
     })

@@ -997,6 +997,9 @@ impl Level<'_> {
             });
             match (behavior, existing) {
                 ("create", None) => {
+                    // Generated objects count as loaded ones: a kustomization of generators
+                    // is only bounded by its file size otherwise.
+                    self.repo.count_objects(1, self.file)?;
                     let object = generated_object(kind, args, &namespace, data, &options);
                     let mut resource = Resource::new(Object::new(
                         object,

@@ -462,6 +462,25 @@ pub(crate) mod tests {
         );
         let rendered = render_tree_with(root, Path::new("."), limits(6)).unwrap();
         assert_eq!(rendered.objects.len(), 6);
+        // Generated objects count too (a kustomization of generators is otherwise bounded
+        // only by its file size).
+        let generators: String = (0..6)
+            .map(|i| format!("- {{name: g{i}, literals: [k=v]}}\n"))
+            .collect();
+        write(
+            root,
+            "generated/kustomization.yaml",
+            &format!("configMapGenerator:\n{generators}"),
+        );
+        let error = render_tree_with(root, Path::new("generated"), limits(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("generated/kustomization.yaml") && error.contains("--max-objects"),
+            "{error}"
+        );
+        let rendered = render_tree_with(root, Path::new("generated"), limits(6)).unwrap();
+        assert_eq!(rendered.objects.len(), 6);
     }
 
     #[test]
