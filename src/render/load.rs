@@ -218,20 +218,20 @@ impl Repo {
         dialect: Dialect,
     ) -> Result<Vec<Object>, RenderError> {
         let text = self.read_to_string(relative)?;
-        // A file of 100,000 small documents would be parsed whole before its objects are
-        // counted (200 MiB for 8 MiB of text): when it may go over --max-objects, its
-        // documents are counted first from the parser's events, which build nothing.
+        // A file of 100,000 small documents (or a List of as many items) would be parsed
+        // whole before its objects are counted (200 MiB for 8 MiB of text): when it may go
+        // over --max-objects (every object spells `kind`), its objects are counted first from
+        // the parser's events, which build nothing.
         let remaining = self
             .limits
             .max_objects
             .saturating_sub(self.spent.objects.load(Ordering::Relaxed));
-        if text.lines().filter(|line| line.starts_with("---")).count() >= remaining
-            && let Some(mappings) = count_root_mappings(&text)
+        if text.matches("kind").count() > remaining
+            && let Some(counted) = count_objects_in(&text)
         {
-            // Only mappings: a lower bound of the objects (a List holds more).
-            self.count_objects(mappings, relative)?;
+            self.count_objects(counted, relative)?;
             let objects = parse_objects_with(&text, relative, dialect)?;
-            self.count_objects(objects.len().saturating_sub(mappings), relative)?;
+            self.count_objects(objects.len().saturating_sub(counted), relative)?;
             return Ok(objects);
         }
         let objects = parse_objects_with(&text, relative, dialect)?;
@@ -240,23 +240,23 @@ impl Repo {
     }
 }
 
-/// The documents of `text` whose root is a mapping, from the parser's events (nothing is built);
-/// `None` when the text does not parse (the parser that builds them reports that).
-fn count_root_mappings(text: &str) -> Option<usize> {
-    use granit_parser::{Event, Parser};
-    let (mut depth, mut mappings) = (0usize, 0usize);
-    for event in Parser::new_from_str(text) {
-        match event.ok()?.0 {
-            Event::MappingStart(..) => {
-                mappings += usize::from(depth == 0);
-                depth += 1;
-            }
-            Event::SequenceStart(..) => depth += 1,
-            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
-            _ => {}
+/// About the objects of `text`, from the parser's events (nothing is built): every document
+/// that is a collection, and every collection in a root `items` (a List's objects; a List
+/// counts one more than it gives). `None` when the text does not parse (the parser that builds
+/// the objects reports that).
+fn count_objects_in(text: &str) -> Option<usize> {
+    let mut count = 0usize;
+    walk_nodes(text, &mut |_, path, node| {
+        let object = match path {
+            [] => true,
+            [Step::Key(key), Step::Index(_)] => key == "items",
+            _ => false,
+        };
+        if object && matches!(node, Node::Other) {
+            count += 1;
         }
-    }
-    Some(mappings)
+    })?;
+    Some(count)
 }
 
 fn looks_remote(reference: &str) -> bool {
@@ -1010,10 +1010,28 @@ mod tests {
             repo.load_objects(Path::new("many.yaml")).unwrap().len(),
             1000
         );
-        assert_eq!(count_root_mappings(&documents), Some(1000));
+        assert_eq!(count_objects_in(&documents), Some(1000));
+        // One document, one List and its two items; a scalar document is no object.
         assert_eq!(
-            count_root_mappings("a: [1, {b: 2}]\n---\n- x\n---\n"),
-            Some(1)
+            count_objects_in("a: [{b: 2}]\n---\nitems: [{kind: A}, {kind: B}]\n---\nx\n"),
+            Some(4)
+        );
+        // A List of many items is counted before it is built too.
+        let items: String = (0..1000)
+            .map(|i| format!("- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: c{i}}}}}\n"))
+            .collect();
+        std::fs::write(
+            root.path().join("list.yaml"),
+            format!("apiVersion: v1\nkind: List\nitems:\n{items}"),
+        )
+        .unwrap();
+        let repo = Repo::open_with(root.path(), limits(999)).unwrap();
+        let error = repo.load_objects(Path::new("list.yaml")).unwrap_err();
+        assert!(error.to_string().contains("--max-objects"), "{error}");
+        let repo = Repo::open_with(root.path(), limits(1001)).unwrap();
+        assert_eq!(
+            repo.load_objects(Path::new("list.yaml")).unwrap().len(),
+            1000
         );
     }
 
