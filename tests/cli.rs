@@ -513,3 +513,35 @@ fn replicas_stay_within_int32_as_kubernetes_counts_them() {
         );
     }
 }
+
+#[test]
+fn max_file_size_covers_a_charts_own_values_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "kustomization.yaml",
+        "resources: [fleet.yaml]\nhelmCharts:\n- {name: demo, releaseName: demo}\n",
+    );
+    let chart = dir.path().join("charts/demo");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    write(
+        &chart,
+        "Chart.yaml",
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    );
+    write(
+        &chart,
+        "values.yaml",
+        &format!("note: {}\n", "x".repeat(3000)),
+    );
+    write(
+        &chart.join("templates"),
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo}\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-file-size", "2KiB"]);
+    exit_2_naming(&over, &["charts/demo/values.yaml", "--max-file-size"]);
+    exit_0(&flotilla(&["plan", path, "--max-file-size", "4KiB"]));
+}
