@@ -3,12 +3,11 @@
 //! with kyaml (resources, patches), with YAML 1.2 booleans (`yes` is a string).
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde_json::Value;
 use serde_saphyr::Spanned;
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::RenderError;
 use crate::limits::{RenderLimits, show_size};
