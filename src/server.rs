@@ -3,6 +3,14 @@
 //! A receiver exists only when its secret is configured. A valid push for the tracked ref
 //! wakes the reconcile loop and is answered 202 at once; triggers that arrive during a sync
 //! coalesce into one more sync. Duplicate deliveries (the same authenticated body) are ignored.
+//!
+//! Its [`ServerLimits`]: a webhook body over `max_body` is refused (413) before it is read when
+//! its Content-Length says so, and cut off there otherwise; at most `max_concurrent_requests`
+//! webhook requests are served at once and more are answered 503 before their body is read
+//! (each may buffer up to `max_body` before its signature can be checked, and held uploads
+//! must not grow the agent past its memory limit); a webhook request taking longer than
+//! `body_timeout`, upload included, is answered 408; `dedupe_entries` deliveries (32 bytes
+//! each) are remembered.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,16 +25,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::agent::Shared;
-
 use crate::limits::ServerLimits;
-
-// The limits (`ServerLimits`): a webhook body over `max_body` is refused (413) before it is
-// read when its Content-Length says so, and cut off there otherwise; at most
-// `max_concurrent_requests` webhook requests are served at once and more are answered 503
-// before their body is read (each may buffer up to `max_body` before its signature can be
-// checked, and held uploads must not grow the agent past its memory limit); a webhook request
-// taking longer than `body_timeout`, upload included, is answered 408; `dedupe_entries`
-// deliveries (32 bytes each) are remembered.
 
 /// Secrets of the webhook receivers; a receiver without its secret is not served.
 #[derive(Clone, Default)]
@@ -172,11 +171,12 @@ async fn limit_webhooks(
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `stop` completes, with the timeouts `axum::serve` lacks:
-/// headers within `--header-timeout` (an idle keep-alive connection waits for headers, so
-/// it is closed then), connections for at most `--idle-timeout` however busy, at most `--max-connections` at once (each holds a file descriptor, which
-/// the agent also needs for its kubeconfigs and member clusters; more are closed as they
-/// arrive), and a bounded shutdown: slow or idle clients can neither exhaust the agent's file
-/// descriptors nor hold SIGTERM.
+/// headers within `--header-timeout` (an idle keep-alive connection waits for headers, so it
+/// is closed then), connections for at most `--idle-timeout` however busy, at most
+/// `--max-connections` at once (each holds a file descriptor, which the agent also needs for
+/// its kubeconfigs and member clusters; more are closed as they arrive), and a bounded
+/// shutdown: slow or idle clients can neither exhaust the agent's file descriptors nor hold
+/// SIGTERM.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
