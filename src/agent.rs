@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub sync: SyncOptions,
     /// What to do about drift.
     pub drift: DriftMode,
+    /// Limits of each commit's render.
+    pub limits: crate::limits::RenderLimits,
 }
 
 /// What `/status` shows.
@@ -763,6 +765,7 @@ async fn load_plan(
 ) -> Result<(Plan, bool), (&'static str, String)> {
     let source = config.source.clone();
     let repo_path = config.repo_path.clone();
+    let limits = config.limits;
     let commit = commit.to_string();
     let loaded = tokio::task::spawn_blocking(move || {
         let root = match &source {
@@ -771,8 +774,8 @@ async fn load_plan(
                 .map_err(|e| ("checkout", e.to_string()))?,
             Source::Directory(dir) => dir.clone(),
         };
-        let rendered =
-            render::render_tree(&root, &repo_path).map_err(|e| ("render", e.to_string()))?;
+        let rendered = render::render_tree_with(&root, &repo_path, limits)
+            .map_err(|e| ("render", e.to_string()))?;
         let needs_capacity = placement::needs_capacity(&rendered);
         let inputs = placement::PlanInputs {
             unavailable: &unavailable,

@@ -34,6 +34,7 @@ pub mod health;
 pub mod hub;
 pub mod labels;
 pub mod lease;
+pub mod limits;
 pub mod member_capacity;
 pub mod metrics;
 pub mod object;

@@ -362,8 +362,21 @@ pub struct WeightPreference {
 pub struct StaticClusterWeight {
     /// Which clusters get this weight.
     pub target_cluster: ClusterAffinity,
-    /// The weight.
+    /// The weight, at least 1: Karmada's CRD says `+kubebuilder:validation:Minimum=1`, so its
+    /// apiserver refuses the policy otherwise (a negative weight once became 0 here, and
+    /// weights of 0 an equal split).
+    #[serde(deserialize_with = "at_least_one")]
     pub weight: i64,
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let weight = i64::deserialize(deserializer)?;
+    if weight < 1 {
+        return Err(serde::de::Error::custom(format!(
+            "{weight}: must be at least 1, as Karmada requires"
+        )));
+    }
+    Ok(weight)
 }
 
 // ----- overrides -----

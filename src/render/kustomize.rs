@@ -765,14 +765,12 @@ fn accumulate(
             ),
         });
     }
-    if stack.len() >= super::MAX_DEPTH {
-        return Err(RenderError::Kustomization {
+    let limit = repo.limits().max_depth;
+    if stack.len() >= limit {
+        return Err(RenderError::Limit {
             path: file,
-            field: "resources".into(),
-            problem: format!(
-                "more than {} kustomizations nested (bases, components)",
-                super::MAX_DEPTH
-            ),
+            what: format!("more than {limit} kustomizations nested (resources, components)"),
+            flag: "--max-depth",
         });
     }
     stack.push(dir.to_path_buf());
@@ -999,6 +997,9 @@ impl Level<'_> {
             });
             match (behavior, existing) {
                 ("create", None) => {
+                    // Generated objects count as loaded ones: a kustomization of generators
+                    // is only bounded by its file size otherwise.
+                    self.repo.count_objects(1, self.file)?;
                     let object = generated_object(kind, args, &namespace, data, &options);
                     let mut resource = Resource::new(Object::new(
                         object,
