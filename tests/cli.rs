@@ -515,6 +515,40 @@ fn replicas_stay_within_int32_as_kubernetes_counts_them() {
 }
 
 #[test]
+fn a_divided_workload_whose_spec_is_not_a_mapping_fails_that_resource_not_the_process() {
+    let policy = "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {name: web}\nspec:\n  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]\n  placement:\n    replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Weighted}\n";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(dir.path(), "policy.yaml", policy);
+    // Divided replicas are written into `spec` of each copy: a scalar or a list there used
+    // to panic (exit 101). Now that resource fails, naming `spec`.
+    for spec in ["x", "[1, 2]", "5"] {
+        write(
+            dir.path(),
+            "web.yaml",
+            &format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec: {spec}\n"
+            ),
+        );
+        for command in ["plan", "render"] {
+            let out = flotilla(&[command, dir.path().to_str().unwrap()]);
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(1), "{command} spec {spec}: {text}");
+            assert!(
+                text.contains("web.yaml")
+                    && text.contains("spec:")
+                    && text.contains("not a mapping"),
+                "{command} spec {spec}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
 fn max_file_size_covers_a_charts_own_values_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "fleet.yaml", FLEET);

@@ -907,6 +907,12 @@ fn replica_count(template: &Object) -> Result<Option<u64>, String> {
     if !matches!(template.kind(), "Deployment" | "StatefulSet" | "ReplicaSet") {
         return Ok(None);
     }
+    // The divided count is written back into `spec`: one that is not a mapping (the
+    // apiserver would refuse it) is an error here, not a panic when the copy is made.
+    match template.value.get("spec") {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(other) => return Err(format!("spec: {other} is not a mapping")),
+    }
     match template.value.pointer("/spec/replicas") {
         None | Some(Value::Null) => Ok(Some(1)),
         Some(value) => value
