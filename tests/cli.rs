@@ -549,6 +549,50 @@ fn a_divided_workload_whose_spec_is_not_a_mapping_fails_that_resource_not_the_pr
 }
 
 #[test]
+fn a_field_overriders_yaml_is_read_with_the_fleets_alias_bounds() {
+    // A ConfigMap whose data holds a billion-node alias bomb, edited by a yaml fieldOverrider
+    // in every cluster: it used to be expanded up to serde-saphyr's node budget (seconds per
+    // cluster, a multi-line message). It is refused at the loader's alias replay limit.
+    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+    for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip("abcdefgh".chars())
+    {
+        let refs = vec![format!("*{previous}"); 10].join(",");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    let indented: String = bomb.lines().map(|l| format!("    {l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "cm.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm, namespace: web}}\ndata:\n  y: |\n{indented}---\napiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {{name: cms}}\nspec: {{resourceSelectors: [{{apiVersion: v1, kind: ConfigMap}}]}}\n---\napiVersion: policy.karmada.io/v1alpha1\nkind: ClusterOverridePolicy\nmetadata: {{name: op}}\nspec:\n  resourceSelectors: [{{apiVersion: v1, kind: ConfigMap}}]\n  overrideRules:\n  - overriders:\n      fieldOverrider: [{{fieldPath: /data/y, yaml: [{{subPath: /z, operator: add, value: 1}}]}}]\n"
+        ),
+    );
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 2, "one error per cluster: {stderr}");
+    for error in errors {
+        assert!(
+            error.contains("cm.yaml")
+                && error.contains("/data/y: not YAML")
+                && error.contains("alias replay limit"),
+            "{stderr}"
+        );
+    }
+    // One line per error: no parser snippet of the bomb.
+    assert!(!stderr.contains("*a,*a"), "{stderr}");
+}
+
+#[test]
 fn max_file_size_covers_a_charts_own_values_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "fleet.yaml", FLEET);

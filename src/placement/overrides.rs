@@ -303,7 +303,16 @@ fn apply_field(object: &mut Value, overrider: &FieldOverrider) -> Result<(), Str
         (yaml, _) => (true, yaml),
     };
     let mut document: Value = if yaml {
-        serde_saphyr::from_str(text).map_err(|e| format!("{path}: not YAML: {e}"))?
+        // The string comes from Git like any fleet file: read with the same bounds (alias
+        // replay, nesting, one-line messages), or an alias bomb costs seconds per cluster.
+        serde_saphyr::from_str_with_options(
+            text,
+            crate::render::load::yaml_options(crate::render::load::Dialect::Kubernetes),
+        )
+        .map_err(|e| {
+            let message = e.to_string();
+            format!("{path}: not YAML: {}", message.lines().next().unwrap_or(""))
+        })?
     } else {
         serde_json::from_str(text).map_err(|e| format!("{path}: not JSON: {e}"))?
     };
