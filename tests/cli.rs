@@ -593,6 +593,64 @@ fn a_field_overriders_yaml_is_read_with_the_fleets_alias_bounds() {
 }
 
 #[test]
+fn render_out_writes_objects_whose_names_are_as_long_as_kubernetes_allows() {
+    // 253 bytes is a valid name, but `configmap-<name>.yaml` is longer than a file name may
+    // be: the write used to fail halfway (exit 2, "File name too long", part of the tree
+    // written). Two such names that differ only at their end must stay two files.
+    let long = |last: char| format!("{}{last}", "a".repeat(252));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    write(&repo, "fleet.yaml", FLEET);
+    write(
+        &repo,
+        "app.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: web}}\ndata: {{n: one}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: web}}\ndata: {{n: two}}\n---\napiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {{name: all}}\nspec:\n  resourceSelectors: [{{apiVersion: v1, kind: ConfigMap}}]\n",
+            long('b'),
+            long('c')
+        ),
+    );
+    let out = dir.path().join("out");
+    let run = flotilla(&[
+        "render",
+        repo.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for cluster in ["one", "two"] {
+        let mut data: Vec<String> = std::fs::read_dir(out.join(cluster).join("web"))
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                assert!(
+                    name.len() <= 255 && name.starts_with("configmap-aaa"),
+                    "{name}"
+                );
+                std::fs::read_to_string(&path).unwrap()
+            })
+            .collect();
+        data.sort();
+        assert_eq!(data.len(), 2, "{data:?}");
+        assert!(
+            data[0].contains(&long('b')) && data[0].contains("one"),
+            "{data:?}"
+        );
+        assert!(
+            data[1].contains(&long('c')) && data[1].contains("two"),
+            "{data:?}"
+        );
+    }
+}
+
+#[test]
 fn max_file_size_covers_a_charts_own_values_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "fleet.yaml", FLEET);

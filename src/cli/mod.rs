@@ -404,6 +404,28 @@ fn path_part(what: &str, value: &str, object: Option<&Object>) -> Result<(), Cli
     }
 }
 
+/// The longest file name Linux (and most file systems) accept, in bytes.
+const MAX_FILE_NAME: usize = 255;
+
+/// `<kind>-<name>.<extension>`. A valid name (up to 253 bytes) with its kind can be longer
+/// than a file name may be: such a name keeps as much of its start as fits, then a hash of the
+/// whole, so it stays stable and distinct instead of failing the write halfway.
+fn file_name(kind: &str, name: &str, extension: &str) -> String {
+    let stem = format!("{kind}-{name}");
+    if stem.len() + 1 + extension.len() <= MAX_FILE_NAME {
+        return format!("{stem}.{extension}");
+    }
+    use sha2::{Digest, Sha256};
+    let digest = crate::apply::inventory::hex(&Sha256::digest(stem.as_bytes()));
+    let digest = &digest[..16];
+    let room = MAX_FILE_NAME - (1 + digest.len() + 1 + extension.len());
+    let mut end = room.min(stem.len());
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{digest}.{extension}", &stem[..end])
+}
+
 /// Marks a directory as written by `flotilla render --out`, so a re-render may replace it.
 const OUT_MARKER: &str = ".flotilla-render";
 
@@ -463,7 +485,7 @@ fn write_tree(
             };
             let dir = out.join(cluster.as_str()).join(namespace);
             std::fs::create_dir_all(&dir).map_err(write_error(&dir))?;
-            let file = dir.join(format!("{kind}-{}.{extension}", object.name()));
+            let file = dir.join(file_name(&kind, object.name(), extension));
             std::fs::write(&file, text).map_err(write_error(&file))?;
         }
     }
