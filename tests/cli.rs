@@ -116,7 +116,7 @@ fn render_out_refuses_names_that_would_leave_the_output_directory() {
     // A bad cluster name stops the render before anything is written (exit 2); a bad object
     // name fails that object in the plan (exit 1) and the rest is rendered inside --out.
     for (fleet_cluster, object_name, named, code) in [
-        ("../escaped", "web", "cluster name", 2),
+        ("../escaped", "web", "spec.clusters[0].name", 2),
         ("one", "..", "metadata.name \"..\"", 1),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -147,12 +147,53 @@ fn render_out_refuses_names_that_would_leave_the_output_directory() {
         assert_eq!(run.status.code(), Some(code), "{stderr}");
         assert!(stderr.contains(named), "{stderr}");
         if code == 2 {
-            assert!(stderr.contains("nothing was written"), "{stderr}");
             assert!(!out.exists(), "nothing written");
         }
         assert!(!dir.path().join("escaped").exists());
         assert!(!dir.path().join("web").exists() && !dir.path().join("configmap-..").exists());
     }
+}
+
+#[test]
+fn plan_refuses_cluster_names_no_kubernetes_name_can_be() {
+    // `render --out` refused these names but `plan` placed onto them (exit 0): a name that
+    // cannot exist is bad input for every command, naming the file, the object and the field.
+    for (name, problem) in [
+        ("../escaped", "contains `/`"),
+        ("..", "is `.` or `..`"),
+        ("", "is empty"),
+        ("a%2f", "contains `/`"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "fleet.yaml",
+            &format!(
+                "apiVersion: fleet.kurator.dev/v1alpha1\nkind: Fleet\nmetadata: {{name: f}}\nspec:\n  clusters: [{{name: one}}, {{name: {name:?}}}]\n"
+            ),
+        );
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {stderr}");
+        assert!(
+            stderr.contains("fleet.yaml:1: document 1: Fleet f: spec.clusters[1].name")
+                && stderr.contains(problem),
+            "{name:?}: {stderr}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "attached.yaml",
+        "apiVersion: cluster.kurator.dev/v1alpha1\nkind: AttachedCluster\nmetadata: {name: '..'}\nspec: {}\n",
+    );
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("attached.yaml:1: document 1: AttachedCluster ..: metadata.name"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -751,6 +751,23 @@ fn remove_at(value: &mut Value, path: &[String]) -> bool {
 
 /// The member clusters: every Fleet's entries, labels merged with their AttachedClusters.
 /// Without a Fleet, the AttachedClusters themselves are the members.
+/// Why a cluster name cannot be one: it names a kubeconfig context, a directory of
+/// `render --out` and a label value, so what no Kubernetes name can be is refused for every
+/// command alike (`plan` used to accept `../x` that `render --out` refused).
+fn cluster_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name == "." || name == ".." {
+        Some("is `.` or `..`")
+    } else if name.contains(['/', '\\', '%', '\0']) {
+        Some("contains `/`, `\\`, `%` or NUL, which no Kubernetes name may")
+    } else if name.len() > 253 {
+        Some("is longer than 253 bytes")
+    } else {
+        None
+    }
+}
+
 fn read_clusters(
     fleets: &[&Object],
     attached: &[&Object],
@@ -759,7 +776,16 @@ fn read_clusters(
     let mut clusters: BTreeMap<String, (Cluster, Origin)> = BTreeMap::new();
     for fleet in fleets {
         let spec: FleetSpec = read_spec(fleet)?;
-        for entry in spec.clusters {
+        for (index, entry) in spec.clusters.into_iter().enumerate() {
+            if let Some(problem) = cluster_name_problem(&entry.name) {
+                return Err(PlanError::InvalidField {
+                    origin: fleet.origin.clone(),
+                    kind: "Fleet".into(),
+                    name: fleet.name().to_string(),
+                    field: format!("spec.clusters[{index}].name"),
+                    problem: format!("{:?} {problem}", entry.name),
+                });
+            }
             let cluster = Cluster {
                 name: entry.name.clone(),
                 labels: entry.labels,
@@ -789,6 +815,15 @@ fn read_clusters(
             }),
         });
         let name = object.name().to_string();
+        if let Some(problem) = cluster_name_problem(&name) {
+            return Err(PlanError::InvalidField {
+                origin: object.origin.clone(),
+                kind: "AttachedCluster".into(),
+                name: name.clone(),
+                field: "metadata.name".into(),
+                problem: format!("{name:?} {problem}"),
+            });
+        }
         let cluster = match clusters.get_mut(&name) {
             Some((cluster, _)) => cluster,
             None if fleets.is_empty() => {
