@@ -197,6 +197,40 @@ fn plan_refuses_cluster_names_no_kubernetes_name_can_be() {
 }
 
 #[test]
+fn a_directory_with_two_kustomization_files_is_refused_as_kustomize_refuses_it() {
+    // kustomize (and so Flux and Argo CD) stops at "Found multiple kustomization files";
+    // Flotilla silently built the first one (exit 0), so the same commit deployed differently.
+    for second in ["kustomization.yml", "Kustomization"] {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "fleet.yaml", FLEET);
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        write(
+            dir.path(),
+            "app/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n",
+        );
+        write(
+            dir.path(),
+            "app/kustomization.yaml",
+            "resources: [cm.yaml]\n",
+        );
+        write(
+            dir.path(),
+            &format!("app/{second}"),
+            "namePrefix: other-\nresources: [cm.yaml]\n",
+        );
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{second}: {stderr}");
+        assert!(
+            stderr.contains("app/kustomization.yaml")
+                && stderr.contains(&format!("app/{second} is a kustomization file too")),
+            "{second}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn status_of_an_unreachable_agent_exits_2_naming_the_url() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

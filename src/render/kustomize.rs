@@ -81,7 +81,7 @@ pub fn build(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
             }
         }
     }
-    if let Some(file) = kustomization_file(repo, dir) {
+    if let Some(file) = kustomization_file(repo, dir)? {
         let root = read_kustomization(repo, &file)?;
         add_build_metadata(&mut resources, dir, &file, &root.build_metadata)?;
     }
@@ -746,7 +746,7 @@ fn accumulate(
     role: Role,
     accumulated: Accumulated,
 ) -> Result<Accumulated, RenderError> {
-    let Some(file) = kustomization_file(repo, dir) else {
+    let Some(file) = kustomization_file(repo, dir)? else {
         return Err(RenderError::Kustomization {
             path: dir.to_path_buf(),
             field: "resources".into(),

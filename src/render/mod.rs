@@ -200,7 +200,7 @@ fn render_on_this_thread(
     let origin = Path::new(".");
     let relative = repo.resolve_os(Path::new(""), path.as_os_str(), origin)?;
     let objects = if repo.absolute(&relative).is_dir() {
-        match kustomization_file(&repo, &relative) {
+        match kustomization_file(&repo, &relative)? {
             Some(_) => kustomize::build(&repo, &relative)?,
             None => walk_directory(&repo, &relative)?,
         }
@@ -211,12 +211,25 @@ fn render_on_this_thread(
     Ok(Rendered { objects })
 }
 
-/// The kustomization file of a directory, if it has one.
-pub fn kustomization_file(repo: &Repo, dir: &Path) -> Option<PathBuf> {
-    KUSTOMIZATION_FILE_NAMES
+/// The kustomization file of a directory, if it has one. Two or more are an error, as in
+/// kustomize ("Found multiple kustomization files"): which one a build means is ambiguous.
+pub fn kustomization_file(repo: &Repo, dir: &Path) -> Result<Option<PathBuf>, RenderError> {
+    let mut found = KUSTOMIZATION_FILE_NAMES
         .iter()
         .map(|name| dir.join(name))
-        .find(|candidate| repo.absolute(candidate).is_file())
+        .filter(|candidate| repo.absolute(candidate).is_file());
+    let first = found.next();
+    if let (Some(first), Some(second)) = (&first, found.next()) {
+        return Err(RenderError::Kustomization {
+            path: first.clone(),
+            field: "(file)".into(),
+            problem: format!(
+                "{} is a kustomization file too: a directory may have only one, as in kustomize",
+                second.display()
+            ),
+        });
+    }
+    Ok(first)
 }
 
 /// Loads every YAML file below `dir` in path order, building sub-kustomizations as units.
@@ -265,7 +278,7 @@ fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object
             if dir.starts_with(&relative) {
                 continue;
             }
-            match kustomization_file(repo, &relative) {
+            match kustomization_file(repo, &relative)? {
                 Some(_) => objects.extend(kustomize::build(repo, &relative)?),
                 None => objects.extend(walk_directory_at(repo, &relative, depth + 1)?),
             }
