@@ -784,6 +784,7 @@ async fn load_plan(
                 divisions: &divisions,
                 assignment,
             }),
+            max_placed_objects: limits.max_placed_objects,
         };
         placement::plan_with(&rendered, &inputs)
             .map(|plan| (plan, needs_capacity))

@@ -32,6 +32,9 @@ pub struct RenderLimits {
     /// Bytes read from the repository by one render, all files together.
     /// Flag `--max-render-size`.
     pub max_render_size: u64,
+    /// Copies of objects one plan may hold, counted once per cluster each goes to.
+    /// Flag `--max-placed-objects`.
+    pub max_placed_objects: usize,
 }
 
 /// Nesting deeper than this is refused even when asked for: each level is a stack frame of
@@ -49,6 +52,9 @@ impl Default for RenderLimits {
             // The largest real CRDs are under 1 MiB.
             max_file_size: 8 * 1024 * 1024,
             max_render_size: 256 * 1024 * 1024,
+            // A million small ConfigMaps placed took 2.5 GiB (an unoptimised build); 200,000
+            // copies is 20,000 objects on 10 clusters, or 40 objects on 5,000.
+            max_placed_objects: 200_000,
         }
     }
 }

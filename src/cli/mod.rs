@@ -99,6 +99,12 @@ pub struct RenderLimitArgs {
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size,
           env = "FLOTILLA_MAX_RENDER_SIZE")]
     pub max_render_size: u64,
+    /// Objects one plan may place, counted once per cluster each goes to (memory grows with
+    /// objects times clusters).
+    #[arg(long, value_name = "N", default_value_t = RenderLimits::default().max_placed_objects,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000_000),
+          env = "FLOTILLA_MAX_PLACED_OBJECTS")]
+    pub max_placed_objects: usize,
 }
 
 impl From<RenderLimitArgs> for RenderLimits {
@@ -108,6 +114,7 @@ impl From<RenderLimitArgs> for RenderLimits {
             max_depth: args.max_depth,
             max_file_size: args.max_file_size,
             max_render_size: args.max_render_size,
+            max_placed_objects: args.max_placed_objects,
         }
     }
 }
@@ -260,6 +267,7 @@ pub fn load_plan_with(source: &Source, capacity: Option<&Capacity>) -> Result<Pl
         // Offline there is no previous result: every capacity-based division is a first
         // schedule.
         previous: None,
+        max_placed_objects: source.limits.max_placed_objects,
     };
     Ok(placement::plan_with(&rendered, &inputs)?)
 }

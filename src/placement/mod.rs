@@ -148,6 +148,18 @@ pub enum PlanError {
         "no member clusters: the fleet repo has no Fleet (fleet.kurator.dev/v1alpha1) or AttachedCluster"
     )]
     NoClusters,
+    /// The objects placed, counted once per cluster each goes to, went over the limit.
+    #[error(
+        "{origin}: {resource}: more than {limit} objects placed, counted once per cluster each goes to (raise the limit with --max-placed-objects)"
+    )]
+    TooManyPlaced {
+        /// The limit.
+        limit: usize,
+        /// The resource whose placement went over it.
+        resource: ObjectRef,
+        /// Its file and document.
+        origin: Origin,
+    },
 }
 
 impl PlanError {
@@ -157,6 +169,7 @@ impl PlanError {
             PlanError::InvalidField { .. } => "invalid_field",
             PlanError::DuplicateCluster { .. } => "duplicate_cluster",
             PlanError::NoClusters => "no_clusters",
+            PlanError::TooManyPlaced { .. } => "limit",
         }
     }
 }
@@ -198,6 +211,7 @@ pub fn plan_with_unavailable(
             unavailable,
             capacity: None,
             previous: None,
+            max_placed_objects: crate::limits::RenderLimits::default().max_placed_objects,
         },
     )
 }
@@ -213,6 +227,10 @@ pub struct PlanInputs<'a> {
     /// The last plan's divisions (the agent's); `None` offline, where every capacity-based
     /// division is a first schedule.
     pub previous: Option<Previous<'a>>,
+    /// Copies of objects the plan may hold, all clusters together (`--max-placed-objects`):
+    /// memory grows with objects times the clusters each goes to, which `--max-objects`
+    /// alone does not bound.
+    pub max_placed_objects: usize,
 }
 
 /// Each resource's replicas per cluster in one plan: what Karmada keeps in a binding's
@@ -321,6 +339,7 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
     // Place every template with the one policy that wins for it.
     let mut placed: BTreeMap<ObjectRef, (Vec<Target>, bool)> = BTreeMap::new();
     let mut unselected = Vec::new();
+    let mut placed_copies = 0usize;
     // Karmada's workloadAffinity groups, in the order templates are placed (the repo's): where
     // the workloads of each (namespace, `key=value`) group went.
     let mut affinity_groups: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -406,6 +425,16 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
                     .or_default()
                     .extend(targets.iter().map(|t| t.cluster.clone()));
             }
+        }
+        // Counted as placed, before any copy is made: thousands of clusters times thousands
+        // of objects must stop here, not in the allocator.
+        placed_copies += targets.len();
+        if placed_copies > inputs.max_placed_objects {
+            return Err(PlanError::TooManyPlaced {
+                limit: inputs.max_placed_objects,
+                resource: template.object_ref(),
+                origin: template.origin.clone(),
+            });
         }
         placed.insert(
             template.object_ref(),
@@ -1017,6 +1046,7 @@ fn place(
         unavailable,
         capacity,
         previous,
+        ..
     } = *inputs;
     let scheduling = placement
         .replica_scheduling

@@ -735,6 +735,7 @@ fn plan_of_fleet(fleet: &str, scheduling: &str, capacity: Option<&Capacity>) -> 
         unavailable: &BTreeSet::new(),
         capacity,
         previous: None,
+        max_placed_objects: 1_000_000,
     };
     plan_with(&Rendered { objects }, &inputs).unwrap()
 }
@@ -810,6 +811,7 @@ fn plan_without_capacity_or_with_too_little_fails_the_resource() {
         unavailable: &BTreeSet::new(),
         capacity: Some(&small),
         previous: None,
+        max_placed_objects: 1_000_000,
     };
     let error = plan_with(&Rendered { objects }, &inputs)
         .unwrap_err()
@@ -848,6 +850,7 @@ fn replan(
         unavailable: &BTreeSet::new(),
         capacity: Some(capacity),
         previous,
+        max_placed_objects: 1_000_000,
     };
     let plan = plan_with(&Rendered { objects }, &inputs).unwrap();
     assert!(plan.errors.is_empty(), "{:?}", plan.errors);
