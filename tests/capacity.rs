@@ -141,3 +141,43 @@ fn bad_capacity_file_exits_2_naming_file_cluster_and_field() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_capacity_file_that_is_no_regular_file_or_an_alias_bomb_fails_at_once() {
+    // `--capacity /dev/zero` read until memory ran out (1 GiB and counting); a FIFO blocked
+    // forever; an alias bomb was expanded to the parser's node budget, with a multi-line
+    // snippet. Each is now exit 2 at once, naming the file in one line.
+    let dir = fleet(CAPACITY);
+    let fleet_path = path(dir.path(), "fleet");
+    let fifo = dir.path().join("capacity.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+    for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip("abcdefgh".chars())
+    {
+        let refs = vec![format!("*{previous}"); 10].join(",");
+        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    std::fs::write(dir.path().join("bomb.yaml"), bomb).unwrap();
+    for (file, problem) in [
+        ("/dev/zero".to_string(), "not a regular file"),
+        (fifo.to_str().unwrap().to_string(), "not a regular file"),
+        (path(dir.path(), "bomb.yaml"), "alias replay limit"),
+    ] {
+        let out = flotilla(&["plan", &fleet_path, "--capacity", &file]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(
+            stderr.contains(&file) && stderr.contains(problem),
+            "{file}: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{file}: {stderr}");
+    }
+}

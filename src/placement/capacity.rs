@@ -259,18 +259,40 @@ impl Capacity {
     /// missing, so leaving it out is surely a mistake); `requested` and `allocating` are
     /// optional. Unknown fields are refused.
     pub fn load(path: &Path) -> Result<Capacity, CapacityError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CapacityError::Read {
+        use std::io::Read;
+        let failed = |source| CapacityError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Only a regular file, at most as large as a fleet file may be: `/dev/zero` or a FIFO
+        // given by mistake must fail at once, not read forever.
+        let limit = crate::limits::RenderLimits::default().max_file_size;
+        // Checked before opening: opening a FIFO blocks until a writer comes.
+        if !std::fs::metadata(path).map_err(failed)?.is_file() {
+            return Err(failed(std::io::Error::other("not a regular file")));
+        }
+        let file = std::fs::File::open(path).map_err(failed)?;
+        let mut text = String::new();
+        file.take(limit + 1)
+            .read_to_string(&mut text)
+            .map_err(failed)?;
+        if text.len() as u64 > limit {
+            return Err(failed(std::io::Error::other(format!(
+                "over the limit of {limit} bytes"
+            ))));
+        }
         Capacity::parse(&text, path)
     }
 
     /// [`Capacity::load`] on text already read; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Capacity, CapacityError> {
-        let value: Value = serde_saphyr::from_str(text).map_err(|e| CapacityError::Yaml {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
+        // Read as fleet files are: alias replay and nesting bounded, a one-line message.
+        let options = crate::render::load::yaml_options(crate::render::load::Dialect::Kubernetes);
+        let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            CapacityError::Yaml {
+                path: path.to_path_buf(),
+                problem: e.to_string().lines().next().unwrap_or("").to_string(),
+            }
         })?;
         let field = |cluster: Option<&str>, field: &str, problem: String| CapacityError::Field {
             path: path.to_path_buf(),
