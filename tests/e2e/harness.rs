@@ -56,6 +56,12 @@ pub fn clusters() -> &'static Clusters {
 impl Clusters {
     /// Starts a new set of clusters with these names (most callers want [`clusters`]).
     pub fn start(names: &[&str]) -> Clusters {
+        Clusters::start_with(names, &[])
+    }
+
+    /// [`Clusters::start`] with options of `clusters.sh up` (`--etcd-per-cluster`, which
+    /// [`Clusters::stop_etcd`] needs).
+    pub fn start_with(names: &[&str], options: &[&str]) -> Clusters {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/clusters.sh");
         // One state directory per set: a process may start several (the benchmarks do).
         static SETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -63,6 +69,7 @@ impl Clusters {
         let state = std::env::temp_dir().join(format!("flotilla-e2e-{}-{set}", std::process::id()));
         let mut child = Command::new(&script)
             .arg("up")
+            .args(options)
             .arg("--state")
             .arg(&state)
             .args(names)
@@ -125,6 +132,17 @@ impl Clusters {
     /// Starts a stopped cluster again and waits until it is ready.
     pub fn start_again(&self, name: &str) {
         self.command("start", name);
+    }
+
+    /// Kills one cluster's own etcd, leaving its apiserver running (clusters started with
+    /// `--etcd-per-cluster`).
+    pub fn stop_etcd(&self, name: &str) {
+        self.command("stop-etcd", name);
+    }
+
+    /// Starts a stopped etcd again on its data, and waits until the apiserver is ready.
+    pub fn start_etcd(&self, name: &str) {
+        self.command("start-etcd", name);
     }
 
     /// The kubectl of the clusters' Kubernetes version (the lane's own, see clusters.sh).
