@@ -94,8 +94,11 @@ start_etcd() {
 stop_etcd() {
     local name="$1" pid
     pid="$(cat "$state/$name/etcd.pid" 2>/dev/null || true)"
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    # In a group, so that bash's "Killed" notice goes where the wait's stderr goes.
+    {
+        [ -n "$pid" ] && kill -KILL "$pid" || true
+        [ -n "$pid" ] && wait "$pid" || true
+    } 2>/dev/null
     rm -f "$state/$name/etcd.pid"
 }
 

@@ -525,3 +525,43 @@ spec:
 "#
     )
 }
+
+/// `tests/e2e/git-http-server.py` serving the repositories under `root`, killed when dropped.
+pub struct GitServer {
+    child: std::process::Child,
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GitServer {
+    /// Starts it; it has printed its port, so it listens, when this returns.
+    pub fn start(root: &Path, token: &str) -> GitServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git-http-server.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(root)
+            .arg(token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 git-http-server.py");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut port)
+            .expect("the server's port");
+        let port: u16 = port
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("git-http-server.py printed {port:?}"));
+        GitServer {
+            child,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
