@@ -256,19 +256,10 @@ pub fn map_at_path<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Map<Strin
     ensure_map(current)
 }
 
-/// The pod spec of a workload kind, as a JSON pointer.
+/// The pod spec of a workload kind, as a JSON pointer, matched by kind alone as kustomize's
+/// field specs match (render's name references); elsewhere use [`crate::kinds::workload`].
 pub fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Pod" => Some("/spec"),
-        "Deployment"
-        | "ReplicaSet"
-        | "DaemonSet"
-        | "StatefulSet"
-        | "Job"
-        | "ReplicationController" => Some("/spec/template/spec"),
-        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
-        _ => None,
-    }
+    crate::kinds::workload_by_kind(kind).map(|workload| workload.pod_spec)
 }
 
 /// Every field of a workload's pod spec that names another object of its namespace, as

@@ -36,7 +36,8 @@ pub use inventory::{Entry, INVENTORY_NAMESPACE, Inventory, InventoryError};
 pub use member::{Member, RequestError, Resource};
 
 use crate::drift::{Drift, DriftMode};
-use crate::object::{Object, ObjectRef, is_builtin_group, pod_spec_pointer};
+use crate::kinds;
+use crate::object::{Object, ObjectRef};
 use crate::placement::Plan;
 
 /// The field manager of every server-side apply Flotilla sends.
@@ -201,32 +202,11 @@ pub fn apply_query(dry_run: bool) -> String {
     query
 }
 
-/// The order of apply waves: CRDs, Namespaces, other cluster-scoped, namespaced built-ins,
-/// then workloads, then custom resources. Workloads come after the ConfigMaps, Secrets and
-/// Services they use (as in Helm's install order), so their Pods start with what they need,
-/// and the controllers' reaction to them does not compete with the rest of the sync.
+/// The apply wave of an object: [`crate::kinds::apply_wave`], where the apiserver says the
+/// kind's scope (a custom kind's is unknown until its CRD is served).
 fn wave(object_ref: &ObjectRef, resource: Option<&Resource>) -> u8 {
-    match (object_ref.group.as_str(), object_ref.kind.as_str()) {
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
-        ("", "Namespace") => 1,
-        (group, _) if !is_builtin_group(group) => 5,
-        _ if resource.is_some_and(|resource| !resource.namespaced) => 2,
-        (group, kind) if is_workload(group, kind) => 4,
-        _ => 3,
-    }
-}
-
-/// Kinds whose controllers start Pods.
-fn is_workload(group: &str, kind: &str) -> bool {
-    matches!(
-        (group, kind),
-        ("", "Pod" | "ReplicationController")
-            | (
-                "apps",
-                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
-            )
-            | ("batch", "Job" | "CronJob")
-    )
+    let cluster_scoped = resource.is_some_and(|resource| !resource.namespaced);
+    kinds::apply_wave(&object_ref.group, &object_ref.kind, cluster_scoped)
 }
 
 /// A planned object, ready to send.
@@ -279,7 +259,7 @@ fn add_legacy_forms(body: &mut Value) {
     if api_version == "v1" && kind == "Service" {
         default_protocols(body.pointer_mut("/spec/ports"), "port");
     }
-    if let Some(pointer) = pod_spec_pointer(kind)
+    if let Some(pointer) = kinds::workload_of(body).map(|workload| workload.pod_spec)
         && let Some(pod_spec) = body.pointer_mut(pointer)
     {
         for containers in ["containers", "initContainers", "ephemeralContainers"] {

@@ -8,16 +8,14 @@ use super::types::{
     PlaintextOverrider,
 };
 
-/// Kinds whose containers the image, command and args overriders touch, with the pointer to
-/// their container list.
-fn containers_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Pod" => Some("/spec/containers"),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
-            Some("/spec/template/spec/containers")
-        }
-        _ => None,
-    }
+/// The pointer to the container list of an object whose containers the image, command and
+/// args overriders touch (see [`crate::kinds::WorkloadKind::karmada_containers`]): by kind
+/// alone, as Karmada's overriders switch on the kind.
+fn containers_pointer(object: &Value) -> Option<String> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    crate::kinds::workload_by_kind(kind)
+        .filter(|workload| workload.karmada_containers)
+        .map(|workload| workload.containers())
 }
 
 /// Applies one rule's overriders in Karmada's order: image, command, args, labels,
@@ -180,12 +178,11 @@ fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), Str
     let pointers: Vec<String> = match &overrider.predicate {
         Some(predicate) => vec![predicate.path.clone()],
         None => {
-            let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-            let Some(list) = containers_pointer(kind) else {
+            let Some(list) = containers_pointer(object) else {
                 return Ok(());
             };
             let count = object
-                .pointer(list)
+                .pointer(&list)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
             (0..count).map(|i| format!("{list}/{i}/image")).collect()
@@ -210,11 +207,10 @@ fn apply_command_args(
     overrider: &CommandArgsOverrider,
     field: &str,
 ) -> Result<(), String> {
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    let Some(list) = containers_pointer(kind) else {
+    let Some(list) = containers_pointer(object) else {
         return Ok(());
     };
-    let Some(containers) = object.pointer_mut(list).and_then(Value::as_array_mut) else {
+    let Some(containers) = object.pointer_mut(&list).and_then(Value::as_array_mut) else {
         return Ok(());
     };
     for container in containers {

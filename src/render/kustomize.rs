@@ -1607,6 +1607,8 @@ impl Level<'_> {
                 continue;
             };
             let object = &mut resource.object;
+            // kustomize's replicas field specs, by kind alone: kustomize's configuration, kept
+            // byte-exact, not `crate::kinds::WORKLOADS` (whose divided kinds are Karmada's).
             let scalable = matches!(
                 object.kind(),
                 "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
