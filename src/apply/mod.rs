@@ -37,7 +37,7 @@ pub use member::{Member, RequestError, Resource};
 
 use crate::drift::{Drift, DriftMode};
 use crate::kinds;
-use crate::object::{Object, ObjectRef};
+use crate::object::{Object, ObjectRef, landing_namespace};
 use crate::placement::Plan;
 
 /// The field manager of every server-side apply Flotilla sends.
@@ -350,7 +350,8 @@ impl Member {
     }
 }
 
-/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none.
+/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none
+/// ([`landing_namespace`], with the scope the apiserver serves).
 fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<&Resource>) {
     let Some(resource) = resource else { return };
     let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
@@ -360,22 +361,22 @@ fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<
         if object_ref.namespace.is_empty() {
             metadata.remove("namespace");
         } else {
-            metadata.insert("namespace".into(), Value::String("default".into()));
+            metadata.insert(
+                "namespace".into(),
+                Value::String(object_ref.namespace.clone()),
+            );
         }
     }
 }
 
 /// The reference half of [`fix_namespace`]; true when it changed the namespace.
 fn fix_ref_namespace(object_ref: &mut ObjectRef, resource: &Resource) -> bool {
-    if resource.namespaced && object_ref.namespace.is_empty() {
-        object_ref.namespace = "default".into();
-        true
-    } else if !resource.namespaced && !object_ref.namespace.is_empty() {
-        object_ref.namespace.clear();
-        true
-    } else {
-        false
+    let landing = landing_namespace(&object_ref.namespace, !resource.namespaced);
+    if landing == object_ref.namespace {
+        return false;
     }
+    object_ref.namespace = landing.to_string();
+    true
 }
 
 /// The URL of one object.

@@ -667,13 +667,9 @@ fn read_override(object: &Object) -> Result<Override, PlanError> {
     })
 }
 
+/// The namespace of a namespaced object (a policy) that may name none.
 fn namespace_or_default(namespace: &str) -> String {
-    if namespace.is_empty() {
-        "default"
-    } else {
-        namespace
-    }
-    .to_string()
+    crate::object::landing_namespace(namespace, false).to_string()
 }
 
 /// Reads a Fleet's `spec.placement` as a Karmada placement, dropping (with a warning) the
@@ -821,11 +817,7 @@ fn read_clusters(
 
 /// The namespace a template lands in: none for cluster-scoped kinds, `default` when unset.
 fn effective_namespace(template: &Object, scopes: &Scopes) -> String {
-    if scopes.is_cluster_scoped(template.group(), template.kind()) {
-        String::new()
-    } else {
-        namespace_or_default(template.namespace())
-    }
+    scopes.landing_namespace(template).to_string()
 }
 
 /// How specifically a selector matches a template (Karmada's implicit priority):
@@ -1313,7 +1305,7 @@ fn add_missing_namespaces(objects: &mut Vec<Object>, scopes: &Scopes) {
     let needed: BTreeSet<String> = objects
         .iter()
         .filter(|o| !scopes.is_cluster_scoped(o.group(), o.kind()))
-        .map(|o| namespace_or_default(o.namespace()))
+        .map(|o| scopes.landing_namespace(o).to_string())
         .filter(|ns| !declared.contains(ns) && !SYSTEM_NAMESPACES.contains(&ns.as_str()))
         .collect();
     for namespace in needed {
