@@ -33,9 +33,9 @@ pub struct WorkloadKind {
     pub kind: &'static str,
     /// JSON pointer to the pod spec (`containers`, `volumes`, ...).
     pub pod_spec: &'static str,
-    /// Whether placement divides its `spec.replicas` among clusters. Karmada's replica
-    /// interpreter knows these; a ReplicationController's replicas are left whole, as is
-    /// every copy of a DaemonSet, Job or CronJob.
+    /// Whether placement divides its `spec.replicas` among clusters (Deployments, ReplicaSets
+    /// and StatefulSets); every cluster gets the other kinds whole, a ReplicationController's
+    /// replicas included.
     pub divides_replicas: bool,
     /// Whether Karmada's image, command and args overriders find its containers when no
     /// predicate names a path (Karmada's `imageoverride.go` knows exactly these kinds).

@@ -1926,7 +1926,8 @@ fn spec(kinds: &'static [&'static str], path: &str, create: bool) -> FieldSpec {
 }
 
 /// Pod template metadata as kustomize's tables give it for labels (with volume claim
-/// templates) or annotations.
+/// templates) or annotations: kustomize's configuration, kept byte-exact with its kinds and
+/// groups, not `crate::kinds::WORKLOADS`.
 fn template_metadata_specs(field: &str, labels: bool) -> Vec<FieldSpec> {
     let template = format!("spec/template/metadata/{field}");
     let mut specs = vec![
