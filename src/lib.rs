@@ -32,6 +32,8 @@ pub mod cli;
 pub mod drift;
 pub mod health;
 pub mod hub;
+pub mod image;
+pub mod kinds;
 pub mod labels;
 pub mod lease;
 pub mod limits;

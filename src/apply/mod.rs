@@ -36,7 +36,8 @@ pub use inventory::{Entry, INVENTORY_NAMESPACE, Inventory, InventoryError};
 pub use member::{Member, RequestError, Resource};
 
 use crate::drift::{Drift, DriftMode};
-use crate::object::{Object, ObjectRef, is_builtin_group, pod_spec_pointer};
+use crate::kinds;
+use crate::object::{Object, ObjectRef, landing_namespace};
 use crate::placement::Plan;
 
 /// The field manager of every server-side apply Flotilla sends.
@@ -201,32 +202,11 @@ pub fn apply_query(dry_run: bool) -> String {
     query
 }
 
-/// The order of apply waves: CRDs, Namespaces, other cluster-scoped, namespaced built-ins,
-/// then workloads, then custom resources. Workloads come after the ConfigMaps, Secrets and
-/// Services they use (as in Helm's install order), so their Pods start with what they need,
-/// and the controllers' reaction to them does not compete with the rest of the sync.
+/// The apply wave of an object: [`crate::kinds::apply_wave`], where the apiserver says the
+/// kind's scope (a custom kind's is unknown until its CRD is served).
 fn wave(object_ref: &ObjectRef, resource: Option<&Resource>) -> u8 {
-    match (object_ref.group.as_str(), object_ref.kind.as_str()) {
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
-        ("", "Namespace") => 1,
-        (group, _) if !is_builtin_group(group) => 5,
-        _ if resource.is_some_and(|resource| !resource.namespaced) => 2,
-        (group, kind) if is_workload(group, kind) => 4,
-        _ => 3,
-    }
-}
-
-/// Kinds whose controllers start Pods.
-fn is_workload(group: &str, kind: &str) -> bool {
-    matches!(
-        (group, kind),
-        ("", "Pod" | "ReplicationController")
-            | (
-                "apps",
-                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
-            )
-            | ("batch", "Job" | "CronJob")
-    )
+    let cluster_scoped = resource.is_some_and(|resource| !resource.namespaced);
+    kinds::apply_wave(&object_ref.group, &object_ref.kind, cluster_scoped)
 }
 
 /// A planned object, ready to send.
@@ -279,7 +259,7 @@ fn add_legacy_forms(body: &mut Value) {
     if api_version == "v1" && kind == "Service" {
         default_protocols(body.pointer_mut("/spec/ports"), "port");
     }
-    if let Some(pointer) = pod_spec_pointer(kind)
+    if let Some(pointer) = kinds::workload_of(body).map(|workload| workload.pod_spec)
         && let Some(pod_spec) = body.pointer_mut(pointer)
     {
         for containers in ["containers", "initContainers", "ephemeralContainers"] {
@@ -370,7 +350,8 @@ impl Member {
     }
 }
 
-/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none.
+/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none
+/// ([`landing_namespace`], with the scope the apiserver serves).
 fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<&Resource>) {
     let Some(resource) = resource else { return };
     let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
@@ -380,22 +361,22 @@ fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<
         if object_ref.namespace.is_empty() {
             metadata.remove("namespace");
         } else {
-            metadata.insert("namespace".into(), Value::String("default".into()));
+            metadata.insert(
+                "namespace".into(),
+                Value::String(object_ref.namespace.clone()),
+            );
         }
     }
 }
 
 /// The reference half of [`fix_namespace`]; true when it changed the namespace.
 fn fix_ref_namespace(object_ref: &mut ObjectRef, resource: &Resource) -> bool {
-    if resource.namespaced && object_ref.namespace.is_empty() {
-        object_ref.namespace = "default".into();
-        true
-    } else if !resource.namespaced && !object_ref.namespace.is_empty() {
-        object_ref.namespace.clear();
-        true
-    } else {
-        false
+    let landing = landing_namespace(&object_ref.namespace, !resource.namespaced);
+    if landing == object_ref.namespace {
+        return false;
     }
+    object_ref.namespace = landing.to_string();
+    true
 }
 
 /// The URL of one object.
