@@ -12,14 +12,20 @@
 //! `spec.replicas`, when Flotilla owns it, is compared as well; the worker then checks it
 //! against what Flotilla applied, so its own apply is never taken for drift.
 //!
-//! A watch starts from a streaming list (`sendInitialEvents`: the current objects arrive as
-//! watch events, with no separate LIST) where the apiserver has it, and from a plain watch at
-//! resourceVersion 0 where it refuses that (1.20, or the WatchList feature off).
+//! Each watch is kube's [`watcher`](kube::runtime::watcher), with its default backoff: a LIST,
+//! then a watch from its resourceVersion. The LIST is a consistent read, on every version
+//! (1.20 included): the first state seen of an object is its baseline, and it must be the
+//! current one. kube's streaming list is not used for that reason: it asks for the initial
+//! objects at resourceVersion 0, which the apiserver may answer from a cache that has not yet
+//! seen a controller's write right after Flotilla's apply (the Deployment controller's revision
+//! annotation filling an empty map Flotilla applied), which would then read as drift.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ApiResource, DynamicObject, WatchEvent, WatchParams};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -489,7 +495,7 @@ pub async fn watch_kind(
         plural: watched.plural.clone(),
     };
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let params = WatchParams::default()
+    let config = watcher::Config::default()
         .labels(&format!("{INVENTORY_LABEL}={sync_name}"))
         // Ended by the server before the client's 30 s read timeout would cut it.
         .timeout(25);
@@ -499,145 +505,118 @@ pub async fn watch_kind(
     let mut reported: HashMap<String, Vec<String>> = HashMap::new();
     // The health last sent per uid: sent again only when it changes.
     let mut healths: HashMap<String, Option<WorkloadHealth>> = HashMap::new();
-    // Empty: start over from the current state, as a streaming list (the initial objects as
-    // watch events, `sendInitialEvents`) where the server has it, else a watch from "0" (1.20,
-    // or the WatchList feature off), whose first events are the objects the cache holds.
-    let mut version = String::new();
-    let mut streaming = true;
-    loop {
-        let start_over = version.is_empty();
-        let (request, from) = match (start_over, streaming) {
-            (true, true) => (params.clone().initial_events(), ""),
-            (true, false) => (params.clone(), "0"),
-            (false, _) => (params.clone(), version.as_str()),
-        };
-        let stream = match api.watch(&request, from).await {
-            Ok(stream) => stream,
-            Err(kube::Error::Api(refusal))
-                if start_over && streaming && matches!(refusal.code, 400 | 422) =>
-            {
-                tracing::debug!(
-                    cluster,
-                    kind = watched.kind,
-                    reason = refusal.message,
-                    "no streaming lists; watching from 0"
-                );
-                streaming = false;
+    // The watcher resumes from the last resourceVersion it saw, starts over from a fresh list
+    // after 410 Gone, and backs off after errors.
+    let events = watcher::watcher(api, config).default_backoff();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            // Expired: the watcher lists again, as it should.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                tracing::debug!(cluster, kind = watched.kind, "watch expired; listing again");
                 continue;
             }
             Err(error) => {
                 tracing::warn!(cluster, kind = watched.kind, %error, "watch failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let mut stream = std::pin::pin!(stream.into_stream());
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(_) => break,
-            };
-            let (object, deleted) = match event {
-                WatchEvent::Added(object) | WatchEvent::Modified(object) => (object, false),
-                WatchEvent::Deleted(object) => (object, true),
-                WatchEvent::Bookmark(bookmark) => {
-                    version = bookmark.metadata.resource_version;
-                    continue;
-                }
-                WatchEvent::Error(error) => {
-                    if error.code == 410 {
-                        version.clear();
-                    }
-                    break;
-                }
-            };
-            if let Some(rv) = &object.metadata.resource_version {
-                version = rv.clone();
+        let (mut object, deleted) = match event {
+            Event::Apply(object) | Event::InitApply(object) => (object, false),
+            Event::Delete(object) => (object, true),
+            // A fresh list starts or is complete: its objects arrive as InitApply.
+            Event::Init | Event::InitDone => continue,
+        };
+        // The items of a LIST carry no apiVersion and kind (watch events do); the health rules
+        // go by them.
+        object.types.get_or_insert_with(|| TypeMeta {
+            api_version: watched.api_version.clone(),
+            kind: watched.kind.clone(),
+        });
+        let uid = object.metadata.uid.clone().unwrap_or_default();
+        let report_only = object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DRIFT_ANNOTATION))
+            .is_some_and(|mode| mode == "report");
+        let object_ref = ObjectRef {
+            group: group.to_string(),
+            version: version_of(&watched.api_version),
+            kind: watched.kind.clone(),
+            namespace: object.metadata.namespace.clone().unwrap_or_default(),
+            name: object.metadata.name.clone().unwrap_or_default(),
+        };
+        let value = serde_json::to_value(&object).unwrap_or(Value::Null);
+        let health = if deleted {
+            healths.remove(&uid);
+            None
+        } else {
+            crate::workload::assess(&value)
+        };
+        // Sent when it changed; a deletion clears what was sent.
+        let changed = health.is_some() && healths.get(&uid) != Some(&health);
+        if deleted || changed {
+            if !deleted {
+                healths.insert(uid.clone(), health.clone());
             }
-            let uid = object.metadata.uid.clone().unwrap_or_default();
-            let report_only = object
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DRIFT_ANNOTATION))
-                .is_some_and(|mode| mode == "report");
-            let object_ref = ObjectRef {
-                group: group.to_string(),
-                version: version_of(&watched.api_version),
-                kind: watched.kind.clone(),
-                namespace: object.metadata.namespace.clone().unwrap_or_default(),
-                name: object.metadata.name.clone().unwrap_or_default(),
+            let report = WatchReport::Health {
+                object: object_ref.clone(),
+                health,
             };
-            let value = serde_json::to_value(&object).unwrap_or(Value::Null);
-            let health = if deleted {
-                healths.remove(&uid);
-                None
-            } else {
-                crate::workload::assess(&value)
-            };
-            // Sent when it changed; a deletion clears what was sent.
-            let changed = health.is_some() && healths.get(&uid) != Some(&health);
-            if deleted || changed {
-                if !deleted {
-                    healths.insert(uid.clone(), health.clone());
+            if reports.send(report).await.is_err() {
+                return;
+            }
+        }
+        let drift = if deleted {
+            reported.remove(&uid);
+            baselines.remove(&uid).map(|_| Lost {
+                fields: vec!["deleted".to_string()],
+                ..Lost::default()
+            })
+        } else {
+            let drift = baselines
+                .get(&uid)
+                .map(|baseline| lost_fields(baseline, &value))
+                .filter(|lost| !lost.fields.is_empty());
+            // The same drift is sent once; an unrecorded replicas value, once per value.
+            let sent_as = drift.as_ref().map(|lost| {
+                let mut key = lost.fields.clone();
+                key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
+                key
+            });
+            match (drift, sent_as) {
+                // Until Flotilla owns its fields again (a correction), the baseline stays.
+                (Some(_), Some(key)) if reported.get(&uid) == Some(&key) => None,
+                (Some(drift), Some(key)) => {
+                    reported.insert(uid, key);
+                    Some(drift)
                 }
-                let report = WatchReport::Health {
-                    object: object_ref.clone(),
-                    health,
-                };
-                if reports.send(report).await.is_err() {
-                    return;
+                _ => {
+                    reported.remove(&uid);
+                    baselines.insert(uid, Baseline::of(&value));
+                    None
                 }
             }
-            let drift = if deleted {
-                reported.remove(&uid);
-                baselines.remove(&uid).map(|_| Lost {
-                    fields: vec!["deleted".to_string()],
-                    ..Lost::default()
-                })
-            } else {
-                let drift = baselines
-                    .get(&uid)
-                    .map(|baseline| lost_fields(baseline, &value))
-                    .filter(|lost| !lost.fields.is_empty());
-                // The same drift is sent once; an unrecorded replicas value, once per value.
-                let sent_as = drift.as_ref().map(|lost| {
-                    let mut key = lost.fields.clone();
-                    key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
-                    key
-                });
-                match (drift, sent_as) {
-                    // Until Flotilla owns its fields again (a correction), the baseline stays.
-                    (Some(_), Some(key)) if reported.get(&uid) == Some(&key) => None,
-                    (Some(drift), Some(key)) => {
-                        reported.insert(uid, key);
-                        Some(drift)
-                    }
-                    _ => {
-                        reported.remove(&uid);
-                        baselines.insert(uid, Baseline::of(&value));
-                        None
-                    }
-                }
-            };
-            if let Some(Lost {
+        };
+        if let Some(Lost {
+            fields,
+            managers,
+            replicas_seen,
+        }) = drift
+        {
+            let drift = Drift {
+                cluster: cluster.clone(),
+                object: object_ref,
                 fields,
                 managers,
+                report_only,
                 replicas_seen,
-            }) = drift
-            {
-                let drift = Drift {
-                    cluster: cluster.clone(),
-                    object: object_ref,
-                    fields,
-                    managers,
-                    report_only,
-                    replicas_seen,
-                    note: None,
-                };
-                if reports.send(WatchReport::Drift(drift)).await.is_err() {
-                    return;
-                }
+                note: None,
+            };
+            if reports.send(WatchReport::Drift(drift)).await.is_err() {
+                return;
             }
         }
     }
