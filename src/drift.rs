@@ -499,12 +499,7 @@ pub async fn watch_kind(
         .labels(&format!("{INVENTORY_LABEL}={sync_name}"))
         // Ended by the server before the client's 30 s read timeout would cut it.
         .timeout(25);
-    // Flotilla's fields per object uid, as last seen without drift.
-    let mut baselines: HashMap<String, Baseline> = HashMap::new();
-    // The drift last sent per uid: the same drift is sent once, not on every status update.
-    let mut reported: HashMap<String, Vec<String>> = HashMap::new();
-    // The health last sent per uid: sent again only when it changes.
-    let mut healths: HashMap<String, Option<WorkloadHealth>> = HashMap::new();
+    let mut fold = KindFold::new(cluster, watched);
     // The watcher resumes from the last resourceVersion it saw, starts over from a fresh list
     // after 410 Gone, and backs off after errors.
     let events = watcher::watcher(api, config).default_backoff();
@@ -514,25 +509,70 @@ pub async fn watch_kind(
             Ok(event) => event,
             // Expired: the watcher lists again, as it should.
             Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                tracing::debug!(cluster, kind = watched.kind, "watch expired; listing again");
+                tracing::debug!(
+                    cluster = fold.cluster,
+                    kind = fold.watched.kind,
+                    "watch expired; listing again"
+                );
                 continue;
             }
             Err(error) => {
-                tracing::warn!(cluster, kind = watched.kind, %error, "watch failed; retrying");
+                tracing::warn!(
+                    cluster = fold.cluster,
+                    kind = fold.watched.kind,
+                    %error,
+                    "watch failed; retrying"
+                );
                 continue;
             }
         };
-        let (mut object, deleted) = match event {
+        let (object, deleted) = match event {
             Event::Apply(object) | Event::InitApply(object) => (object, false),
             Event::Delete(object) => (object, true),
             // A fresh list starts or is complete: its objects arrive as InitApply.
             Event::Init | Event::InitDone => continue,
         };
+        for report in fold.observe(object, deleted) {
+            if reports.send(report).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What one kind's watch remembers of its objects, to tell drift and health changes from
+/// repeats. No I/O: [`KindFold::observe`] turns each event into the reports it makes.
+struct KindFold {
+    cluster: String,
+    watched: WatchedKind,
+    /// Flotilla's fields per object uid, as last seen without drift.
+    baselines: HashMap<String, Baseline>,
+    /// The drift last sent per uid: the same drift is sent once, not on every status update.
+    reported: HashMap<String, Vec<String>>,
+    /// The health last sent per uid: sent again only when it changes.
+    healths: HashMap<String, Option<WorkloadHealth>>,
+}
+
+impl KindFold {
+    fn new(cluster: String, watched: WatchedKind) -> Self {
+        KindFold {
+            cluster,
+            watched,
+            baselines: HashMap::new(),
+            reported: HashMap::new(),
+            healths: HashMap::new(),
+        }
+    }
+
+    /// The reports one object's event makes (`deleted`: it is gone): its health when that
+    /// changed, then its drift when that is new.
+    fn observe(&mut self, mut object: DynamicObject, deleted: bool) -> Vec<WatchReport> {
+        let mut out = Vec::new();
         // The items of a LIST carry no apiVersion and kind (watch events do); the health rules
         // go by them.
         object.types.get_or_insert_with(|| TypeMeta {
-            api_version: watched.api_version.clone(),
-            kind: watched.kind.clone(),
+            api_version: self.watched.api_version.clone(),
+            kind: self.watched.kind.clone(),
         });
         let uid = object.metadata.uid.clone().unwrap_or_default();
         let report_only = object
@@ -541,64 +581,40 @@ pub async fn watch_kind(
             .as_ref()
             .and_then(|a| a.get(DRIFT_ANNOTATION))
             .is_some_and(|mode| mode == "report");
+        let (group, version) = crate::object::split_api_version(&self.watched.api_version);
         let object_ref = ObjectRef {
             group: group.to_string(),
-            version: version_of(&watched.api_version),
-            kind: watched.kind.clone(),
+            version: version.to_string(),
+            kind: self.watched.kind.clone(),
             namespace: object.metadata.namespace.clone().unwrap_or_default(),
             name: object.metadata.name.clone().unwrap_or_default(),
         };
         let value = serde_json::to_value(&object).unwrap_or(Value::Null);
         let health = if deleted {
-            healths.remove(&uid);
+            self.healths.remove(&uid);
             None
         } else {
             crate::workload::assess(&value)
         };
         // Sent when it changed; a deletion clears what was sent.
-        let changed = health.is_some() && healths.get(&uid) != Some(&health);
+        let changed = health.is_some() && self.healths.get(&uid) != Some(&health);
         if deleted || changed {
             if !deleted {
-                healths.insert(uid.clone(), health.clone());
+                self.healths.insert(uid.clone(), health.clone());
             }
-            let report = WatchReport::Health {
+            out.push(WatchReport::Health {
                 object: object_ref.clone(),
                 health,
-            };
-            if reports.send(report).await.is_err() {
-                return;
-            }
+            });
         }
         let drift = if deleted {
-            reported.remove(&uid);
-            baselines.remove(&uid).map(|_| Lost {
+            self.reported.remove(&uid);
+            self.baselines.remove(&uid).map(|_| Lost {
                 fields: vec!["deleted".to_string()],
                 ..Lost::default()
             })
         } else {
-            let drift = baselines
-                .get(&uid)
-                .map(|baseline| lost_fields(baseline, &value))
-                .filter(|lost| !lost.fields.is_empty());
-            // The same drift is sent once; an unrecorded replicas value, once per value.
-            let sent_as = drift.as_ref().map(|lost| {
-                let mut key = lost.fields.clone();
-                key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
-                key
-            });
-            match (drift, sent_as) {
-                // Until Flotilla owns its fields again (a correction), the baseline stays.
-                (Some(_), Some(key)) if reported.get(&uid) == Some(&key) => None,
-                (Some(drift), Some(key)) => {
-                    reported.insert(uid, key);
-                    Some(drift)
-                }
-                _ => {
-                    reported.remove(&uid);
-                    baselines.insert(uid, Baseline::of(&value));
-                    None
-                }
-            }
+            self.drift_of(uid, &value)
         };
         if let Some(Lost {
             fields,
@@ -606,24 +622,47 @@ pub async fn watch_kind(
             replicas_seen,
         }) = drift
         {
-            let drift = Drift {
-                cluster: cluster.clone(),
+            out.push(WatchReport::Drift(Drift {
+                cluster: self.cluster.clone(),
                 object: object_ref,
                 fields,
                 managers,
                 report_only,
                 replicas_seen,
                 note: None,
-            };
-            if reports.send(WatchReport::Drift(drift)).await.is_err() {
-                return;
+            }));
+        }
+        out
+    }
+
+    /// The drift of a live object not sent yet; an object without drift becomes its own
+    /// baseline.
+    fn drift_of(&mut self, uid: String, value: &Value) -> Option<Lost> {
+        let drift = self
+            .baselines
+            .get(&uid)
+            .map(|baseline| lost_fields(baseline, value))
+            .filter(|lost| !lost.fields.is_empty());
+        // The same drift is sent once; an unrecorded replicas value, once per value.
+        let sent_as = drift.as_ref().map(|lost| {
+            let mut key = lost.fields.clone();
+            key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
+            key
+        });
+        match (drift, sent_as) {
+            // Until Flotilla owns its fields again (a correction), the baseline stays.
+            (Some(_), Some(key)) if self.reported.get(&uid) == Some(&key) => None,
+            (Some(drift), Some(key)) => {
+                self.reported.insert(uid, key);
+                Some(drift)
+            }
+            _ => {
+                self.reported.remove(&uid);
+                self.baselines.insert(uid, Baseline::of(value));
+                None
             }
         }
     }
-}
-
-fn version_of(api_version: &str) -> String {
-    crate::object::split_api_version(api_version).1.to_string()
 }
 
 /// Running watches; dropping them stops them (a worker that is aborted stops its watches too).
@@ -702,6 +741,68 @@ mod tests {
         } = lost_fields(&baseline, &after);
         assert_eq!(fields, ["spec.replicas"]);
         assert_eq!(managers, ["kubectl"]);
+    }
+
+    /// A Deployment as a LIST item (no apiVersion or kind), with 2 of 2 replicas available,
+    /// whose `spec.replicas` is owned by `replicas_owner`.
+    fn listed_deployment(replicas_owner: &str) -> DynamicObject {
+        let mut managed = vec![json!({"manager": "flotilla", "operation": "Apply",
+            "time": "2026-11-22T09:00:00Z", "fieldsV1": {"f:spec": {"f:template": {}}}})];
+        managed.push(json!({"manager": replicas_owner,
+            "operation": if replicas_owner == "flotilla" { "Apply" } else { "Update" },
+            "time": "2026-11-22T10:00:00Z", "fieldsV1": {"f:spec": {"f:replicas": {}}}}));
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "generation": 1,
+                         "managedFields": managed},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                       "readyReplicas": 2, "availableReplicas": 2}
+        }))
+        .expect("a Deployment")
+    }
+
+    #[test]
+    fn a_watch_reports_health_once_drift_once_and_a_deletion() {
+        let watched = WatchedKind {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+        };
+        let mut fold = KindFold::new("member-a".into(), watched);
+        // Listed: its health (the kind comes from the watch, not the item), and it becomes the
+        // baseline.
+        let first = fold.observe(listed_deployment("flotilla"), false);
+        let [WatchReport::Health { object, health }] = first.as_slice() else {
+            panic!("{first:?}");
+        };
+        assert_eq!(object.to_string(), "Deployment.apps shop/web");
+        assert!(health.is_some());
+        // The same again: nothing new.
+        assert!(
+            fold.observe(listed_deployment("flotilla"), false)
+                .is_empty()
+        );
+        // `kubectl scale` takes spec.replicas: drift, sent once.
+        let scaled = fold.observe(listed_deployment("kubectl"), false);
+        let [WatchReport::Drift(drift)] = scaled.as_slice() else {
+            panic!("{scaled:?}");
+        };
+        assert_eq!(
+            (drift.cluster.as_str(), drift.fields.as_slice()),
+            ("member-a", ["spec.replicas".to_string()].as_slice())
+        );
+        assert_eq!(drift.managers, ["kubectl"]);
+        assert!(fold.observe(listed_deployment("kubectl"), false).is_empty());
+        // Deleted: its health is cleared and the deletion is drift.
+        let deleted = fold.observe(listed_deployment("kubectl"), true);
+        let [
+            WatchReport::Health { health: None, .. },
+            WatchReport::Drift(Drift { fields, .. }),
+        ] = deleted.as_slice()
+        else {
+            panic!("{deleted:?}");
+        };
+        assert_eq!(fields, &["deleted"]);
     }
 
     /// With `spec.replicas` set to `replicas`.
