@@ -234,6 +234,22 @@ fn lost_ownership(
         .difference(current)
         .filter(|path| !flotilla_applied_since || managers_by_path.contains_key(*path))
         .collect();
+    // A map Flotilla applied empty that another manager filled (the Deployment controller's
+    // revision annotation in `annotations: {}`) moves to that manager, but Flotilla's apply
+    // sets no key there, so it has lost nothing; nor have the maps holding it.
+    let filled: Vec<&String> = lost
+        .iter()
+        .copied()
+        .filter(|path| filled_empty_map(path, &baseline.paths, object))
+        .collect();
+    let lost: Vec<&String> = lost
+        .into_iter()
+        .filter(|path| {
+            !filled
+                .iter()
+                .any(|map| map == path || map.starts_with(&format!("{path}{SEP}")))
+        })
+        .collect();
     let (leaves, mut managers) = most_specific(&lost, &managers_by_path);
     if managers.is_empty() && !leaves.is_empty() {
         // Removed fields have no owner: name whoever wrote last.
@@ -271,6 +287,27 @@ fn other_owners(object: &Value, skip_status: bool) -> HashMap<String, BTreeSet<S
         }
     }
     managers_by_path
+}
+
+/// Whether `path`, a field Flotilla owned nothing below in `baseline`, is a map of fields that
+/// now holds something in `object`.
+fn filled_empty_map(path: &str, baseline: &BTreeSet<String>, object: &Value) -> bool {
+    let below = format!("{path}{SEP}");
+    if baseline.iter().any(|owned| owned.starts_with(&below)) {
+        return false;
+    }
+    let mut pointer = String::new();
+    for part in path.split(SEP) {
+        let Some(field) = part.strip_prefix("f:") else {
+            return false;
+        };
+        pointer.push('/');
+        pointer.push_str(&field.replace('~', "~0").replace('/', "~1"));
+    }
+    object
+        .pointer(&pointer)
+        .and_then(Value::as_object)
+        .is_some_and(|map| !map.is_empty())
 }
 
 /// The most specific of `lost` (a path whose child is lost too is dropped), readable, and the
@@ -741,6 +778,30 @@ mod tests {
         } = lost_fields(&baseline, &after);
         assert_eq!(fields, ["spec.replicas"]);
         assert_eq!(managers, ["kubectl"]);
+    }
+
+    #[test]
+    fn an_empty_map_flotilla_applied_that_a_controller_filled_is_not_drift_in_a_watch() {
+        let flotilla = json!({"f:metadata": {"f:annotations": {}, "f:labels": {"f:app": {}}},
+                              "f:spec": {"f:replicas": {}}});
+        let baseline = Baseline::of(&deployment(flotilla, &[]));
+        let mut filled = deployment(
+            json!({"f:metadata": {"f:labels": {"f:app": {}}}, "f:spec": {"f:replicas": {}}}),
+            &[(
+                "kube-controller-manager",
+                json!({"f:metadata": {"f:annotations": {".": {},
+                    "f:deployment.kubernetes.io/revision": {}}}}),
+            )],
+        );
+        filled["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        assert_eq!(lost_fields(&baseline, &filled), Lost::default());
+        // Emptied by someone else instead: still drift.
+        let mut emptied = filled.clone();
+        emptied["metadata"]["annotations"] = json!({});
+        assert_eq!(
+            lost_fields(&baseline, &emptied).fields,
+            ["metadata.annotations"]
+        );
     }
 
     /// A Deployment as a LIST item (no apiVersion or kind), with 2 of 2 replicas available,
