@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::{Method, StatusCode};
 use serde::Serialize;
@@ -49,6 +50,11 @@ pub const PRUNE_ANNOTATION: &str = "flotilla.dev/prune";
 
 /// How long a CRD may take to become Established before its custom resources are given up.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a new CRD is looked at until it is Established and served (until
+/// [`ESTABLISH_TIMEOUT`]): it usually is within a few hundred milliseconds.
+const ESTABLISH_POLL: backon::ConstantBuilder = backon::ConstantBuilder::new()
+    .with_delay(Duration::from_millis(50))
+    .without_max_times();
 
 /// A cluster could not be set up for a sync.
 #[derive(Debug, thiserror::Error)]
@@ -1063,24 +1069,40 @@ impl Member {
     /// Waits until a CRD is Established and discovery lists its kind in every served version,
     /// so that its custom resources, applied next, are found.
     async fn wait_established(&self, crd: &str) -> Result<(), String> {
+        /// Why one look at the CRD did not end the wait.
+        enum Waiting {
+            /// Not Established or not served yet: look again.
+            NotYet,
+            /// The CRD could not be read (after the request's own retries): give up.
+            Failed(String),
+        }
         let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}");
-        let deadline = Instant::now() + ESTABLISH_TIMEOUT;
-        loop {
-            let reply = self.get(&path).await.map_err(|error| error.to_string())?;
-            if let Some(crd) = reply.map(|reply| reply.json())
-                && is_established(&crd)
-                && self.serves_every_version(&crd).await
-            {
-                return Ok(());
+        let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
+        let look = || async {
+            let reply = self
+                .get(&path)
+                .await
+                .map_err(|error| Waiting::Failed(error.to_string()))?;
+            match reply.map(|reply| reply.json()) {
+                Some(crd) if is_established(&crd) && self.serves_every_version(&crd).await => {
+                    Ok(())
+                }
+                _ => Err(Waiting::NotYet),
             }
-            if Instant::now() > deadline {
-                return Err(format!(
+        };
+        look.retry(ESTABLISH_POLL)
+            .sleep(tokio::time::sleep)
+            .when(|waiting| {
+                matches!(waiting, Waiting::NotYet) && tokio::time::Instant::now() <= deadline
+            })
+            .await
+            .map_err(|waiting| match waiting {
+                Waiting::Failed(error) => error,
+                Waiting::NotYet => format!(
                     "not Established and served after {} s",
                     ESTABLISH_TIMEOUT.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                ),
+            })
     }
 
     /// Whether discovery lists the CRD's kind in each version it serves.
