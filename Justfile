@@ -145,7 +145,7 @@ fuzz SECONDS="60" *TARGETS:
         mkdir -p "fuzz/work/$target"
         echo "== fuzz $target for {{SECONDS}} s" >&2
         cargo +nightly fuzz run --sanitizer none "$target" "fuzz/work/$target" "fuzz/corpus/$target" -- \
-            -max_total_time={{SECONDS}} -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 \
+            -max_total_time={{SECONDS}} -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -dict=fuzz/yaml.dict \
             -print_final_stats=1 || failed+=("$target")
     done
     if [ "${#failed[@]}" -gt 0 ]; then

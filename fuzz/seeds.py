@@ -192,6 +192,23 @@ clusters:
   member-3: {allocatable: {cpu: "2", memory: 8Gi, pods: "10"}}
 """)
 
+    # Regressions: inputs that once crashed a target, kept so every run tries them again.
+    write("placement", """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec: x
+---
+apiVersion: policy.karmada.io/v1alpha1
+kind: PropagationPolicy
+metadata: {name: web, namespace: default}
+spec:
+  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment, name: web}]
+  placement:
+    clusterAffinity: {clusterNames: [member-1, member-2]}
+    replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Weighted}
+""")
+
 
 if __name__ == "__main__":
     main()

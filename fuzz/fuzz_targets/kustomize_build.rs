@@ -1,7 +1,7 @@
 //! The kustomize build: the input is a small tree of files written to a temporary directory
 //! and rendered as `flotilla render` renders a fleet path. Each line `#== <path>` starts a
 //! file; text before the first such line is `kustomization.yaml`. Paths are kept to plain
-//! relative names (at most four parts of `[A-Za-z0-9._-]`, at most 16 files) so nothing is
+//! relative names (at most four parts of `[A-Za-z0-9._-]`, at most 32 files) so nothing is
 //! written outside the directory. Helm is pointed at a program that does not exist: the
 //! target never runs a process.
 #![no_main]
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use flotilla::render::render_tree;
 use libfuzzer_sys::fuzz_target;
 
-const MAX_FILES: usize = 16;
+const MAX_FILES: usize = 32;
 
 /// `name` as a path below the build directory, if it is a plain relative one.
 fn safe_path(name: &str) -> Option<PathBuf> {
