@@ -75,10 +75,12 @@ kube:
     tests/build-helm.sh >/dev/null
 
 # The compatibility lane: the end-to-end suite on Kubernetes 1.20 (the example fleet, zero-write
-# re-syncs, prune, drift correction, diff, the agent), with the 1.20-only apply forms.
+# re-syncs, prune, drift correction, diff, the agent), with the 1.20-only apply forms, the
+# crash-safety tests (the agent SIGKILLed mid-sync, drift while it was down) and the fault
+# suite (1.20's apiserver and Debian's etcd 3.4 killed and restarted).
 test-compat:
     FLOTILLA_KUBE=1.20 just setup
-    FLOTILLA_KUBE=1.20 cargo test --test e2e
+    FLOTILLA_KUBE=1.20 cargo test --test e2e --test crash_safety --test faults
 
 # Start member clusters in the background: a number (cluster-1..N) or names; `--hub` adds one.
 clusters-up +ARGS="3":

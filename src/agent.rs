@@ -24,7 +24,7 @@ use tokio::sync::{Notify, RwLock, mpsc, watch};
 
 use crate::apply::{
     ClusterReport, ClusterStatus, Member, ObjectProblem, SyncOptions, apply_one,
-    kept_by_plan_errors, sync_cluster,
+    kept_by_plan_errors, sync_cluster, sync_cluster_checking,
 };
 use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_kinds};
 use crate::health::{HealthChange, HealthSettings, probe_cluster};
@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub sync: SyncOptions,
     /// What to do about drift.
     pub drift: DriftMode,
+    /// Limits of each commit's render.
+    pub limits: crate::limits::RenderLimits,
 }
 
 /// What `/status` shows.
@@ -299,9 +301,14 @@ struct LoopState {
     /// The capacity the current plan was made with: a member whose nodes changed since
     /// (see [`allocatable_changed`]) gets the plan made again.
     planned_capacity: placement::capacity::Capacity,
-    /// Set while the plan has a policy that divides by capacity: the probers read it then.
-    wants_capacity: Arc<std::sync::atomic::AtomicBool>,
+    /// True while the plan has a policy that divides by capacity: the probers watch then.
+    wants_capacity: tokio::sync::watch::Sender<bool>,
     capacity_tx: mpsc::Sender<CapacityReport>,
+    /// The last plan's divisions: the next one divides by capacity from them (Karmada's
+    /// previous result), so a replica change moves only what it must.
+    divisions: placement::Divisions,
+    /// The next plan divides by capacity afresh (Karmada's `Fresh` mode): the nodes changed.
+    fresh_division: bool,
 }
 
 impl LoopState {
@@ -324,8 +331,10 @@ impl LoopState {
             leases,
             capacity: Default::default(),
             planned_capacity: Default::default(),
-            wants_capacity: Default::default(),
+            wants_capacity: tokio::sync::watch::Sender::new(false),
             capacity_tx,
+            divisions: Default::default(),
+            fresh_division: false,
         }
     }
 
@@ -426,12 +435,16 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
 
     let unavailable: BTreeSet<String> = state.unavailable.keys().cloned().collect();
     let capacity = state.capacity.clone();
-    let mut plan = match load_plan(config, &commit, unavailable, capacity.clone()).await {
+    let assignment = match std::mem::take(&mut state.fresh_division) {
+        true => placement::Assignment::Fresh,
+        false => placement::Assignment::Steady,
+    };
+    let previous = (state.divisions.clone(), assignment);
+    let mut plan = match load_plan(config, &commit, unavailable, capacity.clone(), previous).await {
         Ok((plan, needs_capacity)) => {
-            state
-                .wants_capacity
-                .store(needs_capacity, std::sync::atomic::Ordering::Relaxed);
+            state.wants_capacity.send_replace(needs_capacity);
             state.planned_capacity = capacity;
+            state.divisions = next_divisions(&state.divisions, &plan);
             plan
         }
         Err((stage, error)) => {
@@ -446,6 +459,7 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
                 state.planned_commit = Some(commit.clone());
             } else {
                 state.replan |= replan;
+                state.fresh_division |= assignment == placement::Assignment::Fresh;
             }
             return report_error(
                 shared,
@@ -626,7 +640,7 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
                 cluster.clone(),
                 desired.secret.clone(),
                 config.credentials.clone(),
-                state.wants_capacity.clone(),
+                state.wants_capacity.subscribe(),
                 state.capacity_tx.clone(),
             );
             async move {
@@ -747,9 +761,11 @@ async fn load_plan(
     commit: &str,
     unavailable: BTreeSet<String>,
     capacity: placement::capacity::Capacity,
+    (divisions, assignment): (placement::Divisions, placement::Assignment),
 ) -> Result<(Plan, bool), (&'static str, String)> {
     let source = config.source.clone();
     let repo_path = config.repo_path.clone();
+    let limits = config.limits;
     let commit = commit.to_string();
     let loaded = tokio::task::spawn_blocking(move || {
         let root = match &source {
@@ -758,12 +774,16 @@ async fn load_plan(
                 .map_err(|e| ("checkout", e.to_string()))?,
             Source::Directory(dir) => dir.clone(),
         };
-        let rendered =
-            render::render_tree(&root, &repo_path).map_err(|e| ("render", e.to_string()))?;
+        let rendered = render::render_tree_with(&root, &repo_path, limits)
+            .map_err(|e| ("render", e.to_string()))?;
         let needs_capacity = placement::needs_capacity(&rendered);
         let inputs = placement::PlanInputs {
             unavailable: &unavailable,
             capacity: needs_capacity.then_some(&capacity),
+            previous: Some(placement::Previous {
+                divisions: &divisions,
+                assignment,
+            }),
         };
         placement::plan_with(&rendered, &inputs)
             .map(|plan| (plan, needs_capacity))
@@ -783,18 +803,31 @@ fn capacity_changed(state: &mut LoopState, report: CapacityReport) -> bool {
         .clusters
         .get(&cluster)
         .is_none_or(|planned| allocatable_changed(planned, &resources));
-    let wanted = state
-        .wants_capacity
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let wanted = *state.wants_capacity.borrow();
     if changed && wanted {
         tracing::info!(
             cluster,
             allocatable = ?resources.allocatable,
-            "the cluster's nodes changed; dividing by capacity again"
+            "the cluster's nodes changed; dividing by capacity afresh"
         );
+        state.fresh_division = true;
     }
     state.capacity.clusters.insert(cluster, resources);
     changed && wanted
+}
+
+/// The divisions the next plan starts from: this plan's, and for a resource that failed in it
+/// (too little capacity, say) the one before, as Karmada keeps a binding's last result when
+/// scheduling fails.
+fn next_divisions(last: &placement::Divisions, plan: &Plan) -> placement::Divisions {
+    let mut next = plan.divisions();
+    for error in &plan.errors {
+        if let Some(division) = last.get(&error.resource) {
+            next.entry(error.resource.clone())
+                .or_insert_with(|| division.clone());
+        }
+    }
+    next
 }
 
 async fn report_error(shared: &Shared, error: String) {
@@ -902,8 +935,19 @@ async fn worker(
         let Some((connected, _)) = &member else {
             continue;
         };
-        let report = sync_cluster(connected, &desired.objects, &desired.keep, &config.sync).await;
+        // No watch yet (the agent just started, or reconnected): drift that happened meanwhile
+        // was seen by nobody, so this sync compares the live objects with what was applied.
+        let drift_check = watched.is_empty().then_some(config.drift);
+        let report = sync_cluster_checking(
+            connected,
+            &desired.objects,
+            &desired.keep,
+            &config.sync,
+            drift_check,
+        )
+        .await;
         record(&shared, &report, &desired).await;
+        record_drift_at_start(&config, &shared, &report).await;
         match report.status {
             ClusterStatus::Synced => {
                 failures = 0;
@@ -1124,18 +1168,7 @@ async fn handle_drift(
     {
         return;
     }
-    shared
-        .metrics
-        .drift_detected
-        .with_label_values(&[cluster])
-        .inc();
-    tracing::warn!(
-        cluster,
-        object = %drift.object,
-        fields = drift.fields.join(", "),
-        managers = drift.managers.join(", "),
-        "drift"
-    );
+    note_drift(shared, &drift);
     let mut corrected = false;
     if config.drift == DriftMode::Correct && !drift.report_only {
         if !corrections.allow(&drift.object) {
@@ -1164,16 +1197,38 @@ async fn handle_drift(
                 }
             }
         }
-        if corrected {
-            shared
-                .metrics
-                .drift_corrected
-                .with_label_values(&[cluster])
-                .inc();
-        }
+    }
+    record_drift(shared, drift, corrected).await;
+}
+
+/// Counts and logs a drift seen.
+fn note_drift(shared: &Shared, drift: &Drift) {
+    shared
+        .metrics
+        .drift_detected
+        .with_label_values(&[drift.cluster.as_str()])
+        .inc();
+    tracing::warn!(
+        cluster = drift.cluster,
+        object = %drift.object,
+        fields = drift.fields.join(", "),
+        managers = drift.managers.join(", "),
+        "drift"
+    );
+}
+
+/// Records a drift's outcome in metrics and `/status`.
+async fn record_drift(shared: &Shared, drift: Drift, corrected: bool) {
+    let cluster = drift.cluster.clone();
+    if corrected {
+        shared
+            .metrics
+            .drift_corrected
+            .with_label_values(&[&cluster])
+            .inc();
     }
     let mut status = shared.status.write().await;
-    let view = status.clusters.entry(cluster.to_string()).or_default();
+    let view = status.clusters.entry(cluster).or_default();
     view.drift.push(DriftView {
         drift,
         corrected,
@@ -1181,6 +1236,18 @@ async fn handle_drift(
     });
     if view.drift.len() > DRIFT_SHOWN {
         view.drift.remove(0);
+    }
+}
+
+/// Reports the drift a sync found by comparing live objects (see [`sync_cluster_checking`]):
+/// corrected when the sync applied the object again.
+async fn record_drift_at_start(config: &AgentConfig, shared: &Shared, report: &ClusterReport) {
+    for drift in &report.drift {
+        note_drift(shared, drift);
+        let corrected = config.drift == DriftMode::Correct
+            && !drift.report_only
+            && report.applied.contains(&drift.object);
+        record_drift(shared, drift.clone(), corrected).await;
     }
 }
 

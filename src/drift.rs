@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::apply::{FIELD_MANAGER, INVENTORY_LABEL};
+use crate::apply::{FIELD_MANAGER, INVENTORY_LABEL, Prepared};
 use crate::object::ObjectRef;
 use crate::workload::WorkloadHealth;
 
@@ -222,6 +222,23 @@ fn lost_ownership(
 ) -> (Vec<String>, Vec<String>) {
     let current = &now.paths;
     let flotilla_applied_since = now.applied_at != baseline.applied_at;
+    let managers_by_path = other_owners(object, false);
+    let lost: Vec<&String> = baseline
+        .paths
+        .difference(current)
+        .filter(|path| !flotilla_applied_since || managers_by_path.contains_key(*path))
+        .collect();
+    let (leaves, mut managers) = most_specific(&lost, &managers_by_path);
+    if managers.is_empty() && !leaves.is_empty() {
+        // Removed fields have no owner: name whoever wrote last.
+        managers.extend(last_other_writer(object));
+    }
+    (leaves, managers.into_iter().collect())
+}
+
+/// Per field path, the managers other than Flotilla that own it; `skip_status`: not counting
+/// writes through the status subresource.
+fn other_owners(object: &Value, skip_status: bool) -> HashMap<String, BTreeSet<String>> {
     let mut managers_by_path: HashMap<String, BTreeSet<String>> = HashMap::new();
     for entry in object
         .pointer("/metadata/managedFields")
@@ -232,7 +249,8 @@ fn lost_ownership(
         let Some(manager) = entry.get("manager").and_then(Value::as_str) else {
             continue;
         };
-        if manager == FIELD_MANAGER {
+        let status = entry.get("subresource").and_then(Value::as_str) == Some("status");
+        if manager == FIELD_MANAGER || (skip_status && status) {
             continue;
         }
         let mut paths = BTreeSet::new();
@@ -246,12 +264,15 @@ fn lost_ownership(
                 .insert(manager.to_string());
         }
     }
-    let lost: Vec<&String> = baseline
-        .paths
-        .difference(current)
-        .filter(|path| !flotilla_applied_since || managers_by_path.contains_key(*path))
-        .collect();
-    // Keep the most specific paths: drop a lost path whose child is lost too.
+    managers_by_path
+}
+
+/// The most specific of `lost` (a path whose child is lost too is dropped), readable, and the
+/// managers that own those now.
+fn most_specific(
+    lost: &[&String],
+    managers_by_path: &HashMap<String, BTreeSet<String>>,
+) -> (Vec<String>, BTreeSet<String>) {
     let leaves: Vec<&String> = lost
         .iter()
         .filter(|path| {
@@ -261,26 +282,166 @@ fn lost_ownership(
         })
         .copied()
         .collect();
-    let mut managers: BTreeSet<String> = leaves
+    let managers = leaves
         .iter()
         .filter_map(|path| managers_by_path.get(*path))
         .flatten()
         .cloned()
         .collect();
-    if managers.is_empty() && !leaves.is_empty() {
-        // Removed fields have no owner: name whoever wrote last.
-        if let Some((manager, _)) = manager_times(object)
-            .into_iter()
-            .filter(|(manager, _)| manager != FIELD_MANAGER)
-            .max_by(|a, b| a.1.cmp(&b.1))
-        {
-            managers.insert(manager);
+    (leaves.iter().map(|path| readable(path)).collect(), managers)
+}
+
+/// The manager other than Flotilla that wrote last.
+fn last_other_writer(object: &Value) -> Option<String> {
+    manager_times(object)
+        .into_iter()
+        .filter(|(manager, _)| manager != FIELD_MANAGER)
+        .max_by(|a, b| a.1.cmp(&b.1))
+        .map(|(manager, _)| manager)
+}
+
+/// Drift that happened while no agent watched (it was down): compares the body Flotilla applied
+/// (the inventory still has its hash) with the live object. There is no baseline to compare
+/// with, so it is [`drift_from_applied`]; `None` when nothing drifted.
+pub fn drift_at_start(cluster: &str, applied: &Prepared, live: &Value) -> Option<Drift> {
+    let body: Value = serde_json::from_str(&applied.body).ok()?;
+    let Lost {
+        fields, managers, ..
+    } = drift_from_applied(&body, live);
+    if fields.is_empty() {
+        return None;
+    }
+    let annotation = live
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            DRIFT_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str);
+    Some(Drift {
+        cluster: cluster.to_string(),
+        object: applied.object_ref.clone(),
+        fields,
+        managers,
+        report_only: annotation == Some("report"),
+        replicas_seen: None,
+        note: None,
+    })
+}
+
+/// The fields of the body Flotilla applied that the live object lost: a path of the body that
+/// another field manager owns and Flotilla no longer does (`kubectl scale`, `set image`,
+/// `edit`), or a scalar reached through maps only (`spec.replicas`, labels, annotations,
+/// `data` keys) whose live value differs: what Kubernetes 1.20's scale subresource changes
+/// with no managedFields trace, and what someone removed. Status (its own subresource) and
+/// fields Flotilla does not set are never drift. A value the apiserver writes in another form
+/// (a quantity `0.5` stored as `500m`) reads as drift: the correction re-applies the same body,
+/// which changes nothing.
+pub fn drift_from_applied(applied: &Value, live: &Value) -> Lost {
+    let flotilla = owned_paths(live, FIELD_MANAGER);
+    let managers_by_path = other_owners(live, true);
+    let taken: Vec<&String> = managers_by_path
+        .keys()
+        .filter(|path| !flotilla.contains(*path) && holds_scalar(applied, path))
+        .collect();
+    let (taken, mut managers) = most_specific(&taken, &managers_by_path);
+    let mut changed = Vec::new();
+    changed_scalars(applied, live, &mut Vec::new(), &mut changed);
+    if !changed.is_empty() && managers.is_empty() {
+        // A changed value with no owner to name: whoever wrote last.
+        managers.extend(last_other_writer(live));
+    }
+    let fields: BTreeSet<String> = taken.into_iter().chain(changed).collect();
+    Lost {
+        fields: fields.into_iter().collect(),
+        managers: managers.into_iter().collect(),
+        replicas_seen: None,
+    }
+}
+
+/// Whether a `fieldsV1` path ([`SEP`]-joined keys) reaches a value (not a map or list) in
+/// `body`. Maps and lists are only where values are: an empty `annotations: {}` that Flotilla
+/// applied, whose ownership 1.20 does not record once a controller adds a key, is not drift.
+fn holds_scalar(body: &Value, path: &str) -> bool {
+    let mut at = body;
+    for part in path.split(SEP) {
+        let next = if let Some(field) = part.strip_prefix("f:") {
+            at.get(field)
+        } else if let Some(key) = part.strip_prefix("k:") {
+            let key: serde_json::Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
+            at.as_array().and_then(|items| {
+                items.iter().find(|item| {
+                    !key.is_empty()
+                        && key
+                            .iter()
+                            .all(|(k, v)| item.get(k).is_some_and(|x| loosely_equal(x, v)))
+                })
+            })
+        } else if let Some(value) = part.strip_prefix("v:") {
+            let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+            at.as_array()
+                .and_then(|items| items.iter().find(|item| loosely_equal(item, &value)))
+        } else if let Some(index) = part.strip_prefix("i:") {
+            index
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| at.as_array()?.get(index))
+        } else {
+            None
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
         }
     }
-    (
-        leaves.iter().map(|path| readable(path)).collect(),
-        managers.into_iter().collect(),
-    )
+    !(at.is_object() || at.is_array() || at.is_null())
+}
+
+/// Equal, or the same text (`1` and `"1"`: 1.20's forms turn numbers into strings).
+fn loosely_equal(a: &Value, b: &Value) -> bool {
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    a == b || (a.is_string() != b.is_string() && text(a) == text(b))
+}
+
+/// Paths (dotted, for people) of the scalars of `applied` reached through maps only whose
+/// value in `live` differs. `stringData` is write-only (the apiserver stores it as `data`).
+fn changed_scalars(applied: &Value, live: &Value, at: &mut Vec<String>, out: &mut Vec<String>) {
+    let Some(map) = applied.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        let skipped = match at.as_slice() {
+            [] => matches!(
+                key.as_str(),
+                "apiVersion" | "kind" | "stringData" | "status"
+            ),
+            [metadata] if metadata == "metadata" => matches!(key.as_str(), "name" | "namespace"),
+            _ => false,
+        };
+        if skipped {
+            continue;
+        }
+        let live_value = live.get(key).unwrap_or(&Value::Null);
+        match value {
+            Value::Object(_) => {
+                at.push(key.clone());
+                changed_scalars(value, live_value, at, out);
+                at.pop();
+            }
+            Value::Array(_) | Value::Null => {}
+            scalar if !loosely_equal(scalar, live_value) => {
+                let mut path = at.join(".");
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                out.push(path);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A managed kind to watch in one cluster.
@@ -633,6 +794,135 @@ mod tests {
             ],
         );
         assert_eq!(lost_fields(&baseline, &after), Lost::default());
+    }
+
+    /// A Deployment as Flotilla applied it: 2 replicas, image `web:1`, a label.
+    fn applied_web() -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop",
+                            "labels": {"team": "shop", "flotilla.dev/inventory": "prod"}},
+               "spec": {"replicas": 2,
+                        "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}}})
+    }
+
+    /// The live object: Flotilla's managedFields plus `others`, spec from `replicas`/`image`.
+    fn live_web(replicas: u64, image: &str, flotilla: Value, others: Value) -> Value {
+        let mut managed = vec![json!({"manager": "flotilla", "operation": "Apply",
+                                      "time": "2026-11-22T09:00:00Z", "fieldsV1": flotilla})];
+        managed.extend(others.as_array().cloned().unwrap_or_default());
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop", "uid": "u1",
+                            "labels": {"team": "shop", "flotilla.dev/inventory": "prod"},
+                            "annotations": {"deployment.kubernetes.io/revision": "1"},
+                            "managedFields": managed},
+               "spec": {"replicas": replicas, "progressDeadlineSeconds": 600,
+                        "template": {"spec": {"containers": [
+                            {"name": "web", "image": image, "imagePullPolicy": "IfNotPresent"}]}}},
+               "status": {"replicas": replicas}})
+    }
+
+    fn flotilla_fields(replicas: bool, image: bool) -> Value {
+        let mut spec = json!({"f:template": {"f:spec": {"f:containers": {
+            "k:{\"name\":\"web\"}": {".": {}, "f:name": {}}}}}});
+        if replicas {
+            spec["f:replicas"] = json!({});
+        }
+        if image {
+            spec["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]["f:image"] =
+                json!({});
+        }
+        json!({"f:metadata": {"f:labels": {"f:team": {}, "f:flotilla.dev/inventory": {}}},
+               "f:spec": spec})
+    }
+
+    /// What the controllers write on every Deployment: never drift.
+    fn controllers() -> Value {
+        json!([
+            {"manager": "kube-controller-manager", "operation": "Update",
+             "time": "2026-11-22T09:00:01Z",
+             "fieldsV1": {"f:metadata": {"f:annotations": {".": {},
+                          "f:deployment.kubernetes.io/revision": {}}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+             "time": "2026-11-22T09:00:02Z", "fieldsV1": {"f:status": {"f:replicas": {}}}}
+        ])
+    }
+
+    #[test]
+    fn an_object_as_applied_with_defaults_and_controller_fields_has_not_drifted() {
+        let live = live_web(2, "web:1", flotilla_fields(true, true), controllers());
+        assert_eq!(drift_from_applied(&applied_web(), &live), Lost::default());
+    }
+
+    #[test]
+    fn a_scale_while_no_agent_ran_is_drift_by_owner_and_by_value() {
+        let mut others = controllers();
+        others
+            .as_array_mut()
+            .expect("list")
+            .push(json!({"manager": "kubectl",
+            "operation": "Update", "subresource": "scale", "time": "2026-11-22T10:00:00Z",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}}}));
+        let live = live_web(5, "web:1", flotilla_fields(false, true), others);
+        let lost = drift_from_applied(&applied_web(), &live);
+        assert_eq!(lost.fields, ["spec.replicas"]);
+        assert_eq!(lost.managers, ["kubectl"]);
+        // 1.20: the scale subresource leaves no managedFields trace; the value tells.
+        let live = live_web(5, "web:1", flotilla_fields(true, true), controllers());
+        let lost = drift_from_applied(&applied_web(), &live);
+        assert_eq!(lost.fields, ["spec.replicas"]);
+        assert_eq!(
+            lost.managers,
+            ["kube-controller-manager"],
+            "the last writer"
+        );
+    }
+
+    #[test]
+    fn a_changed_image_and_a_removed_label_are_drift_at_start() {
+        let mut others = controllers();
+        others
+            .as_array_mut()
+            .expect("list")
+            .push(json!({"manager": "kubectl-set",
+            "operation": "Update", "time": "2026-11-22T10:00:00Z",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"web\"}": {"f:image": {}}}}}}}}));
+        let live = live_web(2, "web:2", flotilla_fields(true, false), others);
+        let lost = drift_from_applied(&applied_web(), &live);
+        assert_eq!(
+            lost.fields,
+            ["spec.template.spec.containers[name=web].image"]
+        );
+        assert_eq!(lost.managers, ["kubectl-set"]);
+
+        let mut live = live_web(2, "web:1", flotilla_fields(true, true), controllers());
+        live["metadata"]["labels"]
+            .as_object_mut()
+            .expect("labels")
+            .remove("team");
+        assert_eq!(
+            drift_from_applied(&applied_web(), &live).fields,
+            ["metadata.labels.team"]
+        );
+    }
+
+    #[test]
+    fn an_empty_map_flotilla_applied_that_a_controller_filled_is_not_drift() {
+        let mut applied = applied_web();
+        applied["metadata"]["annotations"] = json!({});
+        // 1.20: Flotilla's entry no longer lists `f:annotations`; the controller's does.
+        let live = live_web(2, "web:1", flotilla_fields(true, true), controllers());
+        assert_eq!(drift_from_applied(&applied, &live), Lost::default());
+    }
+
+    #[test]
+    fn write_only_and_stringified_values_are_not_drift() {
+        let applied = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s"}, "stringData": {"a": "b"}, "data": {"c": "ZA=="},
+            "spec": {"n": 1}});
+        let live = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s"}, "data": {"a": "Yg==", "c": "ZA=="}, "spec": {"n": "1"}});
+        assert_eq!(drift_from_applied(&applied, &live), Lost::default());
     }
 
     #[test]

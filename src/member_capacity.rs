@@ -1,25 +1,33 @@
 //! A member cluster's capacity as Karmada's cluster status controller summarises it for its
 //! general estimator: the Nodes' `status.allocatable`, what the scheduled Pods request
 //! (`requested`, Karmada's `allocated`) and what the pending ones request (`allocating`).
-//! Read by listing Nodes and the Pods that are not finished, only while some policy of the
-//! current plan divides replicas by capacity (see the agent).
+//! Kept current from watches on Nodes and unfinished Pods, folded into running sums (each
+//! event costs the object it names, never a pass over the cluster), and only while some policy
+//! of the current plan divides replicas by capacity (see the agent).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
-use kube::api::ListParams;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
 
 use crate::hub::MemberCredentials;
 use crate::placement::capacity::{ClusterResources, Quantity, ReplicaRequirements};
 use crate::placement::types::SecretKeyRef;
 
-/// Pods listed per request (a large cluster is read in pages).
-const PAGE: u32 = 500;
-/// How often a member's capacity is read while a plan needs it, and how long a read may take.
-pub const CAPACITY_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one report per this long: pods come and go in bursts (a rollout), and the agent
+/// needs the summary after the burst, not every step of it.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long to wait before connecting again to a member that could not be reached.
+const RETRY: Duration = Duration::from_secs(10);
+/// Pods that hold no resources any more; the apiserver filters them out of the watch (a pod
+/// that finishes arrives as deleted).
+const UNFINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// One member's capacity, read anew.
 #[derive(Debug, Clone)]
@@ -30,146 +38,248 @@ pub struct CapacityReport {
     pub resources: ClusterResources,
 }
 
-/// Reads one member's capacity every [`CAPACITY_INTERVAL`] while `wanted` is set, and reports
-/// each summary that differs from the last one sent. Runs until the task is aborted.
+/// Watches one member's Nodes and Pods while `wanted` is true, and reports its summary when it
+/// differs from the last one sent (at most every [`REPORT_INTERVAL`]). When `wanted` turns
+/// false the watches end; they start again (with a fresh list) when it turns true. Runs until
+/// the task is aborted, `wanted`'s sender is dropped or nobody receives the reports.
 pub async fn probe_capacity(
     cluster: String,
     secret: Option<SecretKeyRef>,
     credentials: MemberCredentials,
-    wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    reports: tokio::sync::mpsc::Sender<CapacityReport>,
+    mut wanted: watch::Receiver<bool>,
+    reports: mpsc::Sender<CapacityReport>,
 ) {
-    let mut ticker = tokio::time::interval(CAPACITY_INTERVAL);
+    loop {
+        if wanted.wait_for(|wanted| *wanted).await.is_err() {
+            return;
+        }
+        let client = match credentials.connect(&cluster, secret.as_ref()).await {
+            Ok((member, _)) => member.client().clone(),
+            Err(error) => {
+                tracing::debug!(cluster, %error, "capacity: cannot connect");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        tokio::select! {
+            unwanted = wanted.wait_for(|wanted| !*wanted) => {
+                if unwanted.is_err() {
+                    return;
+                }
+                tracing::debug!(cluster, "capacity: no policy divides by capacity; watches stop");
+            }
+            () = follow(&cluster, client, &reports) => return,
+        }
+    }
+}
+
+/// Folds the Node and Pod watches into a summary and reports it; returns when nobody
+/// receives reports any more. Watch errors are retried by the watchers, with backoff.
+async fn follow(cluster: &str, client: kube::Client, reports: &mpsc::Sender<CapacityReport>) {
+    let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff();
+    let pods = watcher::watcher(
+        Api::<Pod>::all(client),
+        watcher::Config::default().fields(UNFINISHED),
+    )
+    .default_backoff();
+    let mut nodes = std::pin::pin!(nodes);
+    let mut pods = std::pin::pin!(pods);
+    let mut node_fold = Fold::default();
+    let mut pod_fold = Fold::default();
+    let mut ticker = tokio::time::interval(REPORT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut client: Option<kube::Client> = None;
     let mut last: Option<ClusterResources> = None;
     loop {
-        ticker.tick().await;
-        if !wanted.load(std::sync::atomic::Ordering::Relaxed) {
-            continue;
-        }
-        if client.is_none() {
-            match credentials.connect(&cluster, secret.as_ref()).await {
-                Ok((member, _)) => client = Some(member.client().clone()),
-                Err(error) => {
-                    tracing::debug!(cluster, %error, "capacity: cannot connect");
+        tokio::select! {
+            Some(event) = nodes.next() => match event {
+                Ok(event) => node_fold.apply(event, |node| to_json(node).map(|n| node_part(&n))),
+                Err(error) => tracing::warn!(cluster, %error, "capacity: watching Nodes"),
+            },
+            Some(event) = pods.next() => match event {
+                Ok(event) => pod_fold.apply(event, |pod| to_json(pod).and_then(|p| pod_part(&p))),
+                Err(error) => tracing::warn!(cluster, %error, "capacity: watching Pods"),
+            },
+            _ = ticker.tick() => {
+                // A summary before both lists are complete would undercount.
+                if !(node_fold.synced && pod_fold.synced) {
                     continue;
                 }
-            }
-        }
-        let Some(connected) = &client else { continue };
-        match read(connected, CAPACITY_INTERVAL).await {
-            Ok(resources) if last.as_ref() != Some(&resources) => {
+                let resources = summary(&node_fold.totals, &pod_fold.totals);
+                if last.as_ref() == Some(&resources) {
+                    continue;
+                }
                 last = Some(resources.clone());
-                let report = CapacityReport {
-                    cluster: cluster.clone(),
-                    resources,
-                };
+                let report = CapacityReport { cluster: cluster.to_string(), resources };
                 if reports.send(report).await.is_err() {
                     return;
                 }
             }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(cluster, %error, "capacity: cannot read Nodes and Pods");
-                client = None;
+        }
+    }
+}
+
+fn to_json<K: serde::Serialize>(object: &K) -> Option<Value> {
+    serde_json::to_value(object).ok()
+}
+
+/// Where an object's resources count: Karmada's `allocatable`, `allocated` or `allocating`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Allocatable = 0,
+    Requested = 1,
+    Allocating = 2,
+}
+
+/// What one Node or Pod adds to the summary, in Karmada's units (milli-cpu, whole units else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Contribution {
+    part: Part,
+    amounts: BTreeMap<String, i128>,
+}
+
+/// Running sums per [`Part`].
+type Totals = [BTreeMap<String, i128>; 3];
+
+fn add(totals: &mut Totals, contribution: &Contribution, sign: i128) {
+    let sums = &mut totals[contribution.part as usize];
+    for (name, amount) in &contribution.amounts {
+        let entry = sums.entry(name.clone()).or_insert(0);
+        *entry += sign * amount;
+        if *entry == 0 {
+            sums.remove(name);
+        }
+    }
+}
+
+/// One watch's objects, by namespace and name, with their running sums. A relist (the
+/// watcher's `Init` .. `InitDone`) replaces everything at once, so objects deleted while the
+/// watch was broken drop out.
+#[derive(Default)]
+struct Fold {
+    live: HashMap<String, Contribution>,
+    relisting: Option<HashMap<String, Contribution>>,
+    totals: Totals,
+    /// The first list is complete.
+    synced: bool,
+}
+
+impl Fold {
+    fn apply<K: Resource>(&mut self, event: Event<K>, read: impl Fn(&K) -> Option<Contribution>) {
+        let key = |object: &K| {
+            format!(
+                "{}/{}",
+                object.namespace().unwrap_or_default(),
+                object.name_any()
+            )
+        };
+        match event {
+            Event::Init => self.relisting = Some(HashMap::new()),
+            Event::InitApply(object) => {
+                if let (Some(buffer), Some(contribution)) = (&mut self.relisting, read(&object)) {
+                    buffer.insert(key(&object), contribution);
+                }
+            }
+            Event::InitDone => {
+                if let Some(buffer) = self.relisting.take() {
+                    self.live = buffer;
+                    self.totals = Totals::default();
+                    for contribution in self.live.values() {
+                        add(&mut self.totals, contribution, 1);
+                    }
+                }
+                self.synced = true;
+            }
+            Event::Apply(object) => {
+                let name = key(&object);
+                if let Some(old) = self.live.remove(&name) {
+                    add(&mut self.totals, &old, -1);
+                }
+                if let Some(new) = read(&object) {
+                    add(&mut self.totals, &new, 1);
+                    self.live.insert(name, new);
+                }
+            }
+            Event::Delete(object) => {
+                if let Some(old) = self.live.remove(&key(&object)) {
+                    add(&mut self.totals, &old, -1);
+                }
             }
         }
     }
 }
 
-/// Reads one member's Nodes and Pods and sums them as [`summarize`] does.
-pub async fn read(client: &kube::Client, timeout: Duration) -> Result<ClusterResources, String> {
-    let listing = async {
-        let nodes: Api<Node> = Api::all(client.clone());
-        let nodes = nodes
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing Nodes: {e}"))?;
-        let pods: Api<Pod> = Api::all(client.clone());
-        let mut all_pods = Vec::new();
-        let mut params = ListParams::default()
-            .fields("status.phase!=Succeeded,status.phase!=Failed")
-            .limit(PAGE);
-        loop {
-            let page = pods
-                .list(&params)
-                .await
-                .map_err(|e| format!("listing Pods: {e}"))?;
-            let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-            all_pods.extend(page.items);
-            match next {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
+/// A Node's allocatable resources.
+fn node_part(node: &Value) -> Contribution {
+    let mut amounts = BTreeMap::new();
+    if let Some(resources) = node
+        .pointer("/status/allocatable")
+        .and_then(Value::as_object)
+    {
+        for (name, quantity) in resources {
+            if let Some(quantity) = quantity.as_str().and_then(|q| Quantity::parse(q).ok()) {
+                *amounts.entry(name.clone()).or_insert(0) += units(name, &quantity);
             }
         }
-        let nodes: Vec<Value> = nodes
-            .items
-            .iter()
-            .filter_map(|n| serde_json::to_value(n).ok())
-            .collect();
-        let pods: Vec<Value> = all_pods
-            .iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
-            .collect();
-        Ok::<_, String>(summarize(&nodes, &pods))
-    };
-    tokio::time::timeout(timeout, listing)
-        .await
-        .map_err(|_| format!("reading Nodes and Pods took over {timeout:?}"))?
+    }
+    Contribution {
+        part: Part::Allocatable,
+        amounts,
+    }
+}
+
+/// An unfinished Pod's effective requests (as a workload template's, see
+/// [`ReplicaRequirements::from_template`]) and one `pods`: `requested` when it is bound to a
+/// node, `allocating` while it waits for one. `None` for a finished Pod.
+fn pod_part(pod: &Value) -> Option<Contribution> {
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let bound = spec
+        .get("nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    // A Pod's spec is a template's `spec.template.spec`: one reading of requests.
+    let template = json!({"spec": {"template": {"spec": spec}}});
+    let mut amounts = ReplicaRequirements::from_template(&template)
+        .map(|r| r.requests)
+        .unwrap_or_default();
+    *amounts.entry("pods".into()).or_insert(0) += 1;
+    Some(Contribution {
+        part: if bound {
+            Part::Requested
+        } else {
+            Part::Allocating
+        },
+        amounts,
+    })
+}
+
+/// The summary of a Node fold's and a Pod fold's sums.
+fn summary(nodes: &Totals, pods: &Totals) -> ClusterResources {
+    ClusterResources {
+        allocatable: quantities(&nodes[Part::Allocatable as usize]),
+        requested: quantities(&pods[Part::Requested as usize]),
+        allocating: quantities(&pods[Part::Allocating as usize]),
+    }
 }
 
 /// Sums Nodes and Pods (as JSON) the way Karmada's resource summary does: every Node's
-/// allocatable; each unfinished Pod's effective requests (as a workload template's, see
-/// [`ReplicaRequirements::from_template`]) and one `pods`, as `requested` when it is bound to a
-/// node and `allocating` while it waits for one.
+/// allocatable; each unfinished Pod's effective requests and one `pods`, as `requested` when
+/// it is bound to a node and `allocating` while it waits for one. The watches fold the same
+/// parts one event at a time.
 pub fn summarize(nodes: &[Value], pods: &[Value]) -> ClusterResources {
-    let mut allocatable: BTreeMap<String, i128> = BTreeMap::new();
-    for node in nodes {
-        let Some(resources) = node
-            .pointer("/status/allocatable")
-            .and_then(Value::as_object)
-        else {
-            continue;
-        };
-        for (name, quantity) in resources {
-            let Some(quantity) = quantity.as_str().and_then(|q| Quantity::parse(q).ok()) else {
-                continue;
-            };
-            *allocatable.entry(name.clone()).or_insert(0) += units(name, &quantity);
-        }
+    let mut totals = Totals::default();
+    for part in nodes
+        .iter()
+        .map(node_part)
+        .chain(pods.iter().filter_map(pod_part))
+    {
+        add(&mut totals, &part, 1);
     }
-    let mut requested: BTreeMap<String, i128> = BTreeMap::new();
-    let mut allocating: BTreeMap<String, i128> = BTreeMap::new();
-    for pod in pods {
-        let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
-        let bound = spec
-            .get("nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty());
-        let sums = if bound {
-            &mut requested
-        } else {
-            &mut allocating
-        };
-        // A Pod's spec is a template's `spec.template.spec`: one reading of requests.
-        let template = json!({"spec": {"template": {"spec": spec}}});
-        if let Ok(requirements) = ReplicaRequirements::from_template(&template) {
-            for (name, value) in requirements.requests {
-                *sums.entry(name).or_insert(0) += value;
-            }
-        }
-        *sums.entry("pods".into()).or_insert(0) += 1;
-    }
-    ClusterResources {
-        allocatable: quantities(allocatable),
-        requested: quantities(requested),
-        allocating: quantities(allocating),
-    }
+    summary(&totals, &totals)
 }
 
 /// Whether a cluster's nodes offer noticeably more or less than before: any resource's
@@ -200,16 +310,16 @@ fn units(name: &str, quantity: &Quantity) -> i128 {
     }
 }
 
-fn quantities(units: BTreeMap<String, i128>) -> BTreeMap<String, Quantity> {
+fn quantities(units: &BTreeMap<String, i128>) -> BTreeMap<String, Quantity> {
     units
-        .into_iter()
-        .filter_map(|(name, value)| {
+        .iter()
+        .filter_map(|(name, &value)| {
             let text = if name == "cpu" {
                 format!("{value}m")
             } else {
                 value.to_string()
             };
-            Quantity::parse(&text).ok().map(|q| (name, q))
+            Quantity::parse(&text).ok().map(|q| (name.clone(), q))
         })
         .collect()
 }
@@ -250,6 +360,89 @@ mod tests {
         assert_eq!(get(&resources.requested, "pods"), 2);
         assert_eq!(get(&resources.allocating, "cpu"), 2_000);
         assert_eq!(get(&resources.allocating, "pods"), 1);
+    }
+
+    fn typed<K: serde::de::DeserializeOwned>(name: &str, value: Value) -> K {
+        let mut value = value;
+        value["metadata"] = json!({"name": name, "namespace": "ns"});
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn watch_events_fold_into_the_summary_of_a_list() {
+        let read_pod = |p: &Pod| to_json(p).and_then(|p| pod_part(&p));
+        let read_node = |n: &Node| to_json(n).map(|n| node_part(&n));
+        let (mut nodes, mut pods) = (Fold::default(), Fold::default());
+        let both = |nodes: &Fold, pods: &Fold| summary(&nodes.totals, &pods.totals);
+        nodes.apply(Event::Init, read_node);
+        nodes.apply(
+            Event::InitApply(typed("n1", node("8", "32Gi", "110"))),
+            read_node,
+        );
+        assert!(!nodes.synced, "no summary before the list is complete");
+        nodes.apply(Event::InitDone, read_node);
+        pods.apply(Event::Init, read_pod);
+        pods.apply(
+            Event::InitApply(typed("p1", pod(Some("n1"), "Running", "1"))),
+            read_pod,
+        );
+        pods.apply(Event::InitDone, read_pod);
+        assert!(nodes.synced && pods.synced);
+        // Events in any order end where a list of the same objects ends.
+        nodes.apply(
+            Event::Apply(typed("n2", node("4", "8Gi", "110"))),
+            read_node,
+        );
+        pods.apply(
+            Event::Apply(typed("p2", pod(None, "Pending", "2"))),
+            read_pod,
+        );
+        pods.apply(
+            Event::Apply(typed("p2", pod(Some("n2"), "Running", "2"))),
+            read_pod,
+        );
+        pods.apply(
+            Event::Apply(typed("p3", pod(Some("n2"), "Running", "500m"))),
+            read_pod,
+        );
+        pods.apply(
+            Event::Apply(typed("p3", pod(Some("n2"), "Succeeded", "500m"))),
+            read_pod,
+        );
+        nodes.apply(
+            Event::Apply(typed("n3", node("4", "8Gi", "110"))),
+            read_node,
+        );
+        nodes.apply(
+            Event::Delete(typed("n3", node("4", "8Gi", "110"))),
+            read_node,
+        );
+        let lists = [
+            (
+                vec![node("8", "32Gi", "110"), node("4", "8Gi", "110")],
+                vec![
+                    pod(Some("n1"), "Running", "1"),
+                    pod(Some("n2"), "Running", "2"),
+                ],
+            ),
+            (
+                vec![node("4", "8Gi", "110")],
+                vec![pod(Some("n2"), "Running", "2")],
+            ),
+        ];
+        assert_eq!(both(&nodes, &pods), summarize(&lists[0].0, &lists[0].1));
+        // A relist replaces everything: what was deleted meanwhile drops out.
+        pods.apply(Event::Init, read_pod);
+        pods.apply(
+            Event::InitApply(typed("p2", pod(Some("n2"), "Running", "2"))),
+            read_pod,
+        );
+        pods.apply(Event::InitDone, read_pod);
+        nodes.apply(
+            Event::Delete(typed("n1", node("8", "32Gi", "110"))),
+            read_node,
+        );
+        assert_eq!(both(&nodes, &pods), summarize(&lists[1].0, &lists[1].1));
     }
 
     #[test]

@@ -3,6 +3,14 @@
 //! A receiver exists only when its secret is configured. A valid push for the tracked ref
 //! wakes the reconcile loop and is answered 202 at once; triggers that arrive during a sync
 //! coalesce into one more sync. Duplicate deliveries (the same authenticated body) are ignored.
+//!
+//! Its [`ServerLimits`]: a webhook body over `max_body` is refused (413) before it is read when
+//! its Content-Length says so, and cut off there otherwise; at most `max_concurrent_requests`
+//! webhook requests are served at once and more are answered 503 before their body is read
+//! (each may buffer up to `max_body` before its signature can be checked, and held uploads
+//! must not grow the agent past its memory limit); a webhook request taking longer than
+//! `body_timeout`, upload included, is answered 408; `dedupe_entries` deliveries (32 bytes
+//! each) are remembered.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,17 +25,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::agent::Shared;
-
-/// Webhook bodies larger than this are refused (GitHub's push payloads stay well below).
-pub const MAX_WEBHOOK_BODY: usize = 5 * 1024 * 1024;
-/// Webhook requests served at once. More are answered 503 before their body is read: each
-/// may buffer up to [`MAX_WEBHOOK_BODY`] before its signature can be checked, and held uploads
-/// must not grow the agent past its memory limit.
-const MAX_CONCURRENT_WEBHOOKS: usize = 4;
-/// A webhook request (body upload included) taking longer is answered 408 and dropped.
-const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// Deliveries remembered for de-duplication (32 bytes each).
-const REMEMBERED_DELIVERIES: usize = 1024;
+use crate::limits::ServerLimits;
 
 /// Secrets of the webhook receivers; a receiver without its secret is not served.
 #[derive(Clone, Default)]
@@ -53,13 +51,22 @@ struct App {
 /// Deliveries seen, as SHA-256 digests of the provider and the body: what the signature (or
 /// token) authenticates. A delivery id header is not signed, so a replayed push with a new id
 /// is still the same delivery; and a digest is 32 bytes whatever the id's length.
-#[derive(Default)]
 struct Deliveries {
     order: VecDeque<[u8; 32]>,
     seen: HashSet<[u8; 32]>,
+    /// How many are remembered (`--dedupe-entries`); the oldest is forgotten first.
+    capacity: usize,
 }
 
 impl Deliveries {
+    fn new(capacity: usize) -> Self {
+        Deliveries {
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+            capacity,
+        }
+    }
+
     /// Records a delivery; false when it was seen before.
     fn first_time(&mut self, provider: &str, body: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::new()
@@ -72,7 +79,7 @@ impl Deliveries {
             return false;
         }
         self.order.push_back(digest);
-        if self.order.len() > REMEMBERED_DELIVERIES
+        while self.order.len() > self.capacity
             && let Some(oldest) = self.order.pop_front()
         {
             self.seen.remove(&oldest);
@@ -81,20 +88,29 @@ impl Deliveries {
     }
 }
 
-/// The router of the agent's HTTP server.
-pub fn router(shared: Arc<Shared>, secrets: WebhookSecrets, tracked_ref: Option<String>) -> Router {
+/// The router of the agent's HTTP server, serving webhooks within `limits`.
+pub fn router(
+    shared: Arc<Shared>,
+    secrets: WebhookSecrets,
+    tracked_ref: Option<String>,
+    limits: &ServerLimits,
+) -> Router {
     let app = Arc::new(App {
         shared,
         secrets,
         tracked_ref,
-        deliveries: Mutex::default(),
+        deliveries: Mutex::new(Deliveries::new(limits.dedupe_entries)),
     });
     let webhooks = Router::new()
         .route("/hooks/github", post(github))
         .route("/hooks/gitlab", post(gitlab))
         .route("/hooks/generic", post(generic))
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WEBHOOKS)),
+            Arc::new(WebhookPermits {
+                permits: tokio::sync::Semaphore::new(limits.max_concurrent_requests),
+                timeout: limits.body_timeout,
+                max_body: limits.max_body,
+            }),
             limit_webhooks,
         ));
     Router::new()
@@ -103,18 +119,41 @@ pub fn router(shared: Arc<Shared>, secrets: WebhookSecrets, tracked_ref: Option<
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
+        .layer(DefaultBodyLimit::max(limits.max_body))
         .with_state(app)
 }
 
-/// At most [`MAX_CONCURRENT_WEBHOOKS`] webhook requests at once, each within
-/// [`WEBHOOK_TIMEOUT`]; the permit is taken before the body is read.
+/// The webhook requests being served, how long each may take and how large its body may be.
+struct WebhookPermits {
+    permits: tokio::sync::Semaphore,
+    timeout: std::time::Duration,
+    max_body: usize,
+}
+
+/// At most `--max-concurrent-requests` webhook requests at once, each within
+/// `--body-timeout`; the permit is taken before the body is read, and a `Content-Length` over
+/// `--max-body` is refused before any of it is read (the body extractor's limit then covers
+/// chunked bodies, which say no length).
 async fn limit_webhooks(
-    State(permits): State<Arc<tokio::sync::Semaphore>>,
+    State(limit): State<Arc<WebhookPermits>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Ok(_permit) = permits.try_acquire() else {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit.max_body as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "webhook body over the limit of {} bytes (--max-body)\n",
+                limit.max_body
+            ),
+        )
+            .into_response();
+    }
+    let Ok(_permit) = limit.permits.try_acquire() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "1")],
@@ -122,35 +161,33 @@ async fn limit_webhooks(
         )
             .into_response();
     };
-    match tokio::time::timeout(WEBHOOK_TIMEOUT, next.run(request)).await {
+    match tokio::time::timeout(limit.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "webhook request too slow\n").into_response(),
     }
 }
 
-/// Connections served at once; more are closed as they arrive (each holds a file descriptor,
-/// which the agent also needs for its kubeconfigs and its member clusters).
-const MAX_CONNECTIONS: usize = 256;
-/// A request's headers must arrive within this (a half-sent request is dropped).
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// A connection, idle keep-alive included, lives at most this long.
-const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// After the stop signal, open connections get this long to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `stop` completes, with the timeouts `axum::serve` lacks:
-/// headers within [`HEADER_TIMEOUT`], connections for at most [`CONNECTION_LIFETIME`], at most
-/// [`MAX_CONNECTIONS`] at once, and a bounded shutdown: slow or idle clients can neither
-/// exhaust the agent's file descriptors nor hold SIGTERM.
+/// headers within `--header-timeout` (an idle keep-alive connection waits for headers, so it
+/// is closed then), connections for at most `--idle-timeout` however busy, at most
+/// `--max-connections` at once (each holds a file descriptor, which the agent also needs for
+/// its kubeconfigs and member clusters; more are closed as they arrive), and a bounded
+/// shutdown: slow or idle clients can neither exhaust the agent's file descriptors nor hold
+/// SIGTERM.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: impl std::future::Future<Output = ()>,
+    limits: &ServerLimits,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (header_timeout, lifetime) = (limits.header_timeout, limits.idle_timeout);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -178,9 +215,9 @@ pub async fn serve(
             let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            let _ = tokio::time::timeout(lifetime, connection).await;
         });
     }
     let drained = async { while connections.join_next().await.is_some() {} };
@@ -386,20 +423,21 @@ mod tests {
 
     #[test]
     fn deliveries_are_the_authenticated_bodies_remembered_up_to_a_bound() {
-        let mut deliveries = Deliveries::default();
+        let capacity = 16;
+        let mut deliveries = Deliveries::new(capacity);
         assert!(deliveries.first_time("github", b"push a"));
         // A replay of the same signed body is the same delivery, whatever its id header says.
         assert!(!deliveries.first_time("github", b"push a"));
         assert!(deliveries.first_time("gitlab", b"push a"), "per provider");
-        for i in 0..REMEMBERED_DELIVERIES {
+        for i in 0..capacity {
             assert!(deliveries.first_time("github", i.to_string().as_bytes()));
         }
         assert!(
             deliveries.first_time("github", b"push a"),
             "the oldest was forgotten"
         );
-        assert_eq!(deliveries.seen.len(), REMEMBERED_DELIVERIES);
-        assert_eq!(deliveries.order.len(), REMEMBERED_DELIVERIES);
+        assert_eq!(deliveries.seen.len(), capacity);
+        assert_eq!(deliveries.order.len(), capacity);
     }
 
     #[test]
@@ -425,10 +463,14 @@ mod tests {
             generic: Some(b"token".to_vec()),
             ..Default::default()
         };
-        let app = router(shared, secrets, Some("refs/heads/main".into()));
+        let limits = ServerLimits {
+            max_concurrent_requests: 2,
+            ..Default::default()
+        };
+        let app = router(shared, secrets, Some("refs/heads/main".into()), &limits);
         // Uploads that never finish hold every permit.
         let mut held = Vec::new();
-        for _ in 0..MAX_CONCURRENT_WEBHOOKS {
+        for _ in 0..limits.max_concurrent_requests {
             let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
             let body = axum::body::Body::from_stream(tokio_stream_from(body));
             let request = axum::http::Request::post("/hooks/generic")
@@ -467,6 +509,231 @@ mod tests {
         assert_eq!(accepted.status(), StatusCode::ACCEPTED);
     }
 
+    fn generic_app(limits: &ServerLimits) -> Router {
+        let secrets = WebhookSecrets {
+            generic: Some(b"token".to_vec()),
+            github: Some(b"secret".to_vec()),
+            ..Default::default()
+        };
+        router(
+            test_shared(),
+            secrets,
+            Some("refs/heads/main".into()),
+            limits,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_over_max_body_is_refused_before_it_is_read() {
+        use tower::ServiceExt as _;
+        let limits = ServerLimits {
+            max_body: 1024,
+            ..Default::default()
+        };
+        let app = generic_app(&limits);
+        // A declared length over the limit: answered at once, though no byte of it ever comes
+        // (the sender is kept, so reading the body would wait for ever).
+        let (_sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .header("content-length", "2048")
+            .body(axum::body::Body::from_stream(tokio_stream_from(body)))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // A chunked body (no length) is cut off at the limit.
+        let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        for _ in 0..3 {
+            sender.send(Ok(Bytes::from(vec![b'x'; 512]))).await.unwrap();
+        }
+        drop(sender);
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .body(axum::body::Body::from_stream(tokio_stream_from(body)))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Within the limit, the push is served.
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .body(axum::body::Body::from(vec![b'x'; 1000]))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn a_body_slower_than_body_timeout_is_answered_408() {
+        use tower::ServiceExt as _;
+        let limits = ServerLimits {
+            body_timeout: std::time::Duration::from_millis(200),
+            ..Default::default()
+        };
+        let app = generic_app(&limits);
+        // The upload starts and never ends.
+        let (sender, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        sender.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
+        let request = axum::http::Request::post("/hooks/generic")
+            .header("authorization", "Bearer token")
+            .body(axum::body::Body::from_stream(tokio_stream_from(body)))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        drop(sender);
+    }
+
+    #[tokio::test]
+    async fn dedupe_entries_bounds_what_is_remembered() {
+        use tower::ServiceExt as _;
+        let limits = ServerLimits {
+            dedupe_entries: 1,
+            ..Default::default()
+        };
+        let app = generic_app(&limits);
+        let push = |body: &'static [u8]| {
+            axum::http::Request::post("/hooks/github")
+                .header("x-github-event", "push")
+                .header("x-hub-signature-256", sign(b"secret", body))
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let a: &[u8] = br#"{"ref":"refs/heads/main","after":"a"}"#;
+        let b: &[u8] = br#"{"ref":"refs/heads/main","after":"b"}"#;
+        let statuses = [a, a, b, a];
+        let mut answers = Vec::new();
+        for body in statuses {
+            let response = app.clone().oneshot(push(body)).await.unwrap();
+            answers.push(response.status());
+        }
+        // The second `a` is a duplicate; after `b` took the only entry, `a` is new again.
+        assert_eq!(
+            answers,
+            [
+                StatusCode::ACCEPTED,
+                StatusCode::OK,
+                StatusCode::ACCEPTED,
+                StatusCode::ACCEPTED
+            ]
+        );
+    }
+
+    /// Serves `limits` on a loopback port until the returned sender is dropped or used.
+    async fn serve_on_loopback(
+        limits: ServerLimits,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let app = router(test_shared(), WebhookSecrets::default(), None, &limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(
+                listener,
+                app,
+                async {
+                    let _ = stopped.await;
+                },
+                &limits,
+            )
+            .await
+        });
+        (address, stop, server)
+    }
+
+    /// Reads until the server closes the connection; what it sent. A generous read timeout
+    /// keeps a broken server from hanging the test (it is a bound, not a measurement).
+    fn read_until_closed(stream: &mut std::net::TcpStream) -> String {
+        use std::io::Read as _;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let result = stream.read_to_end(&mut answer);
+        assert!(
+            result.is_ok()
+                || result
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the connection was not closed: {result:?}"
+        );
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn header_and_idle_timeouts_close_connections_each_on_its_own() {
+        use std::io::Write as _;
+        let (short, long) = (
+            std::time::Duration::from_millis(300),
+            std::time::Duration::from_secs(600),
+        );
+        // Each timeout short while the other is long, so each closes on its own.
+        for (header_timeout, idle_timeout) in [(short, long), (long, short)] {
+            let limits = ServerLimits {
+                header_timeout,
+                idle_timeout,
+                ..Default::default()
+            };
+            let (address, stop, server) = serve_on_loopback(limits).await;
+            let (half_answer, idle_answer) = tokio::task::spawn_blocking(move || {
+                // Headers that never end.
+                let mut half = std::net::TcpStream::connect(address).unwrap();
+                half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+                let half_answer = read_until_closed(&mut half);
+                // A served request on a keep-alive connection, then nothing (hyper waits
+                // for the next request's headers, so --header-timeout closes it too).
+                let mut idle = std::net::TcpStream::connect(address).unwrap();
+                idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let idle_answer = read_until_closed(&mut idle);
+                (half_answer, idle_answer)
+            })
+            .await
+            .unwrap();
+            assert!(!half_answer.contains("200 OK"), "{half_answer}");
+            assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
+            let _ = stop.send(());
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_over_max_connections_are_closed_unanswered() {
+        use std::io::Write as _;
+        let limits = ServerLimits {
+            max_connections: 2,
+            ..Default::default()
+        };
+        let (address, stop, server) = serve_on_loopback(limits).await;
+        let third_answer = tokio::task::spawn_blocking(move || {
+            // Two keep-alive connections take both places; a third is closed unanswered.
+            let held: Vec<_> = (0..2)
+                .map(|_| {
+                    let mut held = std::net::TcpStream::connect(address).unwrap();
+                    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    // The answer's first byte says the server took the connection.
+                    let mut first = [0u8; 1];
+                    std::io::Read::read_exact(&mut held, &mut first).unwrap();
+                    held
+                })
+                .collect();
+            let mut third = std::net::TcpStream::connect(address).unwrap();
+            let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            let third_answer = read_until_closed(&mut third);
+            drop(held);
+            third_answer
+        })
+        .await
+        .unwrap();
+        assert_eq!(third_answer, "", "over --max-connections");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
     /// A stream of the chunks a channel receives (ends when the sender is dropped).
     fn tokio_stream_from(
         mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
@@ -477,14 +744,7 @@ mod tests {
     #[tokio::test]
     async fn a_half_sent_request_does_not_hold_the_shutdown() {
         use std::io::{Read as _, Write as _};
-        let shared = test_shared();
-        let app = router(shared, WebhookSecrets::default(), None);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, async {
-            let _ = stopped.await;
-        }));
+        let (address, stop, server) = serve_on_loopback(ServerLimits::default()).await;
         // A whole request is served; then a request whose headers never end is left open.
         let half_sent = tokio::task::spawn_blocking(move || {
             let mut client = std::net::TcpStream::connect(address).unwrap();

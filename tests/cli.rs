@@ -175,3 +175,373 @@ fn status_of_an_unreachable_agent_exits_2_naming_the_url() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("https is not supported"), "{stderr}");
 }
+
+/// A fleet of `count` ConfigMaps in one file, placed on both clusters.
+fn generated_fleet(root: &Path, count: usize) {
+    write(root, "fleet.yaml", FLEET);
+    let mut text = String::new();
+    for index in 0..count {
+        text.push_str(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{index}}}\n---\n"
+        ));
+    }
+    write(root, "apps.yaml", &text);
+}
+
+fn exit_0(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+fn exit_2_naming(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+}
+
+#[test]
+fn max_objects_stops_a_render_naming_the_limit_the_file_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    generated_fleet(dir.path(), 120);
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-objects", "100"]);
+    exit_2_naming(
+        &over,
+        &["apps.yaml", "more than 100 objects", "--max-objects"],
+    );
+    // The same repo within a higher limit plans (exit 0), also for render.
+    let within = flotilla(&["plan", path, "--max-objects", "200"]);
+    exit_0(&within);
+    let render = flotilla(&["render", path, "--max-objects", "50"]);
+    exit_2_naming(&render, &["--max-objects"]);
+    // Zero is no limit anyone means: refused as usage.
+    let zero = flotilla(&["plan", path, "--max-objects", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+}
+
+#[test]
+fn max_depth_refuses_deeper_directories_and_kustomizations() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    let deep = dir.path().join("a/b/c/d");
+    std::fs::create_dir_all(&deep).unwrap();
+    write(
+        &deep,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-depth", "3"]);
+    exit_2_naming(
+        &over,
+        &["a/b/c/d", "more than 3 directories deep", "--max-depth"],
+    );
+    let within = flotilla(&["plan", path, "--max-depth", "4"]);
+    assert_eq!(within.status.code(), Some(0));
+    // Kustomizations nested through bases count the same way.
+    let kustomized = tempfile::tempdir().unwrap();
+    write(
+        kustomized.path(),
+        "kustomization.yaml",
+        "resources: [fleet.yaml, base]\n",
+    );
+    write(kustomized.path(), "fleet.yaml", FLEET);
+    std::fs::create_dir_all(kustomized.path().join("base/base")).unwrap();
+    write(
+        &kustomized.path().join("base"),
+        "kustomization.yaml",
+        "resources: [base]\n",
+    );
+    write(
+        &kustomized.path().join("base/base"),
+        "kustomization.yaml",
+        "resources: []\n",
+    );
+    let path = kustomized.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-depth", "2"]);
+    exit_2_naming(
+        &over,
+        &[
+            "base/base/kustomization.yaml",
+            "kustomizations nested",
+            "--max-depth",
+        ],
+    );
+    assert_eq!(
+        flotilla(&["plan", path, "--max-depth", "3"]).status.code(),
+        Some(0)
+    );
+    // More than the ceiling is a usage error, not a stack overflow later.
+    assert_eq!(
+        flotilla(&["plan", path, "--max-depth", "100000"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn max_file_size_covers_manifests_and_generator_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "kustomization.yaml",
+        "resources: [fleet.yaml]\nconfigMapGenerator:\n- name: blob\n  files: [blob.txt]\n",
+    );
+    write(dir.path(), "blob.txt", &"x".repeat(3000));
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-file-size", "2KiB"]);
+    exit_2_naming(
+        &over,
+        &["blob.txt", "3000 bytes", "2048", "--max-file-size"],
+    );
+    let within = flotilla(&["plan", path, "--max-file-size", "4KiB"]);
+    exit_0(&within);
+    // All files together are bounded too.
+    let total = flotilla(&["plan", path, "--max-render-size", "3000B"]);
+    exit_2_naming(&total, &["--max-render-size"]);
+    for bad in ["0", "8TB", "lots"] {
+        let out = flotilla(&["plan", path, "--max-file-size", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_does_not_break_the_render() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "policy.yaml",
+        "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {name: all}\nspec:\n  resourceSelectors: [{apiVersion: v1, kind: ConfigMap}]\n",
+    );
+    // Latin-1 names, as an old tool may leave them: a note, and a manifest that is loaded.
+    let note = std::ffi::OsStr::from_bytes(b"notes-caf\xe9.txt");
+    std::fs::write(dir.path().join(note), "not yaml").unwrap();
+    let manifest = std::ffi::OsStr::from_bytes(b"app-\xff.yaml");
+    std::fs::write(
+        dir.path().join(manifest),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: latin}\n",
+    )
+    .unwrap();
+    let subdir = dir.path().join(std::ffi::OsStr::from_bytes(b"dir-\xfe"));
+    std::fs::create_dir(&subdir).unwrap();
+    write(
+        &subdir,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: inside}\n",
+    );
+    let out = flotilla(&["render", dir.path().to_str().unwrap(), "--cluster", "one"]);
+    exit_0(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("name: latin") && stdout.contains("name: inside"),
+        "{stdout}"
+    );
+    // A broken manifest under such a name is reported with the name shown lossily.
+    std::fs::write(dir.path().join(manifest), "kind: [").unwrap();
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_2_naming(&out, &["app-\u{fffd}.yaml"]);
+}
+
+#[test]
+fn limit_flags_are_documented_in_help() {
+    for (command, flags) in [
+        (
+            "plan",
+            &[
+                "--max-objects",
+                "--max-depth",
+                "--max-file-size",
+                "--max-render-size",
+            ][..],
+        ),
+        (
+            "render",
+            &["--max-objects", "--max-depth", "--max-file-size"][..],
+        ),
+        (
+            "sync",
+            &["--max-objects", "--max-depth", "--max-file-size"][..],
+        ),
+        (
+            "diff",
+            &["--max-objects", "--max-depth", "--max-file-size"][..],
+        ),
+        (
+            "run",
+            &[
+                "--max-objects",
+                "--max-depth",
+                "--max-file-size",
+                "--max-body",
+                "--max-concurrent-requests",
+                "--header-timeout",
+                "--body-timeout",
+                "--idle-timeout",
+                "--max-connections",
+                "--dedupe-entries",
+            ][..],
+        ),
+    ] {
+        let help = flotilla(&[command, "--help"]);
+        let text = String::from_utf8(help.stdout).unwrap();
+        for flag in flags {
+            assert!(text.contains(flag), "{command} --help lacks {flag}: {text}");
+        }
+        assert!(text.contains("[default: "), "{text}");
+    }
+}
+
+#[test]
+fn weights_and_secret_data_that_kubernetes_refuses_exit_2_naming_the_field() {
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 4\n  selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: nginx}]}}\n";
+    let policy = |weights: &str| {
+        format!(
+            "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {{name: web}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment, name: web}}]\n  placement:\n    replicaScheduling:\n      replicaSchedulingType: Divided\n      replicaDivisionPreference: Weighted\n      weightPreference:\n        staticWeightList:\n{weights}"
+        )
+    };
+    let weight = |cluster: &str, weight: i64| {
+        format!("        - {{targetCluster: {{clusterNames: [{cluster}]}}, weight: {weight}}}\n")
+    };
+    for (weights, field) in [
+        (
+            weight("one", -1) + &weight("two", 3),
+            "staticWeightList[0].weight",
+        ),
+        (
+            weight("one", 0) + &weight("two", 0),
+            "staticWeightList[0].weight",
+        ),
+        (
+            weight("one", 1) + &weight("two", 0),
+            "staticWeightList[1].weight",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "fleet.yaml", FLEET);
+        write(dir.path(), "web.yaml", deployment);
+        write(dir.path(), "policy.yaml", &policy(&weights));
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        exit_2_naming(&out, &["policy.yaml", field, "at least 1"]);
+    }
+    // Weights of at least 1 divide as Karmada does.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(dir.path(), "web.yaml", deployment);
+    write(
+        dir.path(),
+        "policy.yaml",
+        &policy(&(weight("one", 3) + &weight("two", 1))),
+    );
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_0(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one=3 two=1"));
+
+    // A Secret whose data is not base64: the apiserver would refuse it in every cluster.
+    let secret =
+        |data: &str| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata:\n{data}");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "secrets.yaml",
+        &format!(
+            "{}---\n{}",
+            secret("  good: aGVsbG8=\n"),
+            secret("  good: aGVsbG8=\n  password: not base64!\n").replace("name: s", "name: t")
+        ),
+    );
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_2_naming(
+        &out,
+        &["secrets.yaml", "document 2", "data.password", "base64"],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not base64!"));
+    // Unpadded, or a number, is refused too; wrapped lines and stringData are fine.
+    for (data, code) in [
+        ("  k: aGVsbG8\n", 2),
+        ("  k: 12\n", 2),
+        ("  k: |\n    aGVs\n    bG8=\n", 0),
+        ("  k: ''\n", 0),
+    ] {
+        write(dir.path(), "secrets.yaml", &secret(data));
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{data}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn replicas_stay_within_int32_as_kubernetes_counts_them() {
+    let policy = "apiVersion: policy.karmada.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {name: web}\nspec:\n  resourceSelectors: [{apiVersion: apps/v1, kind: Deployment}]\n  placement:\n    replicaScheduling: {replicaSchedulingType: Divided, replicaDivisionPreference: Weighted}\n";
+    let deployment = |replicas: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template: {{metadata: {{labels: {{app: web}}}}, spec: {{containers: [{{name: c, image: nginx}}]}}}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(dir.path(), "policy.yaml", policy);
+    // int32's largest is divided (by clusters, not replica by replica).
+    write(dir.path(), "web.yaml", &deployment("2147483647"));
+    let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+    exit_0(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("one=1073741824 two=1073741823"), "{stdout}");
+    // One more, or a negative count, fails that resource (exit 1) naming spec.replicas.
+    for replicas in ["2147483648", "-5"] {
+        write(dir.path(), "web.yaml", &deployment(replicas));
+        let out = flotilla(&["plan", dir.path().to_str().unwrap()]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{replicas}: {text}");
+        assert!(
+            text.contains("spec.replicas") && text.contains("0 to 2147483647"),
+            "{replicas}: {text}"
+        );
+    }
+}
+
+#[test]
+fn max_file_size_covers_a_charts_own_values_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "fleet.yaml", FLEET);
+    write(
+        dir.path(),
+        "kustomization.yaml",
+        "resources: [fleet.yaml]\nhelmCharts:\n- {name: demo, releaseName: demo}\n",
+    );
+    let chart = dir.path().join("charts/demo");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    write(
+        &chart,
+        "Chart.yaml",
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    );
+    write(
+        &chart,
+        "values.yaml",
+        &format!("note: {}\n", "x".repeat(3000)),
+    );
+    write(
+        &chart.join("templates"),
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo}\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    let over = flotilla(&["plan", path, "--max-file-size", "2KiB"]);
+    exit_2_naming(&over, &["charts/demo/values.yaml", "--max-file-size"]);
+    exit_0(&flotilla(&["plan", path, "--max-file-size", "4KiB"]));
+}

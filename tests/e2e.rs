@@ -12,7 +12,7 @@ use flotilla::placement::{Plan, plan};
 use flotilla::render::render_tree;
 use harness::{
     Agent, MEMBERS, clusters, flotilla, free_port, git, github_signature, http_request,
-    labelled_objects, write_fleet, writes,
+    labelled_objects, web_deployment, write_fleet, writes,
 };
 use serde_json::Value;
 
@@ -941,33 +941,6 @@ spec:
     )
 }
 
-/// A one-container Deployment (container `web`) as a YAML document.
-fn web_deployment(
-    namespace: &str,
-    name: &str,
-    replicas: u32,
-    image: &str,
-    annotations: &str,
-) -> String {
-    format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {namespace}
-  annotations: {{{annotations}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: web, image: "{image}"}}]
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_corrects_drift_and_only_reports_it_when_the_object_asks() {
     let clusters = clusters();
@@ -1725,8 +1698,9 @@ async fn the_agent_divides_by_live_capacity_and_follows_a_node_pool() {
     nodes
         .add("cluster-shanghai", "capacity-base-sh", "16")
         .await;
-    let fleet = format!(
-        r#"apiVersion: fleet.kurator.dev/v1alpha1
+    let fleet = |replicas: u32| {
+        format!(
+            r#"apiVersion: fleet.kurator.dev/v1alpha1
 kind: Fleet
 metadata: {{name: live-capacity, namespace: flotilla-system}}
 spec:
@@ -1738,7 +1712,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web, namespace: {namespace}}}
 spec:
-  replicas: 10
+  replicas: {replicas}
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
@@ -1759,8 +1733,9 @@ spec:
       replicaDivisionPreference: Weighted
       weightPreference: {{dynamicWeight: AvailableReplicas}}
 "#
-    );
-    let dir = write_fleet(&[("fleet.yaml", fleet.as_str())]);
+        )
+    };
+    let dir = write_fleet(&[("fleet.yaml", fleet(10).as_str())]);
     let _agent = path_agent(dir.path(), "live-capacity").await;
     let shares = || async {
         (
@@ -1768,8 +1743,8 @@ spec:
             deployment_replicas("cluster-shanghai", namespace, "web").await,
         )
     };
-    // Waits up to a minute: capacity is read every 10 s.
-    async fn within_a_minute<F, Fut>(what: &str, mut check: F) -> (Option<i64>, Option<i64>)
+    // Waits up to a minute for the agent to see the change (from its watches) and re-divide.
+    async fn within_a_minute<F, Fut>(what: &str, mut check: F) -> (i64, i64)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = (Option<i64>, Option<i64>)>,
@@ -1778,21 +1753,24 @@ spec:
         for _ in 0..120 {
             last = check().await;
             // A cluster given no replicas holds no Deployment: 0.
-            if what_holds(what, last.0.unwrap_or(0), last.1.unwrap_or(0)) {
-                return last;
+            let (hangzhou, shanghai) = (last.0.unwrap_or(0), last.1.unwrap_or(0));
+            if what_holds(what, hangzhou, shanghai) {
+                return (hangzhou, shanghai);
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         panic!("not within a minute: {what}; last {last:?}");
     }
     fn what_holds(what: &str, hangzhou: i64, shanghai: i64) -> bool {
-        hangzhou + shanghai == 10
-            && match what {
-                "divided" => hangzhou > 0 && shanghai > 0,
-                "shanghai grew" => shanghai >= 9,
-                "shanghai shrank" => shanghai <= 7 && hangzhou >= 3,
-                _ => false,
-            }
+        let total = hangzhou + shanghai;
+        match what {
+            "divided" => total == 10 && hangzhou > 0 && shanghai > 0,
+            "shanghai grew" => total == 10 && shanghai >= 9,
+            "shanghai shrank" => total == 10 && shanghai <= 7 && hangzhou >= 3,
+            "scaled to 14" => total == 14,
+            "scaled to 4" => total == 4,
+            _ => false,
+        }
     }
     within_a_minute("divided", shares).await;
     // A big node pool in shanghai: its available replicas dwarf hangzhou's.
@@ -1802,5 +1780,19 @@ spec:
     within_a_minute("shanghai grew", shares).await;
     // The pool goes away: the division follows back.
     nodes.remove("cluster-shanghai", "capacity-pool-sh").await;
-    within_a_minute("shanghai shrank", shares).await;
+    let before = within_a_minute("shanghai shrank", shares).await;
+    // Karmada's steady division: scaling up keeps every replica where it is and places only
+    // the new ones; scaling down shrinks the previous shares, moving nothing either.
+    std::fs::write(dir.path().join("fleet.yaml"), fleet(14)).expect("write fleet");
+    let up = within_a_minute("scaled to 14", shares).await;
+    assert!(
+        up.0 >= before.0 && up.1 >= before.1,
+        "scaling up moved replicas: {before:?} -> {up:?}"
+    );
+    std::fs::write(dir.path().join("fleet.yaml"), fleet(4)).expect("write fleet");
+    let down = within_a_minute("scaled to 4", shares).await;
+    assert!(
+        down.0 <= up.0 && down.1 <= up.1,
+        "scaling down moved replicas: {up:?} -> {down:?}"
+    );
 }

@@ -101,13 +101,20 @@ pub async fn diff_cluster(
         changes: Vec::new(),
         failed: Vec::new(),
     };
-    let inventory = match Inventory::load(member, &options.name).await {
+    let mut inventory = match Inventory::load(member, &options.name).await {
         Ok(inventory) => inventory.unwrap_or_default(),
         Err(error) => {
             result.error = Some(error.to_string());
             return result;
         }
     };
+    // As the sync will: what a sync that died was creating is pruned like the rest.
+    if inventory.has_pending()
+        && let Err(error) = super::resolve_pending_entries(member, &mut inventory, options).await
+    {
+        result.error = Some(error);
+        return result;
+    }
     let mut prepared = Vec::with_capacity(desired.len());
     for object in desired {
         match member.prepare(object, &options.name).await {

@@ -35,6 +35,12 @@ pub struct Entry {
     pub uid: String,
     /// Whether Flotilla's apply created it; an object that existed before is never pruned.
     pub created: bool,
+    /// Written before an apply that may create the object (it was absent then), so that a
+    /// crash between the create and the inventory write still leaves it prunable: the next
+    /// sync resolves it with [`resolve_pending`] before anything else. `hash` and `uid` are
+    /// empty while pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl Entry {
@@ -100,7 +106,41 @@ pub fn config_map_name(sync_name: &str) -> String {
     format!("inventory-{sync_name}")
 }
 
+/// What a pending entry becomes once the object is looked at: Flotilla's create happened when
+/// the object now exists with Flotilla's inventory label of this sync (it was absent when the
+/// entry was written, so nobody else's object got that label from Flotilla's apply); otherwise
+/// (absent, or labelled by someone else) the entry is dropped. `None`: drop.
+pub fn resolve_pending(
+    pending: &Entry,
+    live: Option<&serde_json::Value>,
+    sync_name: &str,
+) -> Option<Entry> {
+    let live = live?;
+    let label = live
+        .pointer(&format!(
+            "/metadata/labels/{}",
+            super::INVENTORY_LABEL.replace('/', "~1")
+        ))
+        .and_then(serde_json::Value::as_str);
+    let uid = live
+        .pointer("/metadata/uid")
+        .and_then(serde_json::Value::as_str)?;
+    (label == Some(sync_name) && !uid.is_empty()).then(|| Entry {
+        // Unknown: the next apply sends the object again and records what it sent.
+        hash: String::new(),
+        uid: uid.to_string(),
+        created: true,
+        pending: false,
+        ..pending.clone()
+    })
+}
+
 impl Inventory {
+    /// Whether some entries are still pending (a sync died, or its inventory write failed).
+    pub fn has_pending(&self) -> bool {
+        self.entries.values().any(|entry| entry.pending)
+    }
+
     /// sha256 over the sorted (object, hash) pairs.
     pub fn set_hash(&self) -> String {
         let mut hasher = Sha256::new();

@@ -5,10 +5,13 @@
 //! 2. prepare every planned object (Flotilla's label, the list-map key defaults 1.20's
 //!    server-side apply needs) and hash it;
 //! 3. leave alone every object whose hash is the one in the inventory and that still exists
-//!    with the uid Flotilla got for it: nothing changed, nothing is sent;
-//! 4. server-side apply the rest in waves (CRDs, then wait until they are Established;
-//!    Namespaces; other cluster-scoped objects; namespaced built-ins; workloads; custom
-//!    resources), each wave with at most `concurrency` requests in flight;
+//!    with the uid Flotilla got for it: nothing changed, nothing is sent (an agent's first sync
+//!    also compares those with the live objects, see [`sync_cluster_checking`]);
+//! 4. record the objects about to be created (absent now) as pending in the inventory, so that
+//!    a crash before step 6 still leaves them prunable; then server-side apply the rest in
+//!    waves (CRDs, then wait until they are Established; Namespaces; other cluster-scoped
+//!    objects; namespaced built-ins; workloads; custom resources), each wave with at most
+//!    `concurrency` requests in flight;
 //! 5. prune what the inventory holds and the plan no longer does, unless Flotilla did not
 //!    create it or it is annotated `flotilla.dev/prune: disabled`;
 //! 6. write the inventory back, only when it changed.
@@ -32,7 +35,9 @@ use sha2::{Digest, Sha256};
 pub use inventory::{Entry, INVENTORY_NAMESPACE, Inventory, InventoryError};
 pub use member::{Member, RequestError, Resource};
 
-use crate::object::{Object, ObjectRef, is_builtin_group, pod_spec_pointer};
+use crate::drift::{Drift, DriftMode};
+use crate::kinds;
+use crate::object::{Object, ObjectRef, landing_namespace};
 use crate::placement::Plan;
 
 /// The field manager of every server-side apply Flotilla sends.
@@ -139,6 +144,10 @@ pub struct ClusterReport {
     pub kept: Vec<ObjectProblem>,
     /// Objects that could not be applied or pruned, and why.
     pub failed: Vec<ObjectProblem>,
+    /// Drift found by comparing live objects with what Flotilla applied (only when asked, see
+    /// [`sync_cluster_checking`]); those not `report_only` were applied again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
     /// Write requests sent (apply, delete, inventory).
     pub writes: usize,
     /// sha256 of the cluster's applied set after this sync.
@@ -166,6 +175,7 @@ impl ClusterReport {
             pruned: Vec::new(),
             kept: Vec::new(),
             failed: Vec::new(),
+            drift: Vec::new(),
             writes: 0,
             set_hash: String::new(),
             duration: Duration::ZERO,
@@ -192,32 +202,11 @@ pub fn apply_query(dry_run: bool) -> String {
     query
 }
 
-/// The order of apply waves: CRDs, Namespaces, other cluster-scoped, namespaced built-ins,
-/// then workloads, then custom resources. Workloads come after the ConfigMaps, Secrets and
-/// Services they use (as in Helm's install order), so their Pods start with what they need,
-/// and the controllers' reaction to them does not compete with the rest of the sync.
+/// The apply wave of an object: [`crate::kinds::apply_wave`], where the apiserver says the
+/// kind's scope (a custom kind's is unknown until its CRD is served).
 fn wave(object_ref: &ObjectRef, resource: Option<&Resource>) -> u8 {
-    match (object_ref.group.as_str(), object_ref.kind.as_str()) {
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
-        ("", "Namespace") => 1,
-        (group, _) if !is_builtin_group(group) => 5,
-        _ if resource.is_some_and(|resource| !resource.namespaced) => 2,
-        (group, kind) if is_workload(group, kind) => 4,
-        _ => 3,
-    }
-}
-
-/// Kinds whose controllers start Pods.
-fn is_workload(group: &str, kind: &str) -> bool {
-    matches!(
-        (group, kind),
-        ("", "Pod" | "ReplicationController")
-            | (
-                "apps",
-                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
-            )
-            | ("batch", "Job" | "CronJob")
-    )
+    let cluster_scoped = resource.is_some_and(|resource| !resource.namespaced);
+    kinds::apply_wave(&object_ref.group, &object_ref.kind, cluster_scoped)
 }
 
 /// A planned object, ready to send.
@@ -270,7 +259,7 @@ fn add_legacy_forms(body: &mut Value) {
     if api_version == "v1" && kind == "Service" {
         default_protocols(body.pointer_mut("/spec/ports"), "port");
     }
-    if let Some(pointer) = pod_spec_pointer(kind)
+    if let Some(pointer) = kinds::workload_of(body).map(|workload| workload.pod_spec)
         && let Some(pod_spec) = body.pointer_mut(pointer)
     {
         for containers in ["containers", "initContainers", "ephemeralContainers"] {
@@ -361,19 +350,33 @@ impl Member {
     }
 }
 
-/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none.
+/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none
+/// ([`landing_namespace`], with the scope the apiserver serves).
 fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<&Resource>) {
     let Some(resource) = resource else { return };
     let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
-    if resource.namespaced && object_ref.namespace.is_empty() {
-        object_ref.namespace = "default".into();
-        metadata.insert("namespace".into(), Value::String("default".into()));
-    } else if !resource.namespaced && !object_ref.namespace.is_empty() {
-        object_ref.namespace.clear();
-        metadata.remove("namespace");
+    if fix_ref_namespace(object_ref, resource) {
+        if object_ref.namespace.is_empty() {
+            metadata.remove("namespace");
+        } else {
+            metadata.insert(
+                "namespace".into(),
+                Value::String(object_ref.namespace.clone()),
+            );
+        }
     }
+}
+
+/// The reference half of [`fix_namespace`]; true when it changed the namespace.
+fn fix_ref_namespace(object_ref: &mut ObjectRef, resource: &Resource) -> bool {
+    let landing = landing_namespace(&object_ref.namespace, !resource.namespaced);
+    if landing == object_ref.namespace {
+        return false;
+    }
+    object_ref.namespace = landing.to_string();
+    true
 }
 
 /// The URL of one object.
@@ -438,15 +441,36 @@ pub async fn sync_cluster(
     keep: &BTreeSet<ObjectRef>,
     options: &SyncOptions,
 ) -> ClusterReport {
+    sync_cluster_checking(member, desired, keep, options, None).await
+}
+
+/// [`sync_cluster`] that, with `drift` set, also compares every object the inventory says is
+/// unchanged with the live object (one full list per kind instead of a metadata list), and
+/// applies again those that drifted (in [`DriftMode::Correct`], unless annotated
+/// `flotilla.dev/drift: report`); every drift found is in the report. An agent does this on
+/// its first sync after it starts: drift that happened while no agent ran is seen by no watch.
+pub async fn sync_cluster_checking(
+    member: &Member,
+    desired: &[impl std::borrow::Borrow<Object>],
+    keep: &BTreeSet<ObjectRef>,
+    options: &SyncOptions,
+    drift: Option<DriftMode>,
+) -> ClusterReport {
     let started = Instant::now();
     let mut report = ClusterReport::new(&member.name);
-    let (previous, first_sync) = match Inventory::load(member, &options.name).await {
+    let (mut previous, first_sync) = match Inventory::load(member, &options.name).await {
         Ok(Some(inventory)) => (inventory, false),
         Ok(None) => (Inventory::default(), true),
         Err(error) => {
             return ClusterReport::failed(&member.name, error.to_string(), started.elapsed());
         }
     };
+    // An earlier sync died (or failed to write its inventory) after recording what it was
+    // about to create: find out what it did create before anything else.
+    let recovered = previous.has_pending();
+    if recovered && let Err(error) = resolve_pending_entries(member, &mut previous, options).await {
+        return ClusterReport::failed(&member.name, error, started.elapsed());
+    }
 
     let mut prepared = Vec::with_capacity(desired.len());
     for object in desired {
@@ -460,11 +484,22 @@ pub async fn sync_cluster(
 
     let planned: BTreeSet<ObjectRef> = prepared.iter().map(|o| o.object_ref.clone()).collect();
     let mut next = Inventory::default();
-    let to_apply = match unchanged_objects(member, &prepared, &previous, options).await {
-        Ok(unchanged) => {
+    let to_apply = match unchanged_objects(member, &prepared, &previous, options, drift).await {
+        Ok((unchanged, live)) => {
             let mut to_apply = Vec::new();
             for object in prepared {
                 if let Some(entry) = unchanged.get(&object.object_ref) {
+                    let found = drift
+                        .and(live.get(&entry.uid))
+                        .and_then(|live| crate::drift::drift_at_start(&member.name, &object, live));
+                    if let Some(found) = found {
+                        let correct = !found.report_only && drift == Some(DriftMode::Correct);
+                        report.drift.push(found);
+                        if correct {
+                            to_apply.push(object);
+                            continue;
+                        }
+                    }
                     report.unchanged.push(object.object_ref.clone());
                     next.entries
                         .insert(object.object_ref.clone(), (*entry).clone());
@@ -486,9 +521,35 @@ pub async fn sync_cluster(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "compared with the inventory"
     );
-    // On a first sync, the inventory's namespace is made while the objects are applied.
+    // Before an apply that may create an object, the inventory records it as pending: a crash
+    // after the create then still leaves it Flotilla's to prune. Only objects absent now: one
+    // that exists is never Flotilla's creation. Nothing to create, nothing written.
+    let absent = match absent_objects(member, &to_apply, options).await {
+        Ok(absent) => absent,
+        Err(error) => {
+            return ClusterReport::failed(&member.name, error.to_string(), started.elapsed());
+        }
+    };
+    let intent_written = !absent.is_empty();
+    if intent_written {
+        let mut intent = previous.clone();
+        for object_ref in &absent {
+            intent
+                .entries
+                .insert(object_ref.clone(), pending_entry(object_ref));
+        }
+        match intent.store(member, &options.name).await {
+            Ok(writes) => report.writes += writes,
+            Err(error) => {
+                let error = format!("recording the objects about to be created: {error}");
+                return ClusterReport::failed(&member.name, error, started.elapsed());
+            }
+        }
+    }
+    // On a first sync, the inventory's namespace is made while the objects are applied (the
+    // pending inventory's write made it already when there is one).
     let inventory_namespace = async {
-        if first_sync {
+        if first_sync && !intent_written {
             Some(Inventory::ensure_namespace(member).await)
         } else {
             None
@@ -502,6 +563,15 @@ pub async fn sync_cluster(
         report.writes += 1;
         if let Err(error) = result {
             tracing::debug!(cluster = %member.name, %error, "inventory namespace");
+        }
+    }
+
+    // A failed apply may have created its object all the same (an answer lost on the way):
+    // it stays pending, for the next sync to resolve.
+    for problem in &report.failed {
+        if absent.contains(&problem.object) && !next.entries.contains_key(&problem.object) {
+            next.entries
+                .insert(problem.object.clone(), pending_entry(&problem.object));
         }
     }
 
@@ -531,7 +601,7 @@ pub async fn sync_cluster(
         "applied and pruned"
     );
     report.set_hash = next.set_hash();
-    if next != previous {
+    if next != previous || recovered || intent_written {
         match next.store(member, &options.name).await {
             Ok(writes) => report.writes += writes,
             Err(error) => report.failed.push(ObjectProblem {
@@ -553,16 +623,143 @@ pub async fn sync_cluster(
     report
 }
 
+/// An inventory entry for an object about to be created: see [`Entry::pending`].
+fn pending_entry(object_ref: &ObjectRef) -> Entry {
+    Entry {
+        api_version: object_ref.api_version(),
+        kind: object_ref.kind.clone(),
+        namespace: object_ref.namespace.clone(),
+        name: object_ref.name.clone(),
+        hash: String::new(),
+        uid: String::new(),
+        created: false,
+        pending: true,
+    }
+}
+
+/// Replaces each pending entry by what [`inventory::resolve_pending`] makes of the live object.
+pub(crate) async fn resolve_pending_entries(
+    member: &Member,
+    inventory: &mut Inventory,
+    options: &SyncOptions,
+) -> Result<(), String> {
+    let pending: Vec<Entry> = inventory
+        .entries
+        .values()
+        .filter(|entry| entry.pending)
+        .cloned()
+        .collect();
+    for mut entry in pending {
+        inventory.entries.remove(&entry.object_ref());
+        let named = entry.object_ref().to_string();
+        let context = |problem: String| format!("{named} (pending in the inventory): {problem}");
+        let resource = match member.resource(&entry.api_version, &entry.kind).await {
+            Ok(Some(resource)) => resource,
+            // Its kind is not served: the object was never created.
+            Ok(None) => continue,
+            Err(error) => return Err(context(error.to_string())),
+        };
+        // A custom resource was recorded before its kind was known: place it as its apply did.
+        let mut object_ref = entry.object_ref();
+        fix_ref_namespace(&mut object_ref, &resource);
+        entry.namespace = object_ref.namespace.clone();
+        let live = match member.get(&object_path(&object_ref, &resource)).await {
+            Ok(None) => None,
+            Ok(Some(reply)) if reply.status.is_success() => Some(reply.json()),
+            Ok(Some(reply)) => {
+                let problem = format!("{} {}", reply.status.as_u16(), reply.message());
+                return Err(context(problem));
+            }
+            Err(error) => return Err(context(error.to_string())),
+        };
+        if let Some(resolved) = inventory::resolve_pending(&entry, live.as_ref(), &options.name) {
+            inventory.entries.insert(object_ref, resolved);
+        }
+    }
+    Ok(())
+}
+
+/// The objects of `to_apply` that do not exist now, so that their apply creates them: one
+/// metadata list per kind and namespace tells. A collection that cannot be listed counts as
+/// holding its objects: an object wrongly taken as absent could later be pruned although
+/// Flotilla did not create it, one wrongly taken as present only loses crash safety.
+async fn absent_objects(
+    member: &Member,
+    to_apply: &[Prepared],
+    options: &SyncOptions,
+) -> Result<BTreeSet<ObjectRef>, RequestError> {
+    let mut absent = BTreeSet::new();
+    let mut collections: BTreeMap<String, Vec<&ObjectRef>> = BTreeMap::new();
+    for object in to_apply {
+        let object_ref = &object.object_ref;
+        match &object.resource {
+            Some(resource) => {
+                let api_version = object_ref.api_version();
+                let path = member::collection_path(&api_version, resource, &object_ref.namespace);
+                collections.entry(path).or_default().push(object_ref);
+            }
+            // Its kind is not served yet (its CRD comes in this sync): no such object exists.
+            None => {
+                absent.insert(object_ref.clone());
+            }
+        }
+    }
+    let lists: Vec<_> = collections
+        .into_iter()
+        .map(|(path, objects)| async move {
+            let reply = member.list_metadata(&path).await;
+            (path, objects, reply)
+        })
+        .collect();
+    let mut lists = futures::stream::iter(lists).buffer_unordered(options.concurrency.max(1));
+    while let Some((path, objects, reply)) = lists.next().await {
+        let names: HashSet<String> = match reply? {
+            // The namespace's collection is not served (the namespace comes in this sync).
+            None => HashSet::new(),
+            Some(reply) if reply.status.is_success() => {
+                match serde_json::from_slice::<UidList>(&reply.body) {
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.metadata.name)
+                        .collect(),
+                    Err(error) => {
+                        tracing::warn!(cluster = %member.name, path, %error, "unreadable list; objects taken as present");
+                        continue;
+                    }
+                }
+            }
+            Some(reply) => {
+                tracing::warn!(cluster = %member.name, path, status = %reply.status, "cannot list; objects taken as present");
+                continue;
+            }
+        };
+        absent.extend(
+            objects
+                .into_iter()
+                .filter(|object_ref| !names.contains(&object_ref.name))
+                .cloned(),
+        );
+    }
+    Ok(absent)
+}
+
+/// The live objects of an unchanged-objects check, by uid (filled only when asked).
+type LiveObjects = HashMap<String, Value>;
+
 /// The planned objects that need nothing: same hash as in the inventory, and the object is
-/// still there with the uid Flotilla got (one metadata list per kind tells).
+/// still there with the uid Flotilla got (one metadata list per kind tells; a full list per
+/// kind, with the live objects returned, when `drift` asks to compare them).
 async fn unchanged_objects<'a>(
     member: &Member,
     prepared: &[Prepared],
     previous: &'a Inventory,
     options: &SyncOptions,
-) -> Result<HashMap<ObjectRef, &'a Entry>, RequestError> {
+    drift: Option<DriftMode>,
+) -> Result<(HashMap<ObjectRef, &'a Entry>, LiveObjects), RequestError> {
     if options.force {
-        return Ok(HashMap::new());
+        return Ok((HashMap::new(), HashMap::new()));
     }
     let candidates: Vec<(&Prepared, &Entry)> = prepared
         .iter()
@@ -591,22 +788,47 @@ async fn unchanged_objects<'a>(
             member::collection_path(api_version, resource, ""),
             percent_encode(&selector)
         );
-        async move { member.list_metadata(&path).await }
+        async move {
+            if drift.is_some() {
+                member.get(&path).await
+            } else {
+                member.list_metadata(&path).await
+            }
+        }
     });
     // uids are unique in a cluster: the uid alone says the very object is still there.
     let mut live_uids: HashSet<String> = HashSet::new();
+    let mut live_objects = LiveObjects::new();
     for reply in futures::future::join_all(lists).await {
         let Some(reply) = reply? else { continue };
-        // Only the uids: a JSON tree of thousands of items would cost megabytes per cluster.
-        if let Ok(list) = serde_json::from_slice::<UidList>(&reply.body) {
-            live_uids.extend(list.items.into_iter().map(|item| item.metadata.uid));
+        if drift.is_some() {
+            // The whole objects, once per agent start, to compare them with what was applied.
+            let items = match reply.json().get_mut("items").map(Value::take) {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            for item in items {
+                if let Some(uid) = item.pointer("/metadata/uid").and_then(Value::as_str) {
+                    live_uids.insert(uid.to_string());
+                    live_objects.insert(uid.to_string(), item);
+                }
+            }
+        } else if let Ok(list) = serde_json::from_slice::<UidList>(&reply.body) {
+            // Only the uids: a JSON tree of thousands of items would cost megabytes per cluster.
+            live_uids.extend(
+                list.items
+                    .into_iter()
+                    .flatten()
+                    .map(|item| item.metadata.uid),
+            );
         }
     }
-    Ok(candidates
+    let unchanged = candidates
         .into_iter()
         .filter(|(_, entry)| live_uids.contains(&entry.uid))
         .map(|(object, entry)| (object.object_ref.clone(), entry))
-        .collect())
+        .collect();
+    Ok((unchanged, live_objects))
 }
 
 /// Percent-encodes a query value (label selectors hold `/` and `=`).
@@ -669,6 +891,7 @@ async fn apply_in_waves(
                             hash: applied.hash,
                             uid: applied.uid,
                             created,
+                            pending: false,
                         },
                     );
                     if wave == 0 {
@@ -737,8 +960,9 @@ pub struct Applied {
 
 #[derive(serde::Deserialize)]
 struct UidList {
+    /// `null` in an empty metadata list.
     #[serde(default)]
-    items: Vec<UidOnly>,
+    items: Option<Vec<UidOnly>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -750,6 +974,8 @@ struct UidOnly {
 struct UidOnlyMetadata {
     #[serde(default)]
     uid: String,
+    #[serde(default)]
+    name: String,
 }
 
 /// Server-side applies one object (dry-run when asked).

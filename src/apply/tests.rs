@@ -180,6 +180,7 @@ fn the_set_hash_follows_the_entries() {
         hash: hash.into(),
         uid: format!("uid-{name}"),
         created: true,
+        pending: false,
     };
     let inventory = |entries: Vec<Entry>| Inventory {
         entries: entries.into_iter().map(|e| (e.object_ref(), e)).collect(),
@@ -208,4 +209,92 @@ fn apply_queries_force_the_flotilla_field_manager() {
         apply_query(true),
         "fieldManager=flotilla&force=true&dryRun=All"
     );
+}
+
+fn pending(name: &str) -> Entry {
+    pending_entry(&ObjectRef {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: "web".into(),
+        name: name.into(),
+    })
+}
+
+fn live_config_map(uid: &str, inventory_label: Option<&str>) -> Value {
+    let mut live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "a", "namespace": "web", "uid": uid}});
+    if let Some(label) = inventory_label {
+        live["metadata"]["labels"] = json!({INVENTORY_LABEL: label});
+    }
+    live
+}
+
+#[test]
+fn a_pending_object_that_exists_with_the_syncs_label_was_created_by_flotilla() {
+    let resolved = inventory::resolve_pending(
+        &pending("a"),
+        Some(&live_config_map("uid-a", Some("prod"))),
+        "prod",
+    )
+    .expect("Flotilla created it");
+    assert!(resolved.created && !resolved.pending);
+    assert_eq!(resolved.uid, "uid-a");
+    // The hash is unknown: the next apply sends it again.
+    assert_eq!(resolved.hash, "");
+}
+
+#[test]
+fn a_pending_object_that_is_absent_or_not_the_syncs_is_dropped() {
+    assert_eq!(
+        inventory::resolve_pending(&pending("a"), None, "prod"),
+        None
+    );
+    // Another sync's object, or one nobody labelled: not this sync's creation.
+    for label in [Some("staging"), None] {
+        let live = live_config_map("uid-a", label);
+        assert_eq!(
+            inventory::resolve_pending(&pending("a"), Some(&live), "prod"),
+            None
+        );
+    }
+}
+
+#[test]
+fn pending_entries_round_trip_and_old_inventories_have_none() {
+    let stored = serde_json::to_value(pending("a")).expect("json");
+    assert_eq!(stored["pending"], json!(true));
+    let done = Entry {
+        pending: false,
+        created: true,
+        ..pending("b")
+    };
+    // Written only when true: inventories of finished syncs look as they did.
+    assert!(
+        serde_json::to_value(&done)
+            .expect("json")
+            .get("pending")
+            .is_none()
+    );
+    let old: Entry = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "namespace": "web", "name": "a", "hash": "h", "uid": "u", "created": true}))
+    .expect("an inventory written before pending entries");
+    assert!(!old.pending);
+    let inventory = Inventory {
+        entries: [pending("a"), done]
+            .into_iter()
+            .map(|e| (e.object_ref(), e))
+            .collect(),
+    };
+    assert!(inventory.has_pending());
+}
+
+#[test]
+fn an_empty_metadata_list_with_null_items_reads_as_empty() {
+    // What the apiserver answers for an empty PartialObjectMetadataList: taking it as
+    // unreadable would take every object as present and lose crash safety.
+    let list: UidList =
+        serde_json::from_str(r#"{"kind":"PartialObjectMetadataList","items":null}"#)
+            .expect("an empty list");
+    assert_eq!(list.items.into_iter().flatten().count(), 0);
 }

@@ -16,6 +16,7 @@ mod sync;
 pub use status::{StatusArgs, StatusFormat};
 pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
 
+use crate::limits::{MAX_DEPTH_CEILING, RenderLimits, parse_size};
 use crate::object::Object;
 use crate::placement::capacity::CapacityError;
 use crate::placement::{self, Capacity, Plan, PlanError, PlanInputs};
@@ -69,6 +70,46 @@ pub struct Source {
     /// work tree, else PATH].
     #[arg(long, env = "FLOTILLA_ROOT")]
     pub root: Option<PathBuf>,
+    /// Limits of the render.
+    #[command(flatten)]
+    pub limits: RenderLimitArgs,
+}
+
+/// The flags of [`RenderLimits`], shared by every command that renders a fleet path.
+#[derive(Debug, Clone, Copy, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct RenderLimitArgs {
+    /// Objects one render may load (every file, generator and helm chart output; a base
+    /// built by two overlays counts twice).
+    #[arg(long, value_name = "N", default_value_t = RenderLimits::default().max_objects,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000),
+          env = "FLOTILLA_MAX_OBJECTS")]
+    pub max_objects: usize,
+    /// Directories nested below the fleet path, and kustomizations nested through
+    /// resources and components (at most 128).
+    #[arg(long, value_name = "N", default_value_t = RenderLimits::default().max_depth,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_DEPTH_CEILING as u64),
+          env = "FLOTILLA_MAX_DEPTH")]
+    pub max_depth: usize,
+    /// Largest file read (manifests, patches, generator files, values files), e.g. 8MiB.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size,
+          env = "FLOTILLA_MAX_FILE_SIZE")]
+    pub max_file_size: u64,
+    /// Bytes one render may read from the repository, all files together.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size,
+          env = "FLOTILLA_MAX_RENDER_SIZE")]
+    pub max_render_size: u64,
+}
+
+impl From<RenderLimitArgs> for RenderLimits {
+    fn from(args: RenderLimitArgs) -> Self {
+        RenderLimits {
+            max_objects: args.max_objects,
+            max_depth: args.max_depth,
+            max_file_size: args.max_file_size,
+            max_render_size: args.max_render_size,
+        }
+    }
 }
 
 /// `flotilla render`.
@@ -212,10 +253,13 @@ pub fn load_plan(source: &Source) -> Result<Plan, CliError> {
 /// [`load_plan`], with the clusters' capacity for capacity-based division.
 pub fn load_plan_with(source: &Source, capacity: Option<&Capacity>) -> Result<Plan, CliError> {
     let (root, relative) = locate(&source.path, source.root.as_deref())?;
-    let rendered = render::render_tree(&root, &relative)?;
+    let rendered = render::render_tree_with(&root, &relative, source.limits.into())?;
     let inputs = PlanInputs {
         unavailable: &Default::default(),
         capacity,
+        // Offline there is no previous result: every capacity-based division is a first
+        // schedule.
+        previous: None,
     };
     Ok(placement::plan_with(&rendered, &inputs)?)
 }
@@ -438,6 +482,7 @@ fn plan_command(args: PlanArgs, stdout: &mut dyn Write) -> Result<Outcome, CliEr
                 &Source {
                     path: other.clone(),
                     root: None,
+                    limits: args.source.limits,
                 },
                 capacity.as_ref(),
             )?;
@@ -561,4 +606,92 @@ fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::ServerLimits;
+
+    #[test]
+    fn limit_flags_default_to_the_limits_defaults_and_parse_units() {
+        let cli = Cli::try_parse_from(["flotilla", "plan", "fleet"]).unwrap();
+        let Command::Plan(plan) = cli.command else {
+            panic!("not plan")
+        };
+        assert_eq!(
+            RenderLimits::from(plan.source.limits),
+            RenderLimits::default()
+        );
+        let cli = Cli::try_parse_from(["flotilla", "run", "--path", "fleet"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.limits(), crate::limits::Limits::default());
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "run",
+            "--path",
+            "fleet",
+            "--max-file-size",
+            "1MiB",
+            "--max-body",
+            "64KiB",
+            "--max-concurrent-requests",
+            "2",
+            "--header-timeout",
+            "2s",
+            "--body-timeout",
+            "5s",
+            "--idle-timeout",
+            "30s",
+            "--max-connections",
+            "10",
+            "--dedupe-entries",
+            "8",
+            "--max-objects",
+            "7",
+            "--max-depth",
+            "9",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let crate::limits::Limits { render, server } = run.limits();
+        assert_eq!(
+            render,
+            RenderLimits {
+                max_objects: 7,
+                max_depth: 9,
+                max_file_size: 1 << 20,
+                ..RenderLimits::default()
+            }
+        );
+        use std::time::Duration;
+        assert_eq!(
+            server,
+            ServerLimits {
+                max_body: 64 << 10,
+                max_concurrent_requests: 2,
+                header_timeout: Duration::from_secs(2),
+                body_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 10,
+                dedupe_entries: 8,
+            }
+        );
+        for refused in [
+            &["--max-body", "2GiB"][..],
+            &["--max-concurrent-requests", "0"],
+            &["--header-timeout", "0s"],
+            &["--dedupe-entries", "0"],
+            &["--max-depth", "129"],
+        ] {
+            let args = ["flotilla", "run", "--path", "fleet"]
+                .into_iter()
+                .chain(refused.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{refused:?}");
+        }
+    }
 }

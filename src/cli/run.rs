@@ -12,6 +12,7 @@ use crate::drift::DriftMode;
 use crate::health::HealthSettings;
 use crate::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
 use crate::lease::LeaseSettings;
+use crate::limits::{Limits, ServerLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
 use crate::source::{GitCredentials, GitRef, GitSource};
@@ -115,19 +116,89 @@ pub struct RunArgs {
     /// annotated `flotilla.dev/drift: report` is only reported).
     #[arg(long, value_enum, default_value_t = DriftMode::Correct, env = "FLOTILLA_DRIFT")]
     drift: DriftMode,
+    /// Limits of each commit's render.
+    #[command(flatten)]
+    limits: super::RenderLimitArgs,
+    /// Limits of the HTTP server.
+    #[command(flatten)]
+    server_limits: ServerLimitArgs,
+}
+
+/// The flags of [`ServerLimits`]: what one client, or many, may cost the agent.
+#[derive(Debug, Clone, Copy, clap::Args)]
+#[command(next_help_heading = "HTTP server limits")]
+pub struct ServerLimitArgs {
+    /// Largest webhook body: a larger Content-Length is refused (413) before the body is
+    /// read, a chunked body is cut off there.
+    #[arg(long, value_name = "SIZE", default_value = "5MiB", value_parser = parse_body_size,
+          env = "FLOTILLA_MAX_BODY")]
+    max_body: usize,
+    /// Webhook requests served at once; more are answered 503 before their body is read.
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::default().max_concurrent_requests,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096),
+          env = "FLOTILLA_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: usize,
+    /// A request's headers must arrive within this, also the next request's on a keep-alive
+    /// connection: a half-sent request, or an idle connection, is closed after it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLOTILLA_HEADER_TIMEOUT")]
+    header_timeout: Duration,
+    /// A webhook request, body upload included, must be done within this (408 otherwise).
+    #[arg(long, default_value = "20s", value_parser = parse_duration, env = "FLOTILLA_BODY_TIMEOUT")]
+    body_timeout: Duration,
+    /// A connection's whole life: it is closed after this long, however busy.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "FLOTILLA_IDLE_TIMEOUT")]
+    idle_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::default().max_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536),
+          env = "FLOTILLA_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// Webhook deliveries remembered to ignore a duplicate (32 bytes each).
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::default().dedupe_entries,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
+          env = "FLOTILLA_DEDUPE_ENTRIES")]
+    dedupe_entries: usize,
+}
+
+impl From<ServerLimitArgs> for ServerLimits {
+    fn from(args: ServerLimitArgs) -> Self {
+        ServerLimits {
+            max_body: args.max_body,
+            max_concurrent_requests: args.max_concurrent_requests,
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+            dedupe_entries: args.dedupe_entries,
+        }
+    }
+}
+
+/// A webhook body size: at most 1 GiB (a body is held in memory whole).
+fn parse_body_size(text: &str) -> Result<usize, String> {
+    let size = crate::limits::parse_size(text)?;
+    if size > 1 << 30 {
+        return Err(format!("{text:?}: at most 1GiB"));
+    }
+    usize::try_from(size).map_err(|_| format!("{text:?}: too large"))
+}
+
+impl RunArgs {
+    /// The render and server limits the flags ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            render: self.limits.into(),
+            server: self.server_limits.into(),
+        }
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`; more than zero (every duration of `run` is a period or
 /// a timeout: zero would spin, or panic in a timer, and silently turn off health probes).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30s or 1m"))?;
+    let (number, unit) = crate::limits::number_and_unit(text)
+        .ok_or_else(|| format!("{text:?}: expected a number and a unit, e.g. 30s or 1m"))?;
     let duration = match unit {
         "ms" => Some(Duration::from_millis(number)),
         "s" => Some(Duration::from_secs(number)),
@@ -252,6 +323,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             },
         )
     });
+    let limits = args.limits();
     let config = AgentConfig {
         source,
         repo_path: args.repo_path.clone(),
@@ -270,6 +342,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
             force: false,
         },
         drift: args.drift,
+        limits: limits.render,
     };
     // A local directory re-syncs when it changes (debounced), besides polls and webhooks.
     let _watcher = match &config.source {
@@ -295,7 +368,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
                 problem: format!("listening: {error}"),
             })?;
         tracing::info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status and webhooks");
-        let app = server::router(shared.clone(), secrets, tracked_ref);
+        let app = server::router(shared.clone(), secrets, tracked_ref, &limits.server);
         // One signal stops both: the server, and the agent, which releases its Leases.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -305,7 +378,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let server = server::serve(listener, app, stopped(stop_rx.clone()));
+        let server = server::serve(listener, app, stopped(stop_rx.clone()), &limits.server);
         tokio::join!(server, agent::run(config, shared, leases, stopped(stop_rx)));
         Ok(Outcome::Success)
     })

@@ -11,8 +11,9 @@
 //!   pod template (`pkg/util/resource.go`, `AddPodTemplateRequest`).
 //! - [`divide`]: Karmada's dynamic assignment (`pkg/scheduler/core/assignment.go`
 //!   `assignByDynamicStrategy`, `division_algorithm.go` `dynamicScaleUp`/`dynamicScaleDown`/
-//!   `dynamicDivideReplicas`, and the `Dispenser` of `pkg/util/helper`), in its default
-//!   `Steady` mode: replicas already placed stay where they are.
+//!   `dynamicFreshScale`/`dynamicDivideReplicas`, and the `Dispenser` of `pkg/util/helper`),
+//!   in either [`Assignment`] mode: `Steady` (replicas already placed stay where they are) or
+//!   `Fresh` (everything divided anew, the previous replicas counted as room).
 //!
 //! Every loop runs over clusters, never over replicas: a division of 2^31 replicas costs what a
 //! division of 3 does.
@@ -548,14 +549,30 @@ impl fmt::Display for Division {
     }
 }
 
+/// How a division treats the previous one: Karmada's `assignmentMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignment {
+    /// Karmada's default: scale down proportionally to the previous division, scale up by
+    /// placing only the new replicas, and keep the previous division when the count is the
+    /// same (`dynamicScaleDown`, `dynamicScaleUp`).
+    #[default]
+    Steady,
+    /// A complete recalculation, as Karmada does when a rescheduling is asked for
+    /// (`dynamicFreshScale`): every replica is divided by each cluster's available replicas
+    /// plus what it held before (its own replicas are room it already uses).
+    Fresh,
+}
+
 /// The clusters cannot take the replicas; Karmada's scheduler reports the binding
 /// unschedulable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "failed to scale up: clusters' available replicas {available} are not enough to schedule {needed} (available: {})",
+    "failed to {round}: clusters' available replicas {available} are not enough to schedule {needed} (available: {})",
     per_cluster.iter().map(|(c, n)| format!("{c}={n}")).collect::<Vec<_>>().join(" ")
 )]
 pub struct NotEnoughCapacity {
+    /// Karmada's name for the round that failed: `scale up` or `do fresh scale`.
+    pub round: &'static str,
     /// What all candidates together can take.
     pub available: u64,
     /// The replicas to place in this round (beyond those already placed).
@@ -614,7 +631,8 @@ fn take_by_weight(replicas: u64, mut weights: Vec<Weighted>, init: &mut BTreeMap
 /// - The same count: the previous division stands.
 ///
 /// `available` is each candidate's available replicas, e.g. by [`available_replicas`]. The
-/// result is sorted by cluster name and has no zero shares.
+/// result is sorted by cluster name and has no zero shares. This is [`Assignment::Steady`];
+/// [`divide_fresh`] is the other mode.
 pub fn divide(
     division: Division,
     replicas: u64,
@@ -635,7 +653,7 @@ pub fn divide(
         // (Karmada takes every previous entry here, candidates or not; one that is no longer a
         // candidate must not receive replicas again, so only candidates' entries count.)
         let weights = sorted_by_count(&scheduled);
-        spread(division, replicas, weights, &[], &mut result)?;
+        spread(division, "scale down", replicas, weights, &[], &mut result)?;
     } else if assigned < replicas {
         // `dynamicScaleUp`: only the new replicas, by available replicas; old ones stay.
         for (name, n) in &scheduled {
@@ -644,6 +662,7 @@ pub fn divide(
         let weights = sorted_by_count(available);
         spread(
             division,
+            "scale up",
             replicas - assigned,
             weights,
             &scheduled,
@@ -655,6 +674,126 @@ pub fn divide(
         }
     }
     Ok(result.into_iter().filter(|(_, n)| *n > 0).collect())
+}
+
+/// Divides all `replicas` anew, as Karmada's `dynamicFreshScale`: each candidate weighs its
+/// available replicas plus its previous replicas (entries of clusters no longer candidates are
+/// dropped), and the division starts from nothing, as a first schedule. Unlike [`divide`], an
+/// unchanged count is divided again, so the result follows the clusters' capacity.
+pub fn divide_fresh(
+    division: Division,
+    replicas: u64,
+    available: &[(&str, u64)],
+    previous: &[(&str, u64)],
+) -> Result<Vec<(String, u64)>, NotEnoughCapacity> {
+    let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, n) in previous {
+        *held.entry(name).or_insert(0) += n;
+    }
+    let room: Vec<(&str, u64)> = available
+        .iter()
+        .map(|&(name, n)| {
+            let total = n.saturating_add(held.get(name).copied().unwrap_or(0));
+            (name, total.min(MAX_REPLICAS))
+        })
+        .collect();
+    let mut result = BTreeMap::new();
+    spread(
+        division,
+        "do fresh scale",
+        replicas,
+        sorted_by_count(&room),
+        &[],
+        &mut result,
+    )?;
+    Ok(result.into_iter().filter(|(_, n)| *n > 0).collect())
+}
+
+/// [`divide`] or [`divide_fresh`] over Karmada's overflow tiers (`clusterAffinities[]
+/// .overflowAffinities`, v1.18): `tiers` holds each tier's candidates with their available
+/// replicas, the term's own clusters first, and no cluster in two tiers. Replicas fill the
+/// tiers in order, each taking what it can hold before the next gets any, and leave them in
+/// reverse: in `Steady` mode a scale up keeps every previous replica and puts the new ones in
+/// the first tier with room; a scale down empties the last tiers first. Within a tier the
+/// division is the usual one. With one tier this is exactly [`divide`] / [`divide_fresh`].
+pub fn divide_in_tiers(
+    division: Division,
+    assignment: Assignment,
+    replicas: u64,
+    tiers: &[Vec<(&str, u64)>],
+    previous: &[(&str, u64)],
+) -> Result<Vec<(String, u64)>, NotEnoughCapacity> {
+    let one_tier = |available: &[(&str, u64)], count| match assignment {
+        Assignment::Steady => divide(division, count, available, previous),
+        Assignment::Fresh => divide_fresh(division, count, available, previous),
+    };
+    if let [only] = tiers {
+        return one_tier(only, replicas);
+    }
+    let last: BTreeMap<&str, u64> = previous.iter().copied().collect();
+    let held: Vec<u64> = tiers
+        .iter()
+        .map(|tier| {
+            tier.iter()
+                .map(|(c, _)| last.get(c).copied().unwrap_or(0))
+                .sum()
+        })
+        .collect();
+    let room: Vec<u64> = tiers
+        .iter()
+        .zip(&held)
+        .map(|(tier, held)| {
+            let free: u64 = tier.iter().map(|(_, n)| n).sum();
+            match assignment {
+                Assignment::Steady => free,
+                Assignment::Fresh => free.saturating_add(*held),
+            }
+        })
+        .collect();
+    // Each tier's count: what it keeps (Steady) and what it takes, first tier first.
+    let assigned: u64 = held.iter().sum();
+    let (mut counts, round, needed) = match assignment {
+        Assignment::Fresh => (vec![0; tiers.len()], "do fresh scale", replicas),
+        Assignment::Steady if assigned > replicas => {
+            let mut counts = held.clone();
+            let mut surplus = assigned - replicas;
+            for count in counts.iter_mut().rev() {
+                let cut = surplus.min(*count);
+                *count -= cut;
+                surplus -= cut;
+            }
+            (counts, "scale down", 0)
+        }
+        Assignment::Steady => (held.clone(), "scale up", replicas - assigned),
+    };
+    let mut missing = needed;
+    for (count, room) in counts.iter_mut().zip(&room) {
+        let take = missing.min(*room);
+        *count += take;
+        missing -= take;
+    }
+    if missing > 0 {
+        let mut per_cluster: Vec<(String, u64)> = tiers
+            .iter()
+            .flatten()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
+        per_cluster.sort();
+        return Err(NotEnoughCapacity {
+            round,
+            available: room.iter().sum(),
+            needed,
+            per_cluster,
+        });
+    }
+    let mut result = Vec::new();
+    for (tier, count) in tiers.iter().zip(counts) {
+        if count > 0 {
+            result.extend(one_tier(tier, count)?);
+        }
+    }
+    result.sort();
+    Ok(result)
 }
 
 /// `TargetClustersList` order: largest count first. Go's `sort.Sort` leaves ties in no defined
@@ -669,6 +808,7 @@ fn sorted_by_count<'a>(list: &[(&'a str, u64)]) -> Vec<(&'a str, u64)> {
 /// `target` by the weights into `result` (which holds the previous shares).
 fn spread(
     division: Division,
+    round: &'static str,
     target: u64,
     mut weights: Vec<(&str, u64)>,
     scheduled: &[(&str, u64)],
@@ -680,6 +820,7 @@ fn spread(
             weights.iter().map(|(c, n)| (c.to_string(), *n)).collect();
         per_cluster.sort();
         return Err(NotEnoughCapacity {
+            round,
             available: total,
             needed: target,
             per_cluster,
@@ -723,7 +864,9 @@ fn spread(
 // ----- placing one template -----
 
 /// Places a Divided template by capacity: each candidate's available replicas from
-/// `capacity`, then [`divide`] with `previous` (empty offline). Without a capacity the
+/// `capacity`, then [`divide_in_tiers`] over `tiers` (the candidates, then each overflow
+/// tier's) by `assignment`, with `previous`, the resource's last division (empty offline: a
+/// first schedule). Without a capacity the
 /// resource fails, naming what is missing. Candidates the capacity does not list can take
 /// nothing (Karmada's estimator gives a cluster without a resource summary 0), with a warning.
 #[allow(clippy::too_many_arguments)]
@@ -731,17 +874,19 @@ pub(super) fn place(
     division: Division,
     total: u64,
     template: &Object,
-    candidates: &[&Cluster],
+    tiers: &[Vec<&Cluster>],
     capacity: Option<&Capacity>,
     previous: &[(&str, u64)],
+    assignment: Assignment,
     warnings: &mut Vec<Warning>,
     policy: &str,
 ) -> Result<Vec<Target>, String> {
     if total == 0 {
         // Karmada assigns a workload of 0 replicas to every candidate, with 0 replicas, without
         // asking any estimator.
-        return Ok(candidates
+        return Ok(tiers
             .iter()
+            .flatten()
             .map(|c| Target {
                 cluster: c.name.clone(),
                 replicas: Some(0),
@@ -754,8 +899,8 @@ pub(super) fn place(
         ));
     };
     let requirements = ReplicaRequirements::from_template(&template.value)?;
-    let mut available = Vec::with_capacity(candidates.len());
-    for cluster in candidates {
+    let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+    for cluster in tiers.iter().flatten() {
         let resources = capacity.clusters.get(&cluster.name);
         if resources.is_none() {
             warnings.push(Warning {
@@ -768,12 +913,25 @@ pub(super) fn place(
                 ),
             });
         }
-        available.push((
+        by_name.insert(
             cluster.name.as_str(),
             available_replicas(resources, &requirements),
-        ));
+        );
     }
-    let shares = divide(division, total, &available, previous)
+    let available: Vec<Vec<(&str, u64)>> = tiers
+        .iter()
+        .map(|tier| {
+            tier.iter()
+                .map(|c| {
+                    (
+                        c.name.as_str(),
+                        by_name.get(c.name.as_str()).copied().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let shares = divide_in_tiers(division, assignment, total, &available, previous)
         .map_err(|e| format!("replicaScheduling: {division}: {e}"))?;
     Ok(shares
         .into_iter()

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::object::{Object, ObjectRef, Origin, Scopes};
 use crate::render::Rendered;
-pub use capacity::Capacity;
+pub use capacity::{Assignment, Capacity};
 pub use overrides::{ImageRef, apply_overriders, override_image};
 pub use schedule::{
     Cluster, affinity_matches, apply_spread_constraints, divide_by_weight, select_clusters,
@@ -197,6 +197,7 @@ pub fn plan_with_unavailable(
         &PlanInputs {
             unavailable,
             capacity: None,
+            previous: None,
         },
     )
 }
@@ -209,6 +210,44 @@ pub struct PlanInputs<'a> {
     /// Each cluster's free resources, for `Aggregated` and `dynamicWeight` division; without
     /// it, resources that use them fail.
     pub capacity: Option<&'a Capacity>,
+    /// The last plan's divisions (the agent's); `None` offline, where every capacity-based
+    /// division is a first schedule.
+    pub previous: Option<Previous<'a>>,
+}
+
+/// Each resource's replicas per cluster in one plan: what Karmada keeps in a binding's
+/// `spec.clusters`, the previous result its scheduler divides from.
+pub type Divisions = BTreeMap<ObjectRef, Vec<(String, u64)>>;
+
+/// The previous divisions a capacity-based division starts from, and how (Karmada's
+/// assignment mode): [`Assignment::Steady`] keeps what was placed when replicas are scaled;
+/// [`Assignment::Fresh`] divides again by capacity, counting each cluster's previous replicas
+/// as room.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    /// Per resource, its last division.
+    pub divisions: &'a Divisions,
+    /// How to treat it.
+    pub assignment: Assignment,
+}
+
+impl Plan {
+    /// The division of every resource with replicas, to give the next plan as
+    /// [`PlanInputs::previous`].
+    pub fn divisions(&self) -> Divisions {
+        self.resources
+            .iter()
+            .filter(|r| r.targets.iter().any(|t| t.replicas.is_some()))
+            .map(|r| {
+                let shares = r
+                    .targets
+                    .iter()
+                    .map(|t| (t.cluster.clone(), t.replicas.unwrap_or(0)))
+                    .collect();
+                (r.resource.clone(), shares)
+            })
+            .collect()
+    }
 }
 
 /// Whether some propagation policy divides replicas by the clusters' capacity (`Aggregated`
@@ -237,10 +276,6 @@ pub fn needs_capacity(rendered: &Rendered) -> bool {
 
 /// [`plan`] with everything [`PlanInputs`] adds.
 pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanError> {
-    let PlanInputs {
-        unavailable,
-        capacity,
-    } = *inputs;
     let mut warnings = Vec::new();
 
     // Split the stream: the fleet, the policies, the templates.
@@ -343,8 +378,7 @@ pub fn plan_with(rendered: &Rendered, inputs: &PlanInputs) -> Result<Plan, PlanE
             &policy.spec.placement,
             template,
             &allowed,
-            unavailable,
-            capacity,
+            inputs,
             &mut warnings,
             &policy.label,
         ) {
@@ -565,14 +599,15 @@ fn check_names(template: &Object) -> Result<(), String> {
 fn warn_of_unapplied_fields(object: &Object, spec: &PropagationSpec, warnings: &mut Vec<Warning>) {
     let placement = &spec.placement;
     let mut fields = Vec::new();
-    if placement
-        .cluster_affinities
-        .iter()
-        .any(|term| !term.overflow_affinities.is_empty())
+    if !placement.divides_by_capacity()
+        && placement
+            .cluster_affinities
+            .iter()
+            .any(|term| !term.overflow_affinities.is_empty())
     {
         fields.push((
             "spec.placement.clusterAffinities[].overflowAffinities",
-            "only each term's own clusters are used",
+            "it applies only to Aggregated or dynamicWeight division (Karmada refuses it with any other); only each term's own clusters are used",
         ));
     }
     if spec.schedule_priority.is_some() {
@@ -632,13 +667,9 @@ fn read_override(object: &Object) -> Result<Override, PlanError> {
     })
 }
 
+/// The namespace of a namespaced object (a policy) that may name none.
 fn namespace_or_default(namespace: &str) -> String {
-    if namespace.is_empty() {
-        "default"
-    } else {
-        namespace
-    }
-    .to_string()
+    crate::object::landing_namespace(namespace, false).to_string()
 }
 
 /// Reads a Fleet's `spec.placement` as a Karmada placement, dropping (with a warning) the
@@ -786,11 +817,7 @@ fn read_clusters(
 
 /// The namespace a template lands in: none for cluster-scoped kinds, `default` when unset.
 fn effective_namespace(template: &Object, scopes: &Scopes) -> String {
-    if scopes.is_cluster_scoped(template.group(), template.kind()) {
-        String::new()
-    } else {
-        namespace_or_default(template.namespace())
-    }
+    scopes.landing_namespace(template).to_string()
 }
 
 /// How specifically a selector matches a template (Karmada's implicit priority):
@@ -862,14 +889,15 @@ fn choose_policy<'a>(
 
 // ----- placing one template -----
 
-/// Kinds whose `spec.replicas` Karmada divides. A template without replicas counts 1, as in
-/// Karmada, whose templates the apiserver defaults to 1; Duplicated keeps it absent (see
-/// `place`).
-/// The replicas of a scalable template (1 when it has none, as its apiserver defaults), or
+/// The replicas of a template whose `spec.replicas` placement divides
+/// ([`crate::kinds::WorkloadKind::divides_replicas`]): 1 when it has none, as in Karmada,
+/// whose templates the apiserver defaults to 1 (Duplicated keeps it absent, see `place`);
 /// `None` for other kinds. A value Kubernetes would refuse (negative, over int32, not a
 /// number) is an error naming it, never read as 1.
 fn replica_count(template: &Object) -> Result<Option<u64>, String> {
-    if !matches!(template.kind(), "Deployment" | "StatefulSet" | "ReplicaSet") {
+    if !crate::kinds::workload(template.group(), template.kind())
+        .is_some_and(|workload| workload.divides_replicas)
+    {
         return Ok(None);
     }
     // Each cluster's copy gets its share written into `spec`: a `spec` that is a string or a
@@ -893,6 +921,48 @@ fn replica_count(template: &Object) -> Result<Option<u64>, String> {
     }
 }
 
+/// The tiers a capacity-based division fills in order: the winning group's candidates, then
+/// each of its `overflowAffinities` (Karmada v1.18): the clusters a tier selects and the policy
+/// tolerates, reachable, in no earlier tier (a cluster counts in the first tier that names
+/// it), by name. Spread constraints apply to the group's own candidates only.
+fn overflow_tiers<'a>(
+    placement: &Placement,
+    group: Option<&str>,
+    clusters: &'a [Cluster],
+    candidates: Vec<&'a Cluster>,
+    unavailable: &BTreeSet<String>,
+) -> Vec<Vec<&'a Cluster>> {
+    let term = placement
+        .cluster_affinities
+        .iter()
+        .find(|term| Some(term.affinity_name.as_str()) == group);
+    let mut seen: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    // The group's own clusters, unreachable ones too, are never an overflow tier's.
+    if let Some(term) = term {
+        let own = term.affinity();
+        seen.extend(
+            clusters
+                .iter()
+                .filter(|c| affinity_matches(&own, c))
+                .map(|c| c.name.as_str()),
+        );
+    }
+    let mut tiers = vec![candidates];
+    for overflow in term.map_or(&[][..], |t| &t.overflow_affinities) {
+        let affinity = overflow.affinity();
+        let mut tier: Vec<&Cluster> = clusters
+            .iter()
+            .filter(|c| affinity_matches(&affinity, c))
+            .filter(|c| tolerates(&placement.cluster_tolerations, c))
+            .filter(|c| seen.insert(c.name.as_str()))
+            .filter(|c| !unavailable.contains(&c.name))
+            .collect();
+        tier.sort_by(|a, b| a.name.cmp(&b.name));
+        tiers.push(tier);
+    }
+    tiers
+}
+
 /// A resource's targets, the `clusterAffinities` group that won, and its failover if any.
 type Placed = (Vec<Target>, Option<String>, Option<Failover>);
 
@@ -900,11 +970,15 @@ fn place(
     placement: &Placement,
     template: &Object,
     clusters: &[Cluster],
-    unavailable: &BTreeSet<String>,
-    capacity: Option<&Capacity>,
+    inputs: &PlanInputs,
     warnings: &mut Vec<Warning>,
     policy: &str,
 ) -> Result<Placed, String> {
+    let PlanInputs {
+        unavailable,
+        capacity,
+        previous,
+    } = *inputs;
     let scheduling = placement
         .replica_scheduling
         .clone()
@@ -945,7 +1019,7 @@ fn place(
     {
         // Karmada divides by capacity; unreachable clusters are no candidates, as its
         // not-ready taint keeps them out. Offline there is no previous division, so this is
-        // a first schedule.
+        // a first schedule; the agent gives its last plan's.
         let division = match (preference, weights.dynamic_weight.as_deref()) {
             ("Aggregated", _) => capacity::Division::Aggregated,
             (_, Some("AvailableReplicas")) => capacity::Division::DynamicWeight,
@@ -959,13 +1033,25 @@ fn place(
             .into_iter()
             .filter(|c| !unavailable.contains(&c.name))
             .collect();
+        let tiers = overflow_tiers(
+            placement,
+            group.as_deref(),
+            clusters,
+            reachable,
+            unavailable,
+        );
+        let last: Vec<(&str, u64)> = previous
+            .and_then(|p| p.divisions.get(&template.object_ref()))
+            .map(|shares| shares.iter().map(|(c, n)| (c.as_str(), *n)).collect())
+            .unwrap_or_default();
         let targets = capacity::place(
             division,
             total,
             template,
-            &reachable,
+            &tiers,
             capacity,
-            &[],
+            &last,
+            previous.map_or(Assignment::Steady, |p| p.assignment),
             warnings,
             policy,
         )?;
@@ -1083,6 +1169,10 @@ fn fail_over(
 
 /// ConfigMaps, Secrets, ServiceAccounts and PVCs a workload's pod spec names.
 fn pod_dependencies(template: &Object) -> Vec<(&'static str, String)> {
+    // Karmada's dependency interpreter knows workloads by group and kind.
+    if crate::kinds::workload(template.group(), template.kind()).is_none() {
+        return Vec::new();
+    }
     crate::object::pod_references(&template.value)
         .into_iter()
         .filter_map(|(kind, pointer)| {
@@ -1224,7 +1314,7 @@ fn add_missing_namespaces(objects: &mut Vec<Object>, scopes: &Scopes) {
     let needed: BTreeSet<String> = objects
         .iter()
         .filter(|o| !scopes.is_cluster_scoped(o.group(), o.kind()))
-        .map(|o| namespace_or_default(o.namespace()))
+        .map(|o| scopes.landing_namespace(o).to_string())
         .filter(|ns| !declared.contains(ns) && !SYSTEM_NAMESPACES.contains(&ns.as_str()))
         .collect();
     for namespace in needed {
@@ -1235,16 +1325,10 @@ fn add_missing_namespaces(objects: &mut Vec<Object>, scopes: &Scopes) {
     }
 }
 
-/// Namespaces, then CRDs, then other cluster-scoped objects, then namespaced built-ins, then
-/// custom resources (which need their CRD established first).
+/// The apply wave ([`crate::kinds::apply_wave`]), with the scope the repo's CRDs give.
 fn apply_rank(object: &Object, scopes: &Scopes) -> u8 {
-    match (object.group(), object.kind()) {
-        ("", "Namespace") => 0,
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => 1,
-        (group, kind) if scopes.is_cluster_scoped(group, kind) => 2,
-        (group, _) if crate::object::is_builtin_group(group) => 3,
-        _ => 4,
-    }
+    let (group, kind) = (object.group(), object.kind());
+    crate::kinds::apply_wave(group, kind, scopes.is_cluster_scoped(group, kind))
 }
 
 #[cfg(test)]

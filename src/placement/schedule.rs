@@ -128,6 +128,11 @@ pub fn select_clusters<'a>(
             .filter(|c| tolerates(&placement.cluster_tolerations, c))
             .collect();
         candidates.sort_by(|a, b| a.name.cmp(&b.name));
+        if candidates.is_empty() && overflow_selects(placement, name.as_deref(), clusters) {
+            // Karmada's filter passes a cluster any tier of the term selects: the term stands
+            // with no cluster of its own, and its overflow tiers take the replicas.
+            return Ok((candidates, name));
+        }
         if candidates.is_empty() {
             last_problem = Infeasible(match &name {
                 Some(n) => format!("cluster affinity group {n:?} selects no cluster"),
@@ -149,6 +154,23 @@ pub fn select_clusters<'a>(
         }
     }
     Err(last_problem)
+}
+
+/// Whether the named `clusterAffinities` term has an overflow tier that selects a cluster the
+/// policy tolerates; only with capacity-based division, the only one Karmada allows them with.
+fn overflow_selects(placement: &Placement, group: Option<&str>, clusters: &[Cluster]) -> bool {
+    placement.divides_by_capacity()
+        && placement
+            .cluster_affinities
+            .iter()
+            .filter(|term| Some(term.affinity_name.as_str()) == group)
+            .flat_map(|term| &term.overflow_affinities)
+            .any(|tier| {
+                let affinity = tier.affinity();
+                clusters.iter().any(|c| {
+                    affinity_matches(&affinity, c) && tolerates(&placement.cluster_tolerations, c)
+                })
+            })
 }
 
 /// The value a cluster has for a spread constraint's field or label.

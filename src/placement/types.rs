@@ -225,42 +225,71 @@ pub struct ClusterAffinity {
     pub exclude: Vec<String>,
 }
 
-/// One group of `clusterAffinities`.
-///
-/// The fields repeat [`ClusterAffinity`]'s rather than `#[serde(flatten)]` it, because serde
-/// cannot combine `flatten` with `deny_unknown_fields`, and unknown fields must be refused.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterAffinityTerm {
-    /// The group's name, shown in the plan.
-    pub affinity_name: String,
-    /// As in [`ClusterAffinity`].
-    pub label_selector: Option<LabelSelector>,
-    /// As in [`ClusterAffinity`].
-    pub field_selector: Option<FieldSelector>,
-    /// As in [`ClusterAffinity`].
-    #[serde(default)]
-    pub cluster_names: Vec<String>,
-    /// As in [`ClusterAffinity`].
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Karmada's overflow tiers (v1.18+; with Aggregated or dynamic-weight division only):
-    /// accepted; `plan` reports that they are not applied here.
-    #[serde(default)]
-    pub overflow_affinities: Vec<Value>,
-}
-
-impl ClusterAffinityTerm {
-    /// The affinity part of the term.
-    pub fn affinity(&self) -> ClusterAffinity {
-        ClusterAffinity {
-            label_selector: self.label_selector.clone(),
-            field_selector: self.field_selector.clone(),
-            cluster_names: self.cluster_names.clone(),
-            exclude: self.exclude.clone(),
-        }
+impl Placement {
+    /// Whether replicas are divided by the clusters' capacity: `Divided` (the default once
+    /// `replicaScheduling` is set) with `Aggregated` or a `dynamicWeight`.
+    pub fn divides_by_capacity(&self) -> bool {
+        self.replica_scheduling.as_ref().is_some_and(|s| {
+            s.replica_scheduling_type.as_deref().unwrap_or("Divided") == "Divided"
+                && (s.replica_division_preference.as_deref() == Some("Aggregated")
+                    || s.weight_preference
+                        .as_ref()
+                        .is_some_and(|w| w.dynamic_weight.is_some()))
+        })
     }
 }
+
+/// Declares a named group of clusters: [`ClusterAffinity`]'s fields repeated rather than
+/// `#[serde(flatten)]`ed, because serde cannot combine `flatten` with `deny_unknown_fields`,
+/// and unknown fields must be refused; then the group's own fields.
+macro_rules! named_affinity {
+    ($(#[$doc:meta])* $name:ident { $($(#[$field_doc:meta])* $field:ident: $type:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// The group's name, shown in the plan.
+            pub affinity_name: String,
+            /// As in [`ClusterAffinity`].
+            pub label_selector: Option<LabelSelector>,
+            /// As in [`ClusterAffinity`].
+            pub field_selector: Option<FieldSelector>,
+            /// As in [`ClusterAffinity`].
+            #[serde(default)]
+            pub cluster_names: Vec<String>,
+            /// As in [`ClusterAffinity`].
+            #[serde(default)]
+            pub exclude: Vec<String>,
+            $($(#[$field_doc])* #[serde(default)] pub $field: $type,)*
+        }
+
+        impl $name {
+            /// The affinity part of the group.
+            pub fn affinity(&self) -> ClusterAffinity {
+                ClusterAffinity {
+                    label_selector: self.label_selector.clone(),
+                    field_selector: self.field_selector.clone(),
+                    cluster_names: self.cluster_names.clone(),
+                    exclude: self.exclude.clone(),
+                }
+            }
+        }
+    };
+}
+
+named_affinity!(
+    /// One group of `clusterAffinities`.
+    ClusterAffinityTerm {
+        /// Karmada's overflow tiers (v1.18+; with Aggregated or dynamic-weight division
+        /// only): groups filled in order once the earlier ones are full, emptied in reverse.
+        overflow_affinities: Vec<OverflowClusterAffinity>,
+    }
+);
+
+named_affinity!(
+    /// One overflow tier of a `clusterAffinities` term (Karmada's `OverflowClusterAffinity`).
+    OverflowClusterAffinity {}
+);
 
 /// Requirements on cluster fields.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -333,8 +362,21 @@ pub struct WeightPreference {
 pub struct StaticClusterWeight {
     /// Which clusters get this weight.
     pub target_cluster: ClusterAffinity,
-    /// The weight.
+    /// The weight, at least 1: Karmada's CRD says `+kubebuilder:validation:Minimum=1`, so its
+    /// apiserver refuses the policy otherwise (a negative weight once became 0 here, and
+    /// weights of 0 an equal split).
+    #[serde(deserialize_with = "at_least_one")]
     pub weight: i64,
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let weight = i64::deserialize(deserializer)?;
+    if weight < 1 {
+        return Err(serde::de::Error::custom(format!(
+            "{weight}: must be at least 1, as Karmada requires"
+        )));
+    }
+    Ok(weight)
 }
 
 // ----- overrides -----

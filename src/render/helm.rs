@@ -360,14 +360,17 @@ impl ChartSet<'_> {
         let (values_path, values_text) = match chart.values_file.as_str() {
             "" => {
                 let path = chart_dir.join("values.yaml");
-                let text = std::fs::read_to_string(&path).map_err(|error| {
-                    self.error(
+                // Read as every other file, within --max-file-size (also a pulled chart's,
+                // whose absolute path the repository reads as it is).
+                let text = self.repo.read_to_string(&self.shown(&path)).map_err(|error| match error {
+                    RenderError::Read { source, .. } => self.error(
                         format!("{field}.valuesFile"),
                         format!(
-                            "the chart has no readable values.yaml ({}: {error}); kustomize requires one",
+                            "the chart has no readable values.yaml ({}: {source}); kustomize requires one",
                             self.shown(&path).display()
                         ),
-                    )
+                    ),
+                    limit => limit,
                 })?;
                 (self.shown(&path), text)
             }
@@ -444,6 +447,7 @@ impl ChartSet<'_> {
                     format!("helm template output is not usable: {error}"),
                 )
             })?;
+        self.repo.count_objects(objects.len(), self.file)?;
         Ok(objects
             .into_iter()
             .map(|object| Object::new(object.value, Origin::generated(self.file)))

@@ -4,33 +4,78 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::RenderError;
+use crate::limits::{RenderLimits, show_size};
 use crate::object::{Object, Origin};
 
-/// Largest file Flotilla reads (the largest real CRDs are under 1 MiB).
+/// Largest file Flotilla reads by default (the largest real CRDs are under 1 MiB); the
+/// parser's node and event budget is sized from it.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Alias expansions allowed per file: plenty for hand-written YAML, far below a "billion laughs".
 const MAX_REPLAYED_ALIAS_EVENTS: usize = 100_000;
 
 /// The repository on disk: every path Flotilla reads is resolved against it and must stay inside.
+/// It also keeps the render's [`RenderLimits`] and what has been spent of them (shared by
+/// clones: one render, one budget).
 #[derive(Debug, Clone)]
 pub struct Repo {
     root: PathBuf,
+    limits: RenderLimits,
+    spent: Arc<Spent>,
+}
+
+/// What one render has used of its limits.
+#[derive(Debug, Default)]
+struct Spent {
+    objects: AtomicUsize,
+    bytes: AtomicU64,
 }
 
 impl Repo {
-    /// Opens the repository rooted at `root` (which must exist).
+    /// Opens the repository rooted at `root` (which must exist) with the default limits.
     pub fn open(root: &Path) -> Result<Self, RenderError> {
+        Self::open_with(root, RenderLimits::default())
+    }
+
+    /// Opens the repository rooted at `root` (which must exist) for one render within `limits`.
+    pub fn open_with(root: &Path, limits: RenderLimits) -> Result<Self, RenderError> {
         let root = root.canonicalize().map_err(|source| RenderError::Read {
             path: root.to_path_buf(),
             source,
         })?;
-        Ok(Repo { root })
+        Ok(Repo {
+            root,
+            limits,
+            spent: Arc::default(),
+        })
+    }
+
+    /// The limits this render runs within.
+    pub fn limits(&self) -> &RenderLimits {
+        &self.limits
+    }
+
+    /// Counts `count` objects loaded from `path`; an error once the render has loaded more
+    /// than `--max-objects` (checked as they come, so a repo of millions of documents stops
+    /// early instead of filling memory).
+    pub fn count_objects(&self, count: usize, path: &Path) -> Result<(), RenderError> {
+        let before = self.spent.objects.fetch_add(count, Ordering::Relaxed);
+        let limit = self.limits.max_objects;
+        if before.saturating_add(count) > limit {
+            return Err(RenderError::Limit {
+                path: path.to_path_buf(),
+                what: format!("more than {limit} objects in this render"),
+                flag: "--max-objects",
+            });
+        }
+        Ok(())
     }
 
     /// The canonical root directory.
@@ -53,6 +98,17 @@ impl Repo {
                 reference: reference.to_string(),
             });
         }
+        self.resolve_os(base, std::ffi::OsStr::new(reference), referenced_from)
+    }
+
+    /// [`Repo::resolve`] for a name read from a directory, which need not be UTF-8 (Linux file
+    /// names are bytes): no URL check, as no kustomization wrote it.
+    pub fn resolve_os(
+        &self,
+        base: &Path,
+        reference: &std::ffi::OsStr,
+        referenced_from: &Path,
+    ) -> Result<PathBuf, RenderError> {
         let joined = if Path::new(reference).is_absolute() {
             PathBuf::from(reference)
         } else {
@@ -60,7 +116,7 @@ impl Repo {
         };
         let escape = || RenderError::PathEscape {
             path: referenced_from.to_path_buf(),
-            reference: reference.to_string(),
+            reference: reference.to_string_lossy().into_owned(),
         };
         // Normalise lexically first so that a missing file still gets a precise error.
         let lexical = normalize(&joined).ok_or_else(escape)?;
@@ -89,7 +145,7 @@ impl Repo {
         self.root.join(relative)
     }
 
-    /// Reads a root-relative file as UTF-8, refusing files over [`MAX_FILE_BYTES`].
+    /// Reads a root-relative file as UTF-8, refusing files over `--max-file-size`.
     pub fn read_to_string(&self, relative: &Path) -> Result<String, RenderError> {
         let bytes = self.read_bytes(relative)?;
         String::from_utf8(bytes).map_err(|_| RenderError::Read {
@@ -98,7 +154,8 @@ impl Repo {
         })
     }
 
-    /// Reads a root-relative regular file of at most [`MAX_FILE_BYTES`]. A named pipe, a
+    /// Reads a root-relative regular file of at most `--max-file-size`, within the render's
+    /// `--max-render-size` of all files together. A named pipe, a
     /// device or a directory is refused before it is opened (reading a FIFO would block
     /// forever), and the read stops past the limit even if the file grew meanwhile.
     pub fn read_bytes(&self, relative: &Path) -> Result<Vec<u8>, RenderError> {
@@ -115,20 +172,36 @@ impl Repo {
                 "not a regular file",
             )));
         }
+        let limit = self.limits.max_file_size;
         let too_large = |size| RenderError::TooLarge {
             path: relative.to_path_buf(),
             size,
-            limit: MAX_FILE_BYTES,
+            limit,
         };
-        if metadata.len() > MAX_FILE_BYTES {
+        if metadata.len() > limit {
             return Err(too_large(metadata.len()));
         }
         let mut bytes = Vec::new();
         std::fs::File::open(&absolute)
-            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
             .map_err(read_error)?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
+        if bytes.len() as u64 > limit {
             return Err(too_large(bytes.len() as u64));
+        }
+        let total = self.limits.max_render_size;
+        let before = self
+            .spent
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if before.saturating_add(bytes.len() as u64) > total {
+            return Err(RenderError::Limit {
+                path: relative.to_path_buf(),
+                what: format!(
+                    "more than {} read from the repository in this render",
+                    show_size(total)
+                ),
+                flag: "--max-render-size",
+            });
         }
         Ok(bytes)
     }
@@ -145,8 +218,45 @@ impl Repo {
         dialect: Dialect,
     ) -> Result<Vec<Object>, RenderError> {
         let text = self.read_to_string(relative)?;
-        parse_objects_with(&text, relative, dialect)
+        // A file of 100,000 small documents (or a List of as many items) would be parsed
+        // whole before its objects are counted (200 MiB for 8 MiB of text): when it may go
+        // over --max-objects (every object spells `kind`), its objects are counted first from
+        // the parser's events, which build nothing.
+        let remaining = self
+            .limits
+            .max_objects
+            .saturating_sub(self.spent.objects.load(Ordering::Relaxed));
+        if text.matches("kind").count() > remaining
+            && let Some(counted) = count_objects_in(&text)
+        {
+            self.count_objects(counted, relative)?;
+            let objects = parse_objects_with(&text, relative, dialect)?;
+            self.count_objects(objects.len().saturating_sub(counted), relative)?;
+            return Ok(objects);
+        }
+        let objects = parse_objects_with(&text, relative, dialect)?;
+        self.count_objects(objects.len(), relative)?;
+        Ok(objects)
     }
+}
+
+/// About the objects of `text`, from the parser's events (nothing is built): every document
+/// that is a collection, and every collection in a root `items` (a List's objects; a List
+/// counts one more than it gives). `None` when the text does not parse (the parser that builds
+/// the objects reports that).
+fn count_objects_in(text: &str) -> Option<usize> {
+    let mut count = 0usize;
+    walk_nodes(text, &mut |_, path, node| {
+        let object = match path {
+            [] => true,
+            [Step::Key(key), Step::Index(_)] => key == "items",
+            _ => false,
+        };
+        if object && matches!(node, Node::Other) {
+            count += 1;
+        }
+    })?;
+    Some(count)
 }
 
 fn looks_remote(reference: &str) -> bool {
@@ -644,7 +754,55 @@ fn checked_object(value: Value, origin: Origin, dialect: Dialect) -> Result<Obje
             });
         }
     }
+    check_secret_data(&value, &origin)?;
     Ok(Object::new(value, origin))
+}
+
+/// The apiserver decodes a v1 Secret's `data` values as Go's `encoding/json` decodes bytes
+/// (standard base64 with padding, line breaks ignored) and refuses the whole object otherwise:
+/// refused here, naming the key, rather than in every cluster at apply time. The error never
+/// shows the value.
+fn check_secret_data(value: &Value, origin: &Origin) -> Result<(), RenderError> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    /// Go's `base64.StdEncoding`: padding required, non-zero trailing bits accepted.
+    const GO_STD: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    let is_secret = value.get("kind").and_then(Value::as_str) == Some("Secret")
+        && value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_none_or(|version| version == "v1");
+    let invalid = |field: String, problem: String| RenderError::InvalidObject {
+        origin: origin.clone(),
+        field,
+        problem,
+    };
+    let data = match value.get("data") {
+        Some(Value::Object(data)) if is_secret => data,
+        Some(Value::Null) | None => return Ok(()),
+        Some(_) if is_secret => return Err(invalid("data".into(), "not a mapping".into())),
+        Some(_) => return Ok(()),
+    };
+    for (key, entry) in data {
+        let problem = match entry {
+            Value::Null => continue,
+            Value::String(text) => {
+                let compact: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+                match GO_STD.decode(compact) {
+                    Ok(_) => continue,
+                    Err(error) => format!("not valid base64 ({error})"),
+                }
+            }
+            _ => "not a base64 string".to_string(),
+        };
+        return Err(invalid(format!("data.{key}"), problem));
+    }
+    Ok(())
 }
 
 /// The parser's message without its own position suffix (we print `path:line:` ourselves).
@@ -858,6 +1016,54 @@ mod tests {
         // Generator files are read the same way (they once skipped the limit).
         let error = repo.read_bytes(Path::new("big.yaml")).unwrap_err();
         assert!(matches!(error, RenderError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_file_of_many_documents_is_counted_before_it_is_built() {
+        let root = tempfile::tempdir().unwrap();
+        let documents: String = (0..1000)
+            .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n---\n"))
+            .collect();
+        std::fs::write(root.path().join("many.yaml"), &documents).unwrap();
+        let limits = |max_objects| RenderLimits {
+            max_objects,
+            ..RenderLimits::default()
+        };
+        let repo = Repo::open_with(root.path(), limits(999)).unwrap();
+        let error = repo.load_objects(Path::new("many.yaml")).unwrap_err();
+        assert!(
+            matches!(&error, RenderError::Limit { flag: "--max-objects", path, .. } if path == Path::new("many.yaml")),
+            "{error}"
+        );
+        // Exactly at the limit loads; the root-mapping count matches the documents.
+        let repo = Repo::open_with(root.path(), limits(1000)).unwrap();
+        assert_eq!(
+            repo.load_objects(Path::new("many.yaml")).unwrap().len(),
+            1000
+        );
+        assert_eq!(count_objects_in(&documents), Some(1000));
+        // One document, one List and its two items; a scalar document is no object.
+        assert_eq!(
+            count_objects_in("a: [{b: 2}]\n---\nitems: [{kind: A}, {kind: B}]\n---\nx\n"),
+            Some(4)
+        );
+        // A List of many items is counted before it is built too.
+        let items: String = (0..1000)
+            .map(|i| format!("- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: c{i}}}}}\n"))
+            .collect();
+        std::fs::write(
+            root.path().join("list.yaml"),
+            format!("apiVersion: v1\nkind: List\nitems:\n{items}"),
+        )
+        .unwrap();
+        let repo = Repo::open_with(root.path(), limits(999)).unwrap();
+        let error = repo.load_objects(Path::new("list.yaml")).unwrap_err();
+        assert!(error.to_string().contains("--max-objects"), "{error}");
+        let repo = Repo::open_with(root.path(), limits(1001)).unwrap();
+        assert_eq!(
+            repo.load_objects(Path::new("list.yaml")).unwrap().len(),
+            1000
+        );
     }
 
     #[test]

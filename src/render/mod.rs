@@ -14,6 +14,7 @@ pub(crate) mod merge;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::limits::RenderLimits;
 use crate::object::{Object, ObjectRef, Origin};
 pub use load::Repo;
 
@@ -37,7 +38,10 @@ pub enum RenderError {
         source: std::io::Error,
     },
     /// A file is larger than Flotilla reads.
-    #[error("{}: {size} bytes is over the limit of {limit} bytes", path.display())]
+    #[error(
+        "{}: {size} bytes is over the limit of {limit} bytes per file (raise it with --max-file-size)",
+        path.display()
+    )]
     TooLarge {
         /// Root-relative path.
         path: PathBuf,
@@ -107,6 +111,16 @@ pub enum RenderError {
         /// What failed.
         problem: String,
     },
+    /// A limit of the render was reached (objects, nesting, bytes read).
+    #[error("{}: {what} (raise the limit with {flag})", path.display())]
+    Limit {
+        /// Where it was reached: the file or directory being read.
+        path: PathBuf,
+        /// Which limit, with its value.
+        what: String,
+        /// The command-line flag that raises it.
+        flag: &'static str,
+    },
     /// Two documents declare the same object.
     #[error("{object}: declared twice, in {first} and in {second}")]
     Duplicate {
@@ -131,6 +145,7 @@ impl RenderError {
             RenderError::InvalidObject { .. } => "invalid_object",
             RenderError::Kustomization { .. } => "kustomization",
             RenderError::Patch { .. } => "patch",
+            RenderError::Limit { .. } => "limit",
             RenderError::Duplicate { .. } => "duplicate",
         }
     }
@@ -140,11 +155,50 @@ impl RenderError {
 pub const KUSTOMIZATION_FILE_NAMES: &[&str] =
     &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// Renders `path` (relative to the repository `root`, or absolute below it).
+/// Renders `path` (relative to the repository `root`, or absolute below it) within the default
+/// [`RenderLimits`].
 pub fn render_tree(root: &Path, path: &Path) -> Result<Rendered, RenderError> {
-    let repo = Repo::open(root)?;
+    render_tree_with(root, path, RenderLimits::default())
+}
+
+/// Stack for the render's own thread: each level of nesting is a few recursive frames (about
+/// 30 KiB unoptimised), and whoever calls may have little stack left (the agent calls from a
+/// 2 MiB blocking-pool thread). Only the pages used are ever committed.
+fn render_stack_size(limits: &RenderLimits) -> usize {
+    (8 << 20) + limits.max_depth.saturating_mul(64 << 10)
+}
+
+/// [`render_tree`] within `limits`. The render runs on a thread of its own whose stack fits
+/// `limits.max_depth`, so no nesting the limits allow can overflow the caller's stack.
+pub fn render_tree_with(
+    root: &Path,
+    path: &Path,
+    limits: RenderLimits,
+) -> Result<Rendered, RenderError> {
+    let failed = |problem: &str| RenderError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(problem.to_string()),
+    };
+    std::thread::scope(|scope| {
+        let render = std::thread::Builder::new()
+            .name("render".into())
+            .stack_size(render_stack_size(&limits))
+            .spawn_scoped(scope, || render_on_this_thread(root, path, limits))
+            .map_err(|error| failed(&format!("starting the render thread: {error}")))?;
+        render
+            .join()
+            .unwrap_or_else(|_| Err(failed("the render panicked (a bug in Flotilla)")))
+    })
+}
+
+fn render_on_this_thread(
+    root: &Path,
+    path: &Path,
+    limits: RenderLimits,
+) -> Result<Rendered, RenderError> {
+    let repo = Repo::open_with(root, limits)?;
     let origin = Path::new(".");
-    let relative = repo.resolve(Path::new(""), path.to_str().unwrap_or_default(), origin)?;
+    let relative = repo.resolve_os(Path::new(""), path.as_os_str(), origin)?;
     let objects = if repo.absolute(&relative).is_dir() {
         match kustomization_file(&repo, &relative) {
             Some(_) => kustomize::build(&repo, &relative)?,
@@ -170,17 +224,18 @@ fn walk_directory(repo: &Repo, dir: &Path) -> Result<Vec<Object>, RenderError> {
     walk_directory_at(repo, dir, 0)
 }
 
-/// Directories deeper than this below the fleet path are refused (a deep tree, or a chain of
-/// symlinks, must not overflow the stack).
+/// The default of `--max-depth`: directories deeper than this below the fleet path, or
+/// kustomizations nested deeper, are refused (a deep tree, or a chain of symlinks, must not
+/// overflow the stack).
 pub const MAX_DEPTH: usize = 64;
 
 fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object>, RenderError> {
-    if depth > MAX_DEPTH {
-        return Err(RenderError::Read {
+    let limit = repo.limits().max_depth;
+    if depth > limit {
+        return Err(RenderError::Limit {
             path: dir.to_path_buf(),
-            source: std::io::Error::other(format!(
-                "more than {MAX_DEPTH} directories deep below the fleet path"
-            )),
+            what: format!("more than {limit} directories deep below the fleet path"),
+            flag: "--max-depth",
         });
     }
     let mut entries: Vec<_> = std::fs::read_dir(repo.absolute(dir))
@@ -194,13 +249,15 @@ fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object
     entries.sort();
     let mut objects = Vec::new();
     for name in entries {
-        let name = name.to_string_lossy();
+        // Names are bytes on Linux, not always UTF-8: they are matched and resolved as bytes
+        // (a lossy copy would name a file that does not exist).
+        let bytes = name.as_encoded_bytes();
         // Dot-directories are tooling (.git, .github), never fleet content.
-        if name.starts_with('.') {
+        if bytes.starts_with(b".") {
             continue;
         }
         // Resolving through the repo keeps symlinks from leading outside the root.
-        let relative = repo.resolve(dir, &name, dir)?;
+        let relative = repo.resolve_os(dir, &name, dir)?;
         let absolute = repo.absolute(&relative);
         if absolute.is_dir() {
             // A symlink to this directory or one above it (`loop -> ..`) would be walked
@@ -212,7 +269,7 @@ fn walk_directory_at(repo: &Repo, dir: &Path, depth: usize) -> Result<Vec<Object
                 Some(_) => objects.extend(kustomize::build(repo, &relative)?),
                 None => objects.extend(walk_directory_at(repo, &relative, depth + 1)?),
             }
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if bytes.ends_with(b".yaml") || bytes.ends_with(b".yml") {
             objects.extend(repo.load_objects(&relative)?);
         }
     }
@@ -308,14 +365,122 @@ pub(crate) mod tests {
             &format!("{dirs}x.yaml"),
             &CM.replace("NAME", "x"),
         );
-        let error = render_tree(tall.path(), Path::new(".")).unwrap_err();
-        let source = std::error::Error::source(&error).map(ToString::to_string);
+        let error = render_tree(tall.path(), Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(
-            source
-                .as_deref()
-                .is_some_and(|s| s.contains("directories deep")),
-            "{error}: {source:?}"
+            error.contains("directories deep") && error.contains("--max-depth"),
+            "{error}"
         );
+    }
+
+    #[test]
+    fn the_deepest_nesting_max_depth_allows_fits_the_agents_render_thread() {
+        // The agent renders from a blocking-pool thread (2 MiB of stack, too little for 96
+        // nested kustomizations unoptimised); --max-depth allows up to MAX_DEPTH_CEILING, and
+        // that much must render from there, kustomizations and directories both (unoptimised
+        // here, so with frames larger than a release build's).
+        let ceiling = crate::limits::MAX_DEPTH_CEILING;
+        let kustomized = tempfile::tempdir().unwrap();
+        let mut path = String::new();
+        for level in 0..ceiling {
+            let resources = if level + 1 == ceiling {
+                "[cm.yaml]"
+            } else {
+                "[next]"
+            };
+            write(
+                kustomized.path(),
+                &format!("{path}kustomization.yaml"),
+                &format!("resources: {resources}\n"),
+            );
+            path.push_str("next/");
+        }
+        let last = &path[..path.len() - "next/".len()];
+        write(
+            kustomized.path(),
+            &format!("{last}cm.yaml"),
+            &CM.replace("NAME", "deep"),
+        );
+        let tall = tempfile::tempdir().unwrap();
+        write(
+            tall.path(),
+            &format!("{}x.yaml", "d/".repeat(ceiling)),
+            &CM.replace("NAME", "x"),
+        );
+        let limits = RenderLimits {
+            max_depth: ceiling,
+            ..RenderLimits::default()
+        };
+        let roots = [kustomized.path().to_path_buf(), tall.path().to_path_buf()];
+        let rendered = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                roots
+                    .iter()
+                    .map(|root| {
+                        render_tree_with(root, Path::new("."), limits).map(|r| r.objects.len())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(matches!(rendered[..], [Ok(1), Ok(1)]), "{rendered:?}");
+    }
+
+    #[test]
+    fn objects_are_counted_as_they_load_shared_bases_each_time() {
+        // A base built by two overlays is loaded twice: 2 x 3 objects against a limit of 5.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let three = ["a", "b", "c"]
+            .map(|name| CM.replace("NAME", name))
+            .join("---\n");
+        write(root, "base/cms.yaml", &three);
+        write(root, "base/kustomization.yaml", "resources: [cms.yaml]\n");
+        for overlay in ["one", "two"] {
+            write(
+                root,
+                &format!("{overlay}/kustomization.yaml"),
+                &format!("resources: [../base]\nnamePrefix: {overlay}-\n"),
+            );
+        }
+        write(root, "kustomization.yaml", "resources: [one, two]\n");
+        let limits = |max_objects| RenderLimits {
+            max_objects,
+            ..RenderLimits::default()
+        };
+        let error = render_tree_with(root, Path::new("."), limits(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("base/cms.yaml")
+                && error.contains("more than 5 objects")
+                && error.contains("--max-objects"),
+            "{error}"
+        );
+        let rendered = render_tree_with(root, Path::new("."), limits(6)).unwrap();
+        assert_eq!(rendered.objects.len(), 6);
+        // Generated objects count too (a kustomization of generators is otherwise bounded
+        // only by its file size).
+        let generators: String = (0..6)
+            .map(|i| format!("- {{name: g{i}, literals: [k=v]}}\n"))
+            .collect();
+        write(
+            root,
+            "generated/kustomization.yaml",
+            &format!("configMapGenerator:\n{generators}"),
+        );
+        let error = render_tree_with(root, Path::new("generated"), limits(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("generated/kustomization.yaml") && error.contains("--max-objects"),
+            "{error}"
+        );
+        let rendered = render_tree_with(root, Path::new("generated"), limits(6)).unwrap();
+        assert_eq!(rendered.objects.len(), 6);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::*;
-use crate::placement::{Plan, PlanInputs, plan_with};
+use crate::placement::{Plan, PlanInputs, Previous, plan_with};
 use crate::render::Rendered;
 use crate::render::load::parse_objects;
 
@@ -281,6 +281,115 @@ fn karmada_dynamic_scale_up() {
             None => assert!(got.is_err(), "{name}: {got:?}"),
         }
     }
+}
+
+#[test]
+fn fresh_division_counts_previous_replicas_as_room() {
+    // Karmada has no unit vectors for `dynamicFreshScale`; these follow its code: each
+    // candidate weighs its available replicas plus its previous ones (candidates only), and
+    // the division starts from nothing.
+    type Case<'a> = (&'a str, Division, List<'a>, List<'a>, Option<List<'a>>);
+    let cases: [Case; 4] = [
+        (
+            "replica 12, fresh, dynamic weight 1+2:1+4:1+6 keeps its proportions",
+            DynamicWeight,
+            &[("member1", 1), ("member2", 1), ("member3", 1)],
+            &[("member1", 2), ("member2", 4), ("member3", 6)],
+            Some(&[("member1", 2), ("member2", 4), ("member3", 6)]),
+        ),
+        (
+            "replica 12, fresh, aggregated 4+4:0+8:20 moves to the largest",
+            Aggregated,
+            &[("member1", 4), ("member2", 0), ("member3", 20)],
+            &[("member1", 4), ("member2", 8)],
+            Some(&[("member3", 12)]),
+        ),
+        (
+            "replica 12, fresh, dynamic weight 3+6:3, with member3 disappeared",
+            DynamicWeight,
+            &[("member1", 3), ("member2", 3)],
+            &[("member1", 6), ("member3", 6)],
+            Some(&[("member1", 9), ("member2", 3)]),
+        ),
+        (
+            "replica 12, fresh, dynamic weight 1+2:1 is too little",
+            DynamicWeight,
+            &[("member1", 1), ("member2", 1)],
+            &[("member1", 2)],
+            None,
+        ),
+    ];
+    for (name, division, clusters, previous, want) in cases {
+        let requirements = ReplicaRequirements::default();
+        let available: Vec<(&str, u64)> = clusters
+            .iter()
+            .map(|(c, pods)| {
+                let resources = pods_only(*pods);
+                (*c, available_replicas(Some(&resources), &requirements))
+            })
+            .collect();
+        let got = divide_fresh(division, 12, &available, previous);
+        match want {
+            Some(want) => assert_eq!(got.unwrap(), shares(want), "{name}"),
+            None => {
+                let error = got.unwrap_err();
+                assert_eq!(error.round, "do fresh scale", "{name}");
+                assert!(
+                    error.to_string().starts_with(
+                        "failed to do fresh scale: clusters' available replicas 4 are not \
+                         enough to schedule 12"
+                    ),
+                    "{name}: {error}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn karmada_overflow_affinities_fill_tiers_in_order_and_empty_them_in_reverse() {
+    // Karmada's e2e "[OverflowAffinities] scale-up and scale-down with overflow affinities"
+    // (test/e2e/suites/base/clusteraffinities_test.go): Aggregated, a primary and a secondary
+    // tier of one cluster each, each able to hold 2 replicas (its available replicas drop as
+    // its own replicas use the room).
+    let tiers = |primary: u64, secondary: u64| {
+        vec![vec![("primary", primary)], vec![("secondary", secondary)]]
+    };
+    let steady = |replicas, tiers: &[Vec<(&str, u64)>], previous: List| {
+        divide_in_tiers(Aggregated, Assignment::Steady, replicas, tiers, previous)
+    };
+    // "replicas are only propagated to the primary group if it has sufficient resources"
+    let first = steady(2, &tiers(2, 2), &[]).unwrap();
+    assert_eq!(first, shares(&[("primary", 2)]));
+    // "scale up: replicas overflow to the secondary group": 4 fill both to their cap.
+    let up = steady(4, &tiers(0, 2), &[("primary", 2)]).unwrap();
+    assert_eq!(up, shares(&[("primary", 2), ("secondary", 2)]));
+    // "schedule fails due to insufficient resources in primary group and overflow groups"
+    let error = steady(5, &tiers(0, 0), &[("primary", 2), ("secondary", 2)]).unwrap_err();
+    assert_eq!(
+        (error.round, error.available, error.needed),
+        ("scale up", 0, 1)
+    );
+    // "scale down: replicas are reduced first from overflow affinity groups"
+    let down = steady(2, &tiers(0, 0), &[("primary", 2), ("secondary", 2)]).unwrap();
+    assert_eq!(down, shares(&[("primary", 2)]));
+
+    // Beyond Karmada's vectors (from its design: each tier holds what it can before the next
+    // gets any; within a tier the usual division): dynamic weight over two tiers of two.
+    let wide = [vec![("a", 3), ("b", 1)], vec![("c", 10), ("d", 10)]];
+    let got = divide_in_tiers(DynamicWeight, Assignment::Steady, 8, &wide, &[]).unwrap();
+    assert_eq!(got, shares(&[("a", 3), ("b", 1), ("c", 2), ("d", 2)]));
+    // Scale down 8 -> 5 leaves the overflow tier first: c and d give 3 by their shares 2:2.
+    let prev = [("a", 3), ("b", 1), ("c", 2), ("d", 2)];
+    let got = divide_in_tiers(DynamicWeight, Assignment::Steady, 5, &wide, &prev).unwrap();
+    assert_eq!(got, shares(&[("a", 3), ("b", 1), ("c", 1)]));
+    // Fresh: the first tier's room counts its own replicas (3+3, 1+1): 8 fit there.
+    let got = divide_in_tiers(DynamicWeight, Assignment::Fresh, 8, &wide, &prev).unwrap();
+    assert_eq!(got, shares(&[("a", 6), ("b", 2)]));
+    // One tier is the plain division.
+    let one = [vec![("a", 6), ("b", 8), ("c", 10)]];
+    let got = divide_in_tiers(DynamicWeight, Assignment::Steady, 12, &one, &[]).unwrap();
+    assert_eq!(got, divide(DynamicWeight, 12, &one[0], &[]).unwrap());
 }
 
 #[test]
@@ -625,6 +734,7 @@ fn plan_of_fleet(fleet: &str, scheduling: &str, capacity: Option<&Capacity>) -> 
     let inputs = PlanInputs {
         unavailable: &BTreeSet::new(),
         capacity,
+        previous: None,
     };
     plan_with(&Rendered { objects }, &inputs).unwrap()
 }
@@ -699,6 +809,7 @@ fn plan_without_capacity_or_with_too_little_fails_the_resource() {
     let inputs = PlanInputs {
         unavailable: &BTreeSet::new(),
         capacity: Some(&small),
+        previous: None,
     };
     let error = plan_with(&Rendered { objects }, &inputs)
         .unwrap_err()
@@ -721,4 +832,154 @@ fn zero_replicas_go_everywhere_without_capacity() {
         replicas(&plan),
         [zero("member1"), zero("member2"), zero("member3")]
     );
+}
+
+/// [`plan_of`] for `count` replicas, from `previous`.
+fn replan(
+    count: u64,
+    scheduling: &str,
+    capacity: &Capacity,
+    previous: Option<Previous>,
+) -> Vec<(String, Option<u64>)> {
+    let fleet = FLEET.replace("replicas: 12", &format!("replicas: {count}"));
+    let text = format!("{fleet}      {scheduling}\n");
+    let objects = parse_objects(&text, Path::new("fleet.yaml")).unwrap();
+    let inputs = PlanInputs {
+        unavailable: &BTreeSet::new(),
+        capacity: Some(capacity),
+        previous,
+    };
+    let plan = plan_with(&Rendered { objects }, &inputs).unwrap();
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    replicas(&plan)
+}
+
+#[test]
+fn a_plan_divides_from_the_previous_division() {
+    let dynamic =
+        "{replicaSchedulingType: Divided, weightPreference: {dynamicWeight: AvailableReplicas}}";
+    let capacity = parse(CAPACITY).unwrap();
+    let first = plan_of(dynamic, Some(&capacity));
+    let divisions = first.divisions();
+    let web = &first.resources[0].resource;
+    assert_eq!(
+        divisions[web],
+        shares(&[("member1", 3), ("member2", 4), ("member3", 5)])
+    );
+    let want = |list: &[(&str, u64)]| -> Vec<(String, Option<u64>)> {
+        list.iter()
+            .map(|(c, n)| (c.to_string(), Some(*n)))
+            .collect()
+    };
+    let grown = parse(&CAPACITY.replace("cpu: \"6\"", "cpu: \"60\"")).unwrap();
+    let from = |assignment| {
+        Some(Previous {
+            divisions: &divisions,
+            assignment,
+        })
+    };
+    let (steady, fresh) = (from(Assignment::Steady), from(Assignment::Fresh));
+    type Case<'a> = (&'a str, u64, &'a Capacity, Option<Previous<'a>>, List<'a>);
+    let cases: [Case; 5] = [
+        (
+            "scale up 12 -> 15: the 12 stay, the 3 new go by available replicas 6:8:10",
+            15,
+            &capacity,
+            steady,
+            &[("member1", 3), ("member2", 5), ("member3", 7)],
+        ),
+        (
+            "scale down 12 -> 6: by the previous division 3:4:5, capacity not asked",
+            6,
+            &capacity,
+            steady,
+            &[("member1", 1), ("member2", 2), ("member3", 3)],
+        ),
+        (
+            "member1's nodes grow tenfold: the same count stays where it is",
+            12,
+            &grown,
+            steady,
+            &[("member1", 3), ("member2", 4), ("member3", 5)],
+        ),
+        (
+            "unless divided afresh: weights 60+3 : 8+4 : 10+5",
+            12,
+            &grown,
+            fresh,
+            &[("member1", 9), ("member2", 1), ("member3", 2)],
+        ),
+        (
+            "without a previous division (offline), a first schedule: 60:8:10",
+            12,
+            &grown,
+            None,
+            &[("member1", 10), ("member2", 1), ("member3", 1)],
+        ),
+    ];
+    for (name, count, capacity, previous, list) in cases {
+        assert_eq!(
+            replan(count, dynamic, capacity, previous),
+            want(list),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_plan_overflows_from_a_term_to_its_overflow_affinities() {
+    let fleet = FLEET.replace(
+        "  placement:\n",
+        "  placement:
+    clusterAffinities:
+      - affinityName: idc
+        clusterNames: [member1]
+        overflowAffinities:
+          - {affinityName: cloud, clusterNames: [member2, member3, member1]}
+",
+    );
+    let dynamic =
+        "{replicaSchedulingType: Divided, weightPreference: {dynamicWeight: AvailableReplicas}}";
+    let capacity = parse(CAPACITY).unwrap();
+    let plan = plan_of_fleet(&fleet, dynamic, Some(&capacity));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert!(
+        plan.warnings.iter().all(|w| w.kind != "field_not_applied"),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(plan.resources[0].affinity_group.as_deref(), Some("idc"));
+    // member1 (the idc tier, listed again in the cloud tier but counted once) holds 6 of the
+    // 12; the other 6 overflow to the cloud tier by its available replicas 8:10.
+    let want: Vec<(String, Option<u64>)> = [("member1", 6), ("member2", 2), ("member3", 4)]
+        .iter()
+        .map(|(c, n)| (c.to_string(), Some(*n)))
+        .collect();
+    assert_eq!(replicas(&plan), want);
+}
+
+#[test]
+fn a_term_whose_own_clusters_are_gone_overflows_entirely() {
+    // Karmada's filter passes clusters of any tier: a term selecting none of its own still
+    // stands, and its overflow tier takes everything.
+    let fleet = FLEET.replace(
+        "  placement:\n",
+        "  placement:
+    clusterAffinities:
+      - affinityName: idc
+        clusterNames: [member9]
+        overflowAffinities: [{affinityName: cloud, clusterNames: [member2, member3]}]
+",
+    );
+    let aggregated = "{replicaSchedulingType: Divided, replicaDivisionPreference: Aggregated}";
+    let capacity = parse(CAPACITY).unwrap();
+    let plan = plan_of_fleet(&fleet, aggregated, Some(&capacity));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    assert_eq!(plan.resources[0].affinity_group.as_deref(), Some("idc"));
+    // Karmada's "replica 12, aggregated 6:8:10" without member1: 8:10 gives 5:7.
+    let want: Vec<(String, Option<u64>)> = [("member2", 5), ("member3", 7)]
+        .iter()
+        .map(|(c, n)| (c.to_string(), Some(*n)))
+        .collect();
+    assert_eq!(replicas(&plan), want);
 }
