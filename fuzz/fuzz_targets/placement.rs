@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         &PlanInputs {
             unavailable: &all_up,
             capacity: capacity.as_ref(),
+            previous: None,
         },
     );
     let one_down = BTreeSet::from(["member-1".to_string()]);
@@ -68,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
         &PlanInputs {
             unavailable: &one_down,
             capacity: capacity.as_ref(),
+            previous: None,
         },
     );
     if let (Ok(first), Ok(second)) = (first, second) {
