@@ -900,6 +900,15 @@ fn replica_count(template: &Object) -> Result<Option<u64>, String> {
     {
         return Ok(None);
     }
+    // Each cluster's copy gets its share written into `spec`: a `spec` that is a string or a
+    // list made that write panic.
+    if template
+        .value
+        .get("spec")
+        .is_some_and(|spec| !spec.is_object() && !spec.is_null())
+    {
+        return Err("spec: not a mapping".into());
+    }
     match template.value.pointer("/spec/replicas") {
         None | Some(Value::Null) => Ok(Some(1)),
         Some(value) => value

@@ -2,6 +2,7 @@
 //! YAML 1.1 that Kubernetes reads (`0644` is 420, `yes` is true), or, for what kustomize reads
 //! with kyaml (resources, patches), with YAML 1.2 booleans (`yes` is a string).
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -361,10 +362,19 @@ fn parse_documents_as(
         })
     };
     if dialect == Dialect::Kustomize && (has_date_like(text) || typed_annotation()) {
+        // Each document by the line its root starts on (the first one of a line, as a search
+        // from the front finds): a scan of every document per fix-up was quadratic, minutes
+        // for a file of 100,000 annotated documents.
+        let mut by_line = HashMap::new();
+        for (index, document) in documents.iter().enumerate() {
+            by_line
+                .entry(document.defined.line() as usize)
+                .or_insert(index);
+        }
         for (document, path, text) in kustomize_scalars(text, resources) {
-            if let Some(slot) = documents
-                .iter_mut()
-                .find(|d| d.defined.line() as usize == document)
+            if let Some(slot) = by_line
+                .get(&document)
+                .and_then(|&index| documents.get_mut(index))
                 .and_then(|d| value_at_mut(&mut d.value, &path))
                 // Only values the parser did not already read as this text.
                 && slot.as_str() != Some(text.as_str())
@@ -899,6 +909,28 @@ mod tests {
             .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n"))
             .collect();
         assert_eq!(parse(&bundle).unwrap().len(), 1_500);
+    }
+
+    #[test]
+    fn kustomize_fix_ups_take_linear_time() {
+        // Every timestamp's text is put back in its own document: found by scanning every
+        // document, 20,000 of them after 50,000 documents took seconds (minutes for a whole
+        // file), where reading the same text as Kubernetes does takes a fraction of one.
+        let dates = vec!["2024-01-01"; 20_000].join(", ");
+        let text = format!("{}--- [{dates}]\n", "--- 0\n".repeat(50_000));
+        let path = Path::new("t.yaml");
+        let start = std::time::Instant::now();
+        parse_documents_with(&text, path, Dialect::Kubernetes).unwrap();
+        let plain = start.elapsed();
+        let start = std::time::Instant::now();
+        let documents = parse_documents_with(&text, path, Dialect::Kustomize).unwrap();
+        let fixed = start.elapsed();
+        assert_eq!(documents.len(), 50_001);
+        assert_eq!(documents[50_000].0[19_999], "2024-01-01T00:00:00Z");
+        assert!(
+            fixed < plain * 8 + std::time::Duration::from_millis(500),
+            "{fixed:?} as kustomize reads it, {plain:?} as Kubernetes does"
+        );
     }
 
     #[test]
