@@ -533,16 +533,19 @@ mod tests {
     }
 
     #[test]
-    fn many_unclosed_references_expand_in_linear_time() {
-        // Each `$(` searched the rest of the string for its `)`: quadratic, minutes for a
-        // string of a few MiB.
+    fn many_unclosed_references_are_kept_as_written() {
+        // Each `$(` once searched the rest of the string for its `)` (quadratic); now the
+        // scan stops at the first unclosed one, and every later `$(` is kept as text.
         let values: BTreeMap<&str, Value> = [("V", json!("v"))].into_iter().collect();
-        let input = format!("$(V) {}", "$(".repeat(400_000));
-        let start = std::time::Instant::now();
+        let input = format!("$(V) {}", "$(".repeat(100_000));
         let mut left = MAX_EXPANDED_BYTES;
         let expanded = expand_vars(&input, &values, &mut left).unwrap();
-        assert!(start.elapsed() < std::time::Duration::from_secs(5));
         assert_eq!(expanded.as_str().map(str::len), Some(input.len() - 3));
+        assert!(
+            expanded
+                .as_str()
+                .is_some_and(|text| text.starts_with("v $($("))
+        );
     }
 
     #[test]
