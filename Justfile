@@ -75,10 +75,12 @@ kube:
     tests/build-helm.sh >/dev/null
 
 # The compatibility lane: the end-to-end suite on Kubernetes 1.20 (the example fleet, zero-write
-# re-syncs, prune, drift correction, diff, the agent), with the 1.20-only apply forms.
+# re-syncs, prune, drift correction, diff, the agent), with the 1.20-only apply forms, the
+# crash-safety tests (the agent SIGKILLed mid-sync, drift while it was down) and the fault
+# suite (1.20's apiserver and Debian's etcd 3.4 killed and restarted).
 test-compat:
     FLOTILLA_KUBE=1.20 just setup
-    FLOTILLA_KUBE=1.20 cargo test --test e2e
+    FLOTILLA_KUBE=1.20 cargo test --test e2e --test crash_safety --test faults
 
 # Start member clusters in the background: a number (cluster-1..N) or names; `--hub` adds one.
 clusters-up +ARGS="3":
@@ -117,6 +119,42 @@ bench:
     cargo bench --bench sync
     cargo bench --bench agent
     cargo bench --bench hub
+
+# Seeds are fuzz/corpus/<target>/ (committed, small; `fuzz/seeds.py` regenerates them); what a
+# run adds goes to fuzz/work/, and an input that crashes, hangs (over 10 s) or takes more than
+# 2 GiB to fuzz/artifacts/<target>/. Not in CI.
+# Fuzz the YAML loader, kustomize build, strategic merge / JSON patch, overriders and placement
+# (cargo-fuzz, nightly) for SECONDS each (default 60), or only TARGETS: `./dev fuzz 300 placement`.
+fuzz SECONDS="60" *TARGETS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        echo "fuzz: ********** the nightly Rust toolchain is missing (cargo-fuzz needs it): rustup toolchain install nightly **********" >&2
+        exit 2
+    fi
+    if ! command -v cargo-fuzz >/dev/null 2>&1; then
+        echo "fuzz: installing cargo-fuzz (cargo install cargo-fuzz --locked)..." >&2
+        cargo install cargo-fuzz --locked --quiet
+    fi
+    targets=({{TARGETS}})
+    [ "${#targets[@]}" -gt 0 ] || targets=(yaml_load kustomize_build merge_patch overriders placement)
+    # No sanitizer: the library is safe Rust (bounds, overflow and debug assertions are on); a
+    # sanitizer would double the build and run time and find nothing more.
+    cargo +nightly fuzz build --sanitizer none
+    failed=()
+    for target in "${targets[@]}"; do
+        case "$target" in kustomize_build | placement) max_len=16384 ;; *) max_len=8192 ;; esac
+        mkdir -p "fuzz/work/$target"
+        echo "== fuzz $target for {{SECONDS}} s" >&2
+        cargo +nightly fuzz run --sanitizer none "$target" "fuzz/work/$target" "fuzz/corpus/$target" -- \
+            -max_total_time={{SECONDS}} -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -dict=fuzz/yaml.dict \
+            -print_final_stats=1 || failed+=("$target")
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo "fuzz: FAILED: ${failed[*]} (the inputs are in fuzz/artifacts/<target>/)" >&2
+        exit 1
+    fi
+    echo "fuzz: ${targets[*]}: nothing found in {{SECONDS}} s each" >&2
 
 # Regenerate the kustomize conformance fixtures with kustomize v5.5.0 (built once from Go modules).
 fixtures:

@@ -12,14 +12,20 @@
 //! `spec.replicas`, when Flotilla owns it, is compared as well; the worker then checks it
 //! against what Flotilla applied, so its own apply is never taken for drift.
 //!
-//! A watch starts from a streaming list (`sendInitialEvents`: the current objects arrive as
-//! watch events, with no separate LIST) where the apiserver has it, and from a plain watch at
-//! resourceVersion 0 where it refuses that (1.20, or the WatchList feature off).
+//! Each watch is kube's [`watcher`](kube::runtime::watcher), with its default backoff: a LIST,
+//! then a watch from its resourceVersion. The LIST is a consistent read, on every version
+//! (1.20 included): the first state seen of an object is its baseline, and it must be the
+//! current one. kube's streaming list is not used for that reason: it asks for the initial
+//! objects at resourceVersion 0, which the apiserver may answer from a cache that has not yet
+//! seen a controller's write right after Flotilla's apply (the Deployment controller's revision
+//! annotation filling an empty map Flotilla applied), which would then read as drift.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ApiResource, DynamicObject, WatchEvent, WatchParams};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -228,6 +234,22 @@ fn lost_ownership(
         .difference(current)
         .filter(|path| !flotilla_applied_since || managers_by_path.contains_key(*path))
         .collect();
+    // A map Flotilla applied empty that another manager filled (the Deployment controller's
+    // revision annotation in `annotations: {}`) moves to that manager, but Flotilla's apply
+    // sets no key there, so it has lost nothing; nor have the maps holding it.
+    let filled: Vec<&String> = lost
+        .iter()
+        .copied()
+        .filter(|path| filled_empty_map(path, &baseline.paths, object))
+        .collect();
+    let lost: Vec<&String> = lost
+        .into_iter()
+        .filter(|path| {
+            !filled
+                .iter()
+                .any(|map| map == path || map.starts_with(&format!("{path}{SEP}")))
+        })
+        .collect();
     let (leaves, mut managers) = most_specific(&lost, &managers_by_path);
     if managers.is_empty() && !leaves.is_empty() {
         // Removed fields have no owner: name whoever wrote last.
@@ -265,6 +287,27 @@ fn other_owners(object: &Value, skip_status: bool) -> HashMap<String, BTreeSet<S
         }
     }
     managers_by_path
+}
+
+/// Whether `path`, a field Flotilla owned nothing below in `baseline`, is a map of fields that
+/// now holds something in `object`.
+fn filled_empty_map(path: &str, baseline: &BTreeSet<String>, object: &Value) -> bool {
+    let below = format!("{path}{SEP}");
+    if baseline.iter().any(|owned| owned.starts_with(&below)) {
+        return false;
+    }
+    let mut pointer = String::new();
+    for part in path.split(SEP) {
+        let Some(field) = part.strip_prefix("f:") else {
+            return false;
+        };
+        pointer.push('/');
+        pointer.push_str(&field.replace('~', "~0").replace('/', "~1"));
+    }
+    object
+        .pointer(&pointer)
+        .and_then(Value::as_object)
+        .is_some_and(|map| !map.is_empty())
 }
 
 /// The most specific of `lost` (a path whose child is lost too is dropped), readable, and the
@@ -489,162 +532,174 @@ pub async fn watch_kind(
         plural: watched.plural.clone(),
     };
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let params = WatchParams::default()
+    let config = watcher::Config::default()
         .labels(&format!("{INVENTORY_LABEL}={sync_name}"))
         // Ended by the server before the client's 30 s read timeout would cut it.
         .timeout(25);
-    // Flotilla's fields per object uid, as last seen without drift.
-    let mut baselines: HashMap<String, Baseline> = HashMap::new();
-    // The drift last sent per uid: the same drift is sent once, not on every status update.
-    let mut reported: HashMap<String, Vec<String>> = HashMap::new();
-    // The health last sent per uid: sent again only when it changes.
-    let mut healths: HashMap<String, Option<WorkloadHealth>> = HashMap::new();
-    // Empty: start over from the current state, as a streaming list (the initial objects as
-    // watch events, `sendInitialEvents`) where the server has it, else a watch from "0" (1.20,
-    // or the WatchList feature off), whose first events are the objects the cache holds.
-    let mut version = String::new();
-    let mut streaming = true;
-    loop {
-        let start_over = version.is_empty();
-        let (request, from) = match (start_over, streaming) {
-            (true, true) => (params.clone().initial_events(), ""),
-            (true, false) => (params.clone(), "0"),
-            (false, _) => (params.clone(), version.as_str()),
-        };
-        let stream = match api.watch(&request, from).await {
-            Ok(stream) => stream,
-            Err(kube::Error::Api(refusal))
-                if start_over && streaming && matches!(refusal.code, 400 | 422) =>
-            {
+    let mut fold = KindFold::new(cluster, watched);
+    // The watcher resumes from the last resourceVersion it saw, starts over from a fresh list
+    // after 410 Gone, and backs off after errors.
+    let events = watcher::watcher(api, config).default_backoff();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            // Expired: the watcher lists again, as it should.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
                 tracing::debug!(
-                    cluster,
-                    kind = watched.kind,
-                    reason = refusal.message,
-                    "no streaming lists; watching from 0"
+                    cluster = fold.cluster,
+                    kind = fold.watched.kind,
+                    "watch expired; listing again"
                 );
-                streaming = false;
                 continue;
             }
             Err(error) => {
-                tracing::warn!(cluster, kind = watched.kind, %error, "watch failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tracing::warn!(
+                    cluster = fold.cluster,
+                    kind = fold.watched.kind,
+                    %error,
+                    "watch failed; retrying"
+                );
                 continue;
             }
         };
-        let mut stream = std::pin::pin!(stream.into_stream());
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(_) => break,
-            };
-            let (object, deleted) = match event {
-                WatchEvent::Added(object) | WatchEvent::Modified(object) => (object, false),
-                WatchEvent::Deleted(object) => (object, true),
-                WatchEvent::Bookmark(bookmark) => {
-                    version = bookmark.metadata.resource_version;
-                    continue;
-                }
-                WatchEvent::Error(error) => {
-                    if error.code == 410 {
-                        version.clear();
-                    }
-                    break;
-                }
-            };
-            if let Some(rv) = &object.metadata.resource_version {
-                version = rv.clone();
-            }
-            let uid = object.metadata.uid.clone().unwrap_or_default();
-            let report_only = object
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DRIFT_ANNOTATION))
-                .is_some_and(|mode| mode == "report");
-            let object_ref = ObjectRef {
-                group: group.to_string(),
-                version: version_of(&watched.api_version),
-                kind: watched.kind.clone(),
-                namespace: object.metadata.namespace.clone().unwrap_or_default(),
-                name: object.metadata.name.clone().unwrap_or_default(),
-            };
-            let value = serde_json::to_value(&object).unwrap_or(Value::Null);
-            let health = if deleted {
-                healths.remove(&uid);
-                None
-            } else {
-                crate::workload::assess(&value)
-            };
-            // Sent when it changed; a deletion clears what was sent.
-            let changed = health.is_some() && healths.get(&uid) != Some(&health);
-            if deleted || changed {
-                if !deleted {
-                    healths.insert(uid.clone(), health.clone());
-                }
-                let report = WatchReport::Health {
-                    object: object_ref.clone(),
-                    health,
-                };
-                if reports.send(report).await.is_err() {
-                    return;
-                }
-            }
-            let drift = if deleted {
-                reported.remove(&uid);
-                baselines.remove(&uid).map(|_| Lost {
-                    fields: vec!["deleted".to_string()],
-                    ..Lost::default()
-                })
-            } else {
-                let drift = baselines
-                    .get(&uid)
-                    .map(|baseline| lost_fields(baseline, &value))
-                    .filter(|lost| !lost.fields.is_empty());
-                // The same drift is sent once; an unrecorded replicas value, once per value.
-                let sent_as = drift.as_ref().map(|lost| {
-                    let mut key = lost.fields.clone();
-                    key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
-                    key
-                });
-                match (drift, sent_as) {
-                    // Until Flotilla owns its fields again (a correction), the baseline stays.
-                    (Some(_), Some(key)) if reported.get(&uid) == Some(&key) => None,
-                    (Some(drift), Some(key)) => {
-                        reported.insert(uid, key);
-                        Some(drift)
-                    }
-                    _ => {
-                        reported.remove(&uid);
-                        baselines.insert(uid, Baseline::of(&value));
-                        None
-                    }
-                }
-            };
-            if let Some(Lost {
-                fields,
-                managers,
-                replicas_seen,
-            }) = drift
-            {
-                let drift = Drift {
-                    cluster: cluster.clone(),
-                    object: object_ref,
-                    fields,
-                    managers,
-                    report_only,
-                    replicas_seen,
-                    note: None,
-                };
-                if reports.send(WatchReport::Drift(drift)).await.is_err() {
-                    return;
-                }
+        let (object, deleted) = match event {
+            Event::Apply(object) | Event::InitApply(object) => (object, false),
+            Event::Delete(object) => (object, true),
+            // A fresh list starts or is complete: its objects arrive as InitApply.
+            Event::Init | Event::InitDone => continue,
+        };
+        for report in fold.observe(object, deleted) {
+            if reports.send(report).await.is_err() {
+                return;
             }
         }
     }
 }
 
-fn version_of(api_version: &str) -> String {
-    crate::object::split_api_version(api_version).1.to_string()
+/// What one kind's watch remembers of its objects, to tell drift and health changes from
+/// repeats. No I/O: [`KindFold::observe`] turns each event into the reports it makes.
+struct KindFold {
+    cluster: String,
+    watched: WatchedKind,
+    /// Flotilla's fields per object uid, as last seen without drift.
+    baselines: HashMap<String, Baseline>,
+    /// The drift last sent per uid: the same drift is sent once, not on every status update.
+    reported: HashMap<String, Vec<String>>,
+    /// The health last sent per uid: sent again only when it changes.
+    healths: HashMap<String, Option<WorkloadHealth>>,
+}
+
+impl KindFold {
+    fn new(cluster: String, watched: WatchedKind) -> Self {
+        KindFold {
+            cluster,
+            watched,
+            baselines: HashMap::new(),
+            reported: HashMap::new(),
+            healths: HashMap::new(),
+        }
+    }
+
+    /// The reports one object's event makes (`deleted`: it is gone): its health when that
+    /// changed, then its drift when that is new.
+    fn observe(&mut self, mut object: DynamicObject, deleted: bool) -> Vec<WatchReport> {
+        let mut out = Vec::new();
+        // The items of a LIST carry no apiVersion and kind (watch events do); the health rules
+        // go by them.
+        object.types.get_or_insert_with(|| TypeMeta {
+            api_version: self.watched.api_version.clone(),
+            kind: self.watched.kind.clone(),
+        });
+        let uid = object.metadata.uid.clone().unwrap_or_default();
+        let report_only = object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DRIFT_ANNOTATION))
+            .is_some_and(|mode| mode == "report");
+        let (group, version) = crate::object::split_api_version(&self.watched.api_version);
+        let object_ref = ObjectRef {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: self.watched.kind.clone(),
+            namespace: object.metadata.namespace.clone().unwrap_or_default(),
+            name: object.metadata.name.clone().unwrap_or_default(),
+        };
+        let value = serde_json::to_value(&object).unwrap_or(Value::Null);
+        let health = if deleted {
+            self.healths.remove(&uid);
+            None
+        } else {
+            crate::workload::assess(&value)
+        };
+        // Sent when it changed; a deletion clears what was sent.
+        let changed = health.is_some() && self.healths.get(&uid) != Some(&health);
+        if deleted || changed {
+            if !deleted {
+                self.healths.insert(uid.clone(), health.clone());
+            }
+            out.push(WatchReport::Health {
+                object: object_ref.clone(),
+                health,
+            });
+        }
+        let drift = if deleted {
+            self.reported.remove(&uid);
+            self.baselines.remove(&uid).map(|_| Lost {
+                fields: vec!["deleted".to_string()],
+                ..Lost::default()
+            })
+        } else {
+            self.drift_of(uid, &value)
+        };
+        if let Some(Lost {
+            fields,
+            managers,
+            replicas_seen,
+        }) = drift
+        {
+            out.push(WatchReport::Drift(Drift {
+                cluster: self.cluster.clone(),
+                object: object_ref,
+                fields,
+                managers,
+                report_only,
+                replicas_seen,
+                note: None,
+            }));
+        }
+        out
+    }
+
+    /// The drift of a live object not sent yet; an object without drift becomes its own
+    /// baseline.
+    fn drift_of(&mut self, uid: String, value: &Value) -> Option<Lost> {
+        let drift = self
+            .baselines
+            .get(&uid)
+            .map(|baseline| lost_fields(baseline, value))
+            .filter(|lost| !lost.fields.is_empty());
+        // The same drift is sent once; an unrecorded replicas value, once per value.
+        let sent_as = drift.as_ref().map(|lost| {
+            let mut key = lost.fields.clone();
+            key.extend(lost.replicas_seen.iter().map(|r| format!("replicas={r}")));
+            key
+        });
+        match (drift, sent_as) {
+            // Until Flotilla owns its fields again (a correction), the baseline stays.
+            (Some(_), Some(key)) if self.reported.get(&uid) == Some(&key) => None,
+            (Some(drift), Some(key)) => {
+                self.reported.insert(uid, key);
+                Some(drift)
+            }
+            _ => {
+                self.reported.remove(&uid);
+                self.baselines.insert(uid, Baseline::of(value));
+                None
+            }
+        }
+    }
 }
 
 /// Running watches; dropping them stops them (a worker that is aborted stops its watches too).
@@ -723,6 +778,92 @@ mod tests {
         } = lost_fields(&baseline, &after);
         assert_eq!(fields, ["spec.replicas"]);
         assert_eq!(managers, ["kubectl"]);
+    }
+
+    #[test]
+    fn an_empty_map_flotilla_applied_that_a_controller_filled_is_not_drift_in_a_watch() {
+        let flotilla = json!({"f:metadata": {"f:annotations": {}, "f:labels": {"f:app": {}}},
+                              "f:spec": {"f:replicas": {}}});
+        let baseline = Baseline::of(&deployment(flotilla, &[]));
+        let mut filled = deployment(
+            json!({"f:metadata": {"f:labels": {"f:app": {}}}, "f:spec": {"f:replicas": {}}}),
+            &[(
+                "kube-controller-manager",
+                json!({"f:metadata": {"f:annotations": {".": {},
+                    "f:deployment.kubernetes.io/revision": {}}}}),
+            )],
+        );
+        filled["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        assert_eq!(lost_fields(&baseline, &filled), Lost::default());
+        // Emptied by someone else instead: still drift.
+        let mut emptied = filled.clone();
+        emptied["metadata"]["annotations"] = json!({});
+        assert_eq!(
+            lost_fields(&baseline, &emptied).fields,
+            ["metadata.annotations"]
+        );
+    }
+
+    /// A Deployment as a LIST item (no apiVersion or kind), with 2 of 2 replicas available,
+    /// whose `spec.replicas` is owned by `replicas_owner`.
+    fn listed_deployment(replicas_owner: &str) -> DynamicObject {
+        let mut managed = vec![json!({"manager": "flotilla", "operation": "Apply",
+            "time": "2026-11-22T09:00:00Z", "fieldsV1": {"f:spec": {"f:template": {}}}})];
+        managed.push(json!({"manager": replicas_owner,
+            "operation": if replicas_owner == "flotilla" { "Apply" } else { "Update" },
+            "time": "2026-11-22T10:00:00Z", "fieldsV1": {"f:spec": {"f:replicas": {}}}}));
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "generation": 1,
+                         "managedFields": managed},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                       "readyReplicas": 2, "availableReplicas": 2}
+        }))
+        .expect("a Deployment")
+    }
+
+    #[test]
+    fn a_watch_reports_health_once_drift_once_and_a_deletion() {
+        let watched = WatchedKind {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+        };
+        let mut fold = KindFold::new("member-a".into(), watched);
+        // Listed: its health (the kind comes from the watch, not the item), and it becomes the
+        // baseline.
+        let first = fold.observe(listed_deployment("flotilla"), false);
+        let [WatchReport::Health { object, health }] = first.as_slice() else {
+            panic!("{first:?}");
+        };
+        assert_eq!(object.to_string(), "Deployment.apps shop/web");
+        assert!(health.is_some());
+        // The same again: nothing new.
+        assert!(
+            fold.observe(listed_deployment("flotilla"), false)
+                .is_empty()
+        );
+        // `kubectl scale` takes spec.replicas: drift, sent once.
+        let scaled = fold.observe(listed_deployment("kubectl"), false);
+        let [WatchReport::Drift(drift)] = scaled.as_slice() else {
+            panic!("{scaled:?}");
+        };
+        assert_eq!(
+            (drift.cluster.as_str(), drift.fields.as_slice()),
+            ("member-a", ["spec.replicas".to_string()].as_slice())
+        );
+        assert_eq!(drift.managers, ["kubectl"]);
+        assert!(fold.observe(listed_deployment("kubectl"), false).is_empty());
+        // Deleted: its health is cleared and the deletion is drift.
+        let deleted = fold.observe(listed_deployment("kubectl"), true);
+        let [
+            WatchReport::Health { health: None, .. },
+            WatchReport::Drift(Drift { fields, .. }),
+        ] = deleted.as_slice()
+        else {
+            panic!("{deleted:?}");
+        };
+        assert_eq!(fields, &["deleted"]);
     }
 
     /// With `spec.replicas` set to `replicas`.

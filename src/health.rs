@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::hub::MemberCredentials;
@@ -36,7 +37,9 @@ impl Default for HealthSettings {
     }
 }
 
-/// Counts probe results into Ready / NotReady; a cluster starts Ready.
+/// Counts probe results into Ready / NotReady; a cluster starts Ready. The thresholds are a
+/// pure function of the results in order ([`Tracker::observe`]); time enters only through the
+/// probe interval.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
     not_ready: bool,
@@ -90,28 +93,70 @@ pub async fn probe_cluster(
     settings: HealthSettings,
     changes: mpsc::Sender<HealthChange>,
 ) {
+    let prober = Prober {
+        cluster: cluster.clone(),
+        secret,
+        credentials,
+        timeout: settings.timeout,
+        client: None,
+    };
+    let probes = futures::stream::unfold(prober, Prober::probe_once);
+    follow_readiness(&cluster, &settings, &changes, probes).await;
+}
+
+/// What one cluster's probes need, carried from probe to probe.
+struct Prober {
+    cluster: String,
+    secret: Option<SecretKeyRef>,
+    credentials: MemberCredentials,
+    timeout: Duration,
+    /// The connection, kept while probes succeed.
+    client: Option<kube::Client>,
+}
+
+impl Prober {
+    /// Connects if need be and probes once.
+    async fn probe_once(mut self) -> Option<(Result<(), String>, Prober)> {
+        let connected = match self.client.take() {
+            Some(connected) => connected,
+            None => match self
+                .credentials
+                .connect(&self.cluster, self.secret.as_ref())
+                .await
+            {
+                Ok((member, _)) => member.client().clone(),
+                Err(error) => return Some((Err(error), self)),
+            },
+        };
+        let result = probe(&connected, self.timeout).await;
+        // A new connection next time after a failure: a restarted apiserver may have new
+        // certificates.
+        self.client = result.is_ok().then_some(connected);
+        Some((result, self))
+    }
+}
+
+/// Takes one result from `probes` every interval, the first at once, counts them into
+/// readiness with a [`Tracker`], and reports every change. Runs until the task is aborted or
+/// the probes end.
+async fn follow_readiness(
+    cluster: &str,
+    settings: &HealthSettings,
+    changes: &mpsc::Sender<HealthChange>,
+    probes: impl Stream<Item = Result<(), String>>,
+) {
+    let mut probes = std::pin::pin!(probes);
     let mut tracker = Tracker::default();
-    let mut client: Option<kube::Client> = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if client.is_none() {
-            match credentials.connect(&cluster, secret.as_ref()).await {
-                Ok((member, _)) => client = Some(member.client().clone()),
-                Err(error) => {
-                    report(&mut tracker, false, &settings, &cluster, error, &changes).await;
-                    continue;
-                }
-            }
-        }
-        let Some(connected) = &client else { continue };
-        let result = probe(connected, settings.timeout).await;
-        let ok = result.is_ok();
-        // A new connection next time: a restarted apiserver may have new certificates.
-        if !ok {
-            client = None;
-        }
+        let Some(result) = probes.next().await else {
+            return;
+        };
+        let Some(ready) = tracker.observe(result.is_ok(), settings) else {
+            continue;
+        };
         let reason = match result {
             Ok(()) => format!(
                 "/readyz answered ok {} times in a row",
@@ -119,26 +164,12 @@ pub async fn probe_cluster(
             ),
             Err(error) => error,
         };
-        report(&mut tracker, ok, &settings, &cluster, reason, &changes).await;
-    }
-}
-
-async fn report(
-    tracker: &mut Tracker,
-    ok: bool,
-    settings: &HealthSettings,
-    cluster: &str,
-    reason: String,
-    changes: &mpsc::Sender<HealthChange>,
-) {
-    if let Some(ready) = tracker.observe(ok, settings) {
-        let _ = changes
-            .send(HealthChange {
-                cluster: cluster.to_string(),
-                ready,
-                reason,
-            })
-            .await;
+        let change = HealthChange {
+            cluster: cluster.to_string(),
+            ready,
+            reason,
+        };
+        let _ = changes.send(change).await;
     }
 }
 
@@ -182,5 +213,48 @@ mod tests {
         assert_eq!(tracker.observe(true, &settings), None);
         assert_eq!(tracker.observe(true, &settings), Some(true));
         assert!(tracker.ready());
+    }
+
+    /// With the default 2 s probes, a cluster that stops answering is NotReady at its third
+    /// failure (4 s after the first probe), and Ready again at its fifth good probe after it
+    /// answers again; each change is reported once, with its reason.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_changes_after_the_thresholds_in_probe_intervals() {
+        let settings = HealthSettings::default();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (changes_tx, mut changes) = mpsc::channel(4);
+        let probed = up.clone();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let probes = futures::stream::repeat_with(|| {
+                if probed.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("/readyz: connection refused".to_string())
+                }
+            });
+            follow_readiness("member-a", &settings, &changes_tx, probes).await;
+        });
+
+        let down = changes.recv().await.expect("a change is reported");
+        assert!(!down.ready);
+        assert_eq!(down.cluster, "member-a");
+        assert_eq!(down.reason, "/readyz: connection refused");
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let back = changes.recv().await.expect("a change is reported");
+        assert!(back.ready);
+        assert_eq!(back.reason, "/readyz answered ok 5 times in a row");
+        // Probes at 6, 8, 10, 12 and 14 s.
+        assert_eq!(start.elapsed(), Duration::from_secs(14));
+
+        // Steady: nothing more is reported for a long while.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            changes.try_recv().is_err(),
+            "no change while nothing changes"
+        );
+        task.abort();
     }
 }

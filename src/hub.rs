@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, PostParams};
 use kube::config::{
     AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster,
     NamedContext,
 };
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::{RwLock, watch};
 
 use crate::apply::Member;
@@ -269,60 +271,41 @@ impl SecretStore {
         })
     }
 
+    /// Keeps the map equal to the namespace's Secrets with kube's watcher: a fresh list
+    /// replaces the map at once when complete, each change after it is applied as it comes.
+    /// The watcher resumes from its last resourceVersion, lists again after 410 Gone, and
+    /// backs off after errors.
     async fn keep_current(self: Arc<Self>, api: Api<Secret>) {
-        let mut failures: u32 = 0;
-        loop {
-            match self.list_and_watch(&api).await {
-                Ok(()) => failures = 0,
+        let events =
+            watcher::watcher(api, watcher::Config::default().timeout(25)).default_backoff();
+        let mut events = std::pin::pin!(events);
+        // The Secrets of a list in progress.
+        let mut listing: HashMap<String, StoredSecret> = HashMap::new();
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
                 Err(error) => {
-                    failures += 1;
                     tracing::warn!(namespace = self.namespace, %error, "watching the hub's Secrets failed; retrying");
+                    continue;
                 }
-            }
-            let wait = Duration::from_millis(500 << failures.min(5));
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// Lists every Secret, then follows changes until the watch ends.
-    async fn list_and_watch(&self, api: &Api<Secret>) -> Result<(), kube::Error> {
-        let list = api.list(&ListParams::default()).await?;
-        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
-        {
-            let mut secrets = self.secrets.write().await;
-            secrets.clear();
-            for secret in list.items {
-                store_secret(&mut secrets, secret);
-            }
-        }
-        self.bump();
-        loop {
-            let params = WatchParams::default().timeout(25);
-            let stream = api.watch(&params, &version).await?;
-            let mut stream = std::pin::pin!(stream.into_stream());
-            while let Some(event) = stream.next().await {
-                let event = event?;
-                let mut secrets = self.secrets.write().await;
-                match event {
-                    WatchEvent::Added(secret) | WatchEvent::Modified(secret) => {
-                        version = secret.metadata.resource_version.clone().unwrap_or(version);
-                        store_secret(&mut secrets, secret);
-                    }
-                    WatchEvent::Deleted(secret) => {
-                        version = secret.metadata.resource_version.clone().unwrap_or(version);
-                        if let Some(name) = &secret.metadata.name {
-                            secrets.remove(name);
-                        }
-                    }
-                    WatchEvent::Bookmark(bookmark) => {
-                        version = bookmark.metadata.resource_version;
-                        continue;
-                    }
-                    // Expired (410) or refused: list again.
-                    WatchEvent::Error(_) => return Ok(()),
+            };
+            match event {
+                Event::Init => listing.clear(),
+                Event::InitApply(secret) => store_secret(&mut listing, secret),
+                Event::InitDone => {
+                    *self.secrets.write().await = std::mem::take(&mut listing);
+                    self.bump();
                 }
-                drop(secrets);
-                self.bump();
+                Event::Apply(secret) => {
+                    store_secret(&mut *self.secrets.write().await, secret);
+                    self.bump();
+                }
+                Event::Delete(secret) => {
+                    if let Some(name) = &secret.metadata.name {
+                        self.secrets.write().await.remove(name);
+                    }
+                    self.bump();
+                }
             }
         }
     }

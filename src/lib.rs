@@ -32,6 +32,8 @@ pub mod cli;
 pub mod drift;
 pub mod health;
 pub mod hub;
+pub mod image;
+pub mod kinds;
 pub mod labels;
 pub mod lease;
 pub mod limits;
@@ -43,3 +45,27 @@ pub mod render;
 pub mod server;
 pub mod source;
 pub mod workload;
+
+/// Thin wrappers over private entry points, for the cargo-fuzz targets in `fuzz/` only: not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    /// Kustomize's strategic merge of `patch` into `target` (built-in kinds).
+    pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
+        crate::render::merge::strategic_merge(target, patch)
+    }
+
+    /// Kustomize's merge of `patch` into `target` for kinds without a schema (custom resources).
+    pub fn schemaless_merge(target: &mut Value, patch: &Value) {
+        crate::render::merge::schemaless_merge(target, patch)
+    }
+
+    /// An RFC 6902 patch as kustomize's `patches` read it: `operations` a list of operations.
+    pub fn json_patch(target: &mut Value, operations: Value) -> Result<(), String> {
+        let patch: json_patch::Patch =
+            serde_json::from_value(operations).map_err(|e| format!("invalid JSON patch: {e}"))?;
+        json_patch::patch(target, &patch.0).map_err(|e| e.to_string())
+    }
+}

@@ -74,7 +74,7 @@ impl ObjectRef {
             && self.kind == placed.kind
             && self.name == placed.name
             && (self.namespace == placed.namespace
-                || (self.namespace.is_empty() && placed.namespace == "default"))
+                || (self.namespace.is_empty() && placed.namespace == DEFAULT_NAMESPACE))
     }
 
     fn key(&self) -> (&str, &str, &str, &str) {
@@ -256,19 +256,10 @@ pub fn map_at_path<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Map<Strin
     ensure_map(current)
 }
 
-/// The pod spec of a workload kind, as a JSON pointer.
+/// The pod spec of a workload kind, as a JSON pointer, matched by kind alone as kustomize's
+/// field specs match (render's name references); elsewhere use [`crate::kinds::workload`].
 pub fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Pod" => Some("/spec"),
-        "Deployment"
-        | "ReplicaSet"
-        | "DaemonSet"
-        | "StatefulSet"
-        | "Job"
-        | "ReplicationController" => Some("/spec/template/spec"),
-        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
-        _ => None,
-    }
+    crate::kinds::workload_by_kind(kind).map(|workload| workload.pod_spec)
 }
 
 /// Every field of a workload's pod spec that names another object of its namespace, as
@@ -378,6 +369,23 @@ pub const BUILTIN_CLUSTER_SCOPED_KINDS: &[&str] = &[
     "VolumeAttachment",
 ];
 
+/// The namespace of a namespaced object that names none, as kubectl and the apiserver's
+/// clients default it.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace an object lands in: none when its kind is cluster-scoped (whatever it
+/// names), else its own, or [`DEFAULT_NAMESPACE`] when it names none. Placement asks with the
+/// scopes the repo says ([`Scopes`]), apply with those the apiserver serves.
+pub fn landing_namespace(namespace: &str, cluster_scoped: bool) -> &str {
+    if cluster_scoped {
+        ""
+    } else if namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        namespace
+    }
+}
+
 /// Knows which kinds are cluster-scoped: Kubernetes' own plus those of the repo's CRDs.
 #[derive(Debug, Clone, Default)]
 pub struct Scopes {
@@ -422,6 +430,14 @@ impl Scopes {
         }
         BUILTIN_CLUSTER_SCOPED_KINDS.contains(&kind)
     }
+
+    /// The namespace `object` lands in ([`landing_namespace`] with its kind's scope).
+    pub fn landing_namespace<'a>(&self, object: &'a Object) -> &'a str {
+        landing_namespace(
+            object.namespace(),
+            self.is_cluster_scoped(object.group(), object.kind()),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -454,5 +470,18 @@ mod tests {
         assert!(!scopes.is_cluster_scoped("example.com", "Gadget"));
         assert!(scopes.is_cluster_scoped("", "Namespace"));
         assert!(!scopes.is_cluster_scoped("apps", "Deployment"));
+    }
+
+    #[test]
+    fn namespaced_objects_land_in_theirs_or_default_cluster_scoped_in_none() {
+        assert_eq!(landing_namespace("", false), "default");
+        assert_eq!(landing_namespace("web", false), "web");
+        assert_eq!(landing_namespace("web", true), "");
+        let role = Object::new(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": "r", "namespace": "web"}}),
+            Origin::generated("role.yaml"),
+        );
+        assert_eq!(Scopes::default().landing_namespace(&role), "");
     }
 }

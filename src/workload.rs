@@ -19,6 +19,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::kinds::StatusRule;
+
 /// How a workload is doing, from its status.
 ///
 /// Ordered as declared (`Progressing < Available < Degraded`), for stable sorting only; the order
@@ -90,18 +92,11 @@ impl WorkloadHealth {
 /// Returns `None` when the kind has no health rule and no `Ready` condition (ConfigMap, Service,
 /// ...): such objects are fine once applied, and reporting them as anything would be noise.
 pub fn assess(object: &Value) -> Option<WorkloadHealth> {
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    // The core group has no `group/` prefix (`v1`), so no slash means group "".
-    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     // A `status` that is not an object (null, or garbage) carries nothing we can read.
     let status = object.get("status").filter(|status| status.is_object());
 
-    match (group, kind) {
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") => {
+    match crate::kinds::workload_of(object).and_then(|workload| workload.status) {
+        Some(rule @ (StatusRule::Deployment | StatusRule::StatefulSet | StatusRule::DaemonSet)) => {
             // These controllers always write status; none yet means the controller has not run.
             let Some(status) = status else {
                 return Some(WorkloadHealth::progressing("no status yet"));
@@ -109,13 +104,13 @@ pub fn assess(object: &Value) -> Option<WorkloadHealth> {
             if let Some(lag) = generation_lag(object, status) {
                 return Some(lag);
             }
-            Some(match kind {
-                "Deployment" => deployment(object, status),
-                "StatefulSet" => stateful_set(object, status),
+            Some(match rule {
+                StatusRule::Deployment => deployment(object, status),
+                StatusRule::StatefulSet => stateful_set(object, status),
                 _ => daemon_set(object, status),
             })
         }
-        ("batch", "Job") => {
+        Some(StatusRule::Job) => {
             // A Job with no status yet is simply one that has not started running.
             let status = status.unwrap_or(&Value::Null);
             if let Some(lag) = generation_lag(object, status) {
@@ -123,7 +118,7 @@ pub fn assess(object: &Value) -> Option<WorkloadHealth> {
             }
             Some(job(status))
         }
-        _ => {
+        None => {
             // Custom resources: the `Ready` condition is the common convention; without it we
             // know nothing about what "healthy" means for the kind.
             let status = status?;

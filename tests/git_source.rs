@@ -6,21 +6,10 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use flotilla::source::{GitCredentials, GitRef, GitSource};
 use harness::git;
-
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_token_authenticates_over_http_and_a_wrong_one_is_refused_without_showing_it() {
@@ -35,20 +24,8 @@ fn a_token_authenticates_over_http_and_a_wrong_one_is_refused_without_showing_it
     );
     let head = git(&work, &["rev-parse", "HEAD"]);
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git-http-server.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg(dir.path())
-        .arg("right-token")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 git-http-server.py");
-    let mut port = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut port)
-        .expect("port");
-    let _server = Server(child);
-    let url = format!("http://127.0.0.1:{}/remote.git", port.trim());
+    let server = harness::GitServer::start(dir.path(), "right-token");
+    let url = format!("http://{}/remote.git", server.address);
 
     let source = |token: Option<&str>, cache: &str| GitSource {
         url: url.clone(),

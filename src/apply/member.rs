@@ -451,3 +451,49 @@ mod version_tests {
         assert!(!legacy(&json!({"gitVersion": "v1.37.2"})));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use backon::BackoffBuilder;
+
+    use super::*;
+
+    #[test]
+    fn retries_wait_100_ms_doubling_with_jitter_four_times() {
+        let delays: Vec<Duration> = retry_policy().build().collect();
+        assert_eq!(delays.len(), 4, "{delays:?}");
+        for (delay, base_ms) in delays.iter().zip([100, 200, 400, 800]) {
+            let base = Duration::from_millis(base_ms);
+            // Jitter adds up to the delay again, never less than it.
+            assert!(
+                (base..base * 2).contains(delay),
+                "{delay:?} not in {base:?}..{:?}",
+                base * 2
+            );
+        }
+    }
+
+    /// A request that keeps failing is sent five times, and given up on within 3 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_request_is_tried_five_times_then_given_up() {
+        let attempts = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let attempt = || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(RequestError::Unreachable("connection refused".to_string()))
+        };
+        let result = attempt
+            .retry(retry_policy())
+            .sleep(tokio::time::sleep)
+            .await;
+        assert!(matches!(result, Err(RequestError::Unreachable(_))));
+        assert_eq!(attempts.load(Ordering::SeqCst), 5);
+        let waited = start.elapsed();
+        assert!(
+            (Duration::from_millis(1_500)..Duration::from_secs(3)).contains(&waited),
+            "{waited:?}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::{Method, StatusCode};
 use serde::Serialize;
@@ -36,7 +37,8 @@ pub use inventory::{Entry, INVENTORY_NAMESPACE, Inventory, InventoryError};
 pub use member::{Member, RequestError, Resource};
 
 use crate::drift::{Drift, DriftMode};
-use crate::object::{Object, ObjectRef, is_builtin_group, pod_spec_pointer};
+use crate::kinds;
+use crate::object::{Object, ObjectRef, landing_namespace};
 use crate::placement::Plan;
 
 /// The field manager of every server-side apply Flotilla sends.
@@ -48,6 +50,11 @@ pub const PRUNE_ANNOTATION: &str = "flotilla.dev/prune";
 
 /// How long a CRD may take to become Established before its custom resources are given up.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a new CRD is looked at until it is Established and served (until
+/// [`ESTABLISH_TIMEOUT`]): it usually is within a few hundred milliseconds.
+const ESTABLISH_POLL: backon::ConstantBuilder = backon::ConstantBuilder::new()
+    .with_delay(Duration::from_millis(50))
+    .without_max_times();
 
 /// A cluster could not be set up for a sync.
 #[derive(Debug, thiserror::Error)]
@@ -201,32 +208,11 @@ pub fn apply_query(dry_run: bool) -> String {
     query
 }
 
-/// The order of apply waves: CRDs, Namespaces, other cluster-scoped, namespaced built-ins,
-/// then workloads, then custom resources. Workloads come after the ConfigMaps, Secrets and
-/// Services they use (as in Helm's install order), so their Pods start with what they need,
-/// and the controllers' reaction to them does not compete with the rest of the sync.
+/// The apply wave of an object: [`crate::kinds::apply_wave`], where the apiserver says the
+/// kind's scope (a custom kind's is unknown until its CRD is served).
 fn wave(object_ref: &ObjectRef, resource: Option<&Resource>) -> u8 {
-    match (object_ref.group.as_str(), object_ref.kind.as_str()) {
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
-        ("", "Namespace") => 1,
-        (group, _) if !is_builtin_group(group) => 5,
-        _ if resource.is_some_and(|resource| !resource.namespaced) => 2,
-        (group, kind) if is_workload(group, kind) => 4,
-        _ => 3,
-    }
-}
-
-/// Kinds whose controllers start Pods.
-fn is_workload(group: &str, kind: &str) -> bool {
-    matches!(
-        (group, kind),
-        ("", "Pod" | "ReplicationController")
-            | (
-                "apps",
-                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
-            )
-            | ("batch", "Job" | "CronJob")
-    )
+    let cluster_scoped = resource.is_some_and(|resource| !resource.namespaced);
+    kinds::apply_wave(&object_ref.group, &object_ref.kind, cluster_scoped)
 }
 
 /// A planned object, ready to send.
@@ -279,7 +265,7 @@ fn add_legacy_forms(body: &mut Value) {
     if api_version == "v1" && kind == "Service" {
         default_protocols(body.pointer_mut("/spec/ports"), "port");
     }
-    if let Some(pointer) = pod_spec_pointer(kind)
+    if let Some(pointer) = kinds::workload_of(body).map(|workload| workload.pod_spec)
         && let Some(pod_spec) = body.pointer_mut(pointer)
     {
         for containers in ["containers", "initContainers", "ephemeralContainers"] {
@@ -370,7 +356,8 @@ impl Member {
     }
 }
 
-/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none.
+/// A namespaced object without a namespace goes to `default`; a cluster-scoped one has none
+/// ([`landing_namespace`], with the scope the apiserver serves).
 fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<&Resource>) {
     let Some(resource) = resource else { return };
     let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
@@ -380,22 +367,22 @@ fn fix_namespace(object_ref: &mut ObjectRef, body: &mut Value, resource: Option<
         if object_ref.namespace.is_empty() {
             metadata.remove("namespace");
         } else {
-            metadata.insert("namespace".into(), Value::String("default".into()));
+            metadata.insert(
+                "namespace".into(),
+                Value::String(object_ref.namespace.clone()),
+            );
         }
     }
 }
 
 /// The reference half of [`fix_namespace`]; true when it changed the namespace.
 fn fix_ref_namespace(object_ref: &mut ObjectRef, resource: &Resource) -> bool {
-    if resource.namespaced && object_ref.namespace.is_empty() {
-        object_ref.namespace = "default".into();
-        true
-    } else if !resource.namespaced && !object_ref.namespace.is_empty() {
-        object_ref.namespace.clear();
-        true
-    } else {
-        false
+    let landing = landing_namespace(&object_ref.namespace, !resource.namespaced);
+    if landing == object_ref.namespace {
+        return false;
     }
+    object_ref.namespace = landing.to_string();
+    true
 }
 
 /// The URL of one object.
@@ -1082,24 +1069,40 @@ impl Member {
     /// Waits until a CRD is Established and discovery lists its kind in every served version,
     /// so that its custom resources, applied next, are found.
     async fn wait_established(&self, crd: &str) -> Result<(), String> {
+        /// Why one look at the CRD did not end the wait.
+        enum Waiting {
+            /// Not Established or not served yet: look again.
+            NotYet,
+            /// The CRD could not be read (after the request's own retries): give up.
+            Failed(String),
+        }
         let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}");
-        let deadline = Instant::now() + ESTABLISH_TIMEOUT;
-        loop {
-            let reply = self.get(&path).await.map_err(|error| error.to_string())?;
-            if let Some(crd) = reply.map(|reply| reply.json())
-                && is_established(&crd)
-                && self.serves_every_version(&crd).await
-            {
-                return Ok(());
+        let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
+        let look = || async {
+            let reply = self
+                .get(&path)
+                .await
+                .map_err(|error| Waiting::Failed(error.to_string()))?;
+            match reply.map(|reply| reply.json()) {
+                Some(crd) if is_established(&crd) && self.serves_every_version(&crd).await => {
+                    Ok(())
+                }
+                _ => Err(Waiting::NotYet),
             }
-            if Instant::now() > deadline {
-                return Err(format!(
+        };
+        look.retry(ESTABLISH_POLL)
+            .sleep(tokio::time::sleep)
+            .when(|waiting| {
+                matches!(waiting, Waiting::NotYet) && tokio::time::Instant::now() <= deadline
+            })
+            .await
+            .map_err(|waiting| match waiting {
+                Waiting::Failed(error) => error,
+                Waiting::NotYet => format!(
                     "not Established and served after {} s",
                     ESTABLISH_TIMEOUT.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                ),
+            })
     }
 
     /// Whether discovery lists the CRD's kind in each version it serves.

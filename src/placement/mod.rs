@@ -696,13 +696,9 @@ fn read_override(object: &Object) -> Result<Override, PlanError> {
     })
 }
 
+/// The namespace of a namespaced object (a policy) that may name none.
 fn namespace_or_default(namespace: &str) -> String {
-    if namespace.is_empty() {
-        "default"
-    } else {
-        namespace
-    }
-    .to_string()
+    crate::object::landing_namespace(namespace, false).to_string()
 }
 
 /// Reads a Fleet's `spec.placement` as a Karmada placement, dropping (with a warning) the
@@ -885,11 +881,7 @@ fn read_clusters(
 
 /// The namespace a template lands in: none for cluster-scoped kinds, `default` when unset.
 fn effective_namespace(template: &Object, scopes: &Scopes) -> String {
-    if scopes.is_cluster_scoped(template.group(), template.kind()) {
-        String::new()
-    } else {
-        namespace_or_default(template.namespace())
-    }
+    scopes.landing_namespace(template).to_string()
 }
 
 /// How specifically a selector matches a template (Karmada's implicit priority):
@@ -961,21 +953,25 @@ fn choose_policy<'a>(
 
 // ----- placing one template -----
 
-/// Kinds whose `spec.replicas` Karmada divides. A template without replicas counts 1, as in
-/// Karmada, whose templates the apiserver defaults to 1; Duplicated keeps it absent (see
-/// `place`).
-/// The replicas of a scalable template (1 when it has none, as its apiserver defaults), or
+/// The replicas of a template whose `spec.replicas` placement divides
+/// ([`crate::kinds::WorkloadKind::divides_replicas`]): 1 when it has none, as in Karmada,
+/// whose templates the apiserver defaults to 1 (Duplicated keeps it absent, see `place`);
 /// `None` for other kinds. A value Kubernetes would refuse (negative, over int32, not a
 /// number) is an error naming it, never read as 1.
 fn replica_count(template: &Object) -> Result<Option<u64>, String> {
-    if !matches!(template.kind(), "Deployment" | "StatefulSet" | "ReplicaSet") {
+    if !crate::kinds::workload(template.group(), template.kind())
+        .is_some_and(|workload| workload.divides_replicas)
+    {
         return Ok(None);
     }
-    // The divided count is written back into `spec`: one that is not a mapping (the
-    // apiserver would refuse it) is an error here, not a panic when the copy is made.
-    match template.value.get("spec") {
-        None | Some(Value::Null | Value::Object(_)) => {}
-        Some(other) => return Err(format!("spec: {other} is not a mapping")),
+    // Each cluster's copy gets its share written into `spec`: a `spec` that is a string or a
+    // list made that write panic.
+    if template
+        .value
+        .get("spec")
+        .is_some_and(|spec| !spec.is_object() && !spec.is_null())
+    {
+        return Err("spec: not a mapping".into());
     }
     match template.value.pointer("/spec/replicas") {
         None | Some(Value::Null) => Ok(Some(1)),
@@ -1238,6 +1234,10 @@ fn fail_over(
 
 /// ConfigMaps, Secrets, ServiceAccounts and PVCs a workload's pod spec names.
 fn pod_dependencies(template: &Object) -> Vec<(&'static str, String)> {
+    // Karmada's dependency interpreter knows workloads by group and kind.
+    if crate::kinds::workload(template.group(), template.kind()).is_none() {
+        return Vec::new();
+    }
     crate::object::pod_references(&template.value)
         .into_iter()
         .filter_map(|(kind, pointer)| {
@@ -1379,7 +1379,7 @@ fn add_missing_namespaces(objects: &mut Vec<Object>, scopes: &Scopes) {
     let needed: BTreeSet<String> = objects
         .iter()
         .filter(|o| !scopes.is_cluster_scoped(o.group(), o.kind()))
-        .map(|o| namespace_or_default(o.namespace()))
+        .map(|o| scopes.landing_namespace(o).to_string())
         .filter(|ns| !declared.contains(ns) && !SYSTEM_NAMESPACES.contains(&ns.as_str()))
         .collect();
     for namespace in needed {
@@ -1390,16 +1390,10 @@ fn add_missing_namespaces(objects: &mut Vec<Object>, scopes: &Scopes) {
     }
 }
 
-/// Namespaces, then CRDs, then other cluster-scoped objects, then namespaced built-ins, then
-/// custom resources (which need their CRD established first).
+/// The apply wave ([`crate::kinds::apply_wave`]), with the scope the repo's CRDs give.
 fn apply_rank(object: &Object, scopes: &Scopes) -> u8 {
-    match (object.group(), object.kind()) {
-        ("", "Namespace") => 0,
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => 1,
-        (group, kind) if scopes.is_cluster_scoped(group, kind) => 2,
-        (group, _) if crate::object::is_builtin_group(group) => 3,
-        _ => 4,
-    }
+    let (group, kind) = (object.group(), object.kind());
+    crate::kinds::apply_wave(group, kind, scopes.is_cluster_scoped(group, kind))
 }
 
 #[cfg(test)]

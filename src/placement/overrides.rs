@@ -3,21 +3,21 @@
 
 use serde_json::{Value, json};
 
+pub use crate::image::ImageRef;
+
 use super::types::{
     CommandArgsOverrider, FieldOverrider, ImageOverrider, LabelAnnotationOverrider, Overriders,
     PlaintextOverrider,
 };
 
-/// Kinds whose containers the image, command and args overriders touch, with the pointer to
-/// their container list.
-fn containers_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Pod" => Some("/spec/containers"),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
-            Some("/spec/template/spec/containers")
-        }
-        _ => None,
-    }
+/// The pointer to the container list of an object whose containers the image, command and
+/// args overriders touch (see [`crate::kinds::WorkloadKind::karmada_containers`]): by kind
+/// alone, as Karmada's overriders switch on the kind.
+fn containers_pointer(object: &Value) -> Option<String> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    crate::kinds::workload_by_kind(kind)
+        .filter(|workload| workload.karmada_containers)
+        .map(|workload| workload.containers())
 }
 
 /// Applies one rule's overriders in Karmada's order: image, command, args, labels,
@@ -52,95 +52,6 @@ pub fn apply_overriders(object: &mut Value, overriders: &Overriders) -> Result<(
 }
 
 // ----- images -----
-
-/// A container image split Docker-style, without `docker.io` normalisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    /// Registry host (with port), empty when the image names none.
-    pub registry: String,
-    /// Repository path.
-    pub repository: String,
-    /// Tag, empty when none.
-    pub tag: String,
-    /// Digest (`sha256:...`), empty when none.
-    pub digest: String,
-}
-
-impl ImageRef {
-    /// Splits an image: the part before the first `/` is a registry only if it contains `.`
-    /// or `:` or is `localhost`.
-    pub fn parse(image: &str) -> Self {
-        let (registry, rest) = match image.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest)
-            }
-            _ => (String::new(), image),
-        };
-        let (rest, digest) = match rest.split_once('@') {
-            Some((rest, digest)) => (rest, digest.to_string()),
-            None => (rest, String::new()),
-        };
-        let (repository, tag) = match rest.rsplit_once(':') {
-            Some((repository, tag)) => (repository.to_string(), tag.to_string()),
-            None => (rest.to_string(), String::new()),
-        };
-        ImageRef {
-            registry,
-            repository,
-            tag,
-            digest,
-        }
-    }
-
-    /// The tag, or the digest when there is one (Karmada's `TagOrDigest`).
-    fn tag_or_digest(&self) -> String {
-        if self.digest.is_empty() {
-            self.tag.clone()
-        } else {
-            self.digest.clone()
-        }
-    }
-
-    /// Sets a tag, or a digest when the value looks like one (`algorithm:hex`).
-    fn set_tag_or_digest(&mut self, value: &str) {
-        if looks_like_digest(value) {
-            self.digest = value.to_string();
-            self.tag.clear();
-        } else {
-            self.tag = value.to_string();
-            self.digest.clear();
-        }
-    }
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if !self.registry.is_empty() {
-            write!(f, "{}/", self.registry)?;
-        }
-        write!(f, "{}", self.repository)?;
-        if !self.digest.is_empty() {
-            write!(f, "@{}", self.digest)
-        } else if !self.tag.is_empty() {
-            write!(f, ":{}", self.tag)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-fn looks_like_digest(value: &str) -> bool {
-    value.split_once(':').is_some_and(|(algorithm, hex)| {
-        !algorithm.is_empty()
-            && algorithm
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
-            && hex.len() >= 32
-            && hex.chars().all(|c| c.is_ascii_hexdigit())
-    })
-}
 
 /// Applies one image operation to an image string.
 pub fn override_image(image: &str, overrider: &ImageOverrider) -> Result<String, String> {
@@ -180,12 +91,11 @@ fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), Str
     let pointers: Vec<String> = match &overrider.predicate {
         Some(predicate) => vec![predicate.path.clone()],
         None => {
-            let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-            let Some(list) = containers_pointer(kind) else {
+            let Some(list) = containers_pointer(object) else {
                 return Ok(());
             };
             let count = object
-                .pointer(list)
+                .pointer(&list)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
             (0..count).map(|i| format!("{list}/{i}/image")).collect()
@@ -210,11 +120,10 @@ fn apply_command_args(
     overrider: &CommandArgsOverrider,
     field: &str,
 ) -> Result<(), String> {
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    let Some(list) = containers_pointer(kind) else {
+    let Some(list) = containers_pointer(object) else {
         return Ok(());
     };
-    let Some(containers) = object.pointer_mut(list).and_then(Value::as_array_mut) else {
+    let Some(containers) = object.pointer_mut(&list).and_then(Value::as_array_mut) else {
         return Ok(());
     };
     for container in containers {

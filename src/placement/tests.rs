@@ -1031,6 +1031,26 @@ fn replica_counts_kubernetes_would_refuse_fail_the_resource() {
 }
 
 #[test]
+fn a_spec_that_is_not_a_mapping_fails_the_resource() {
+    // Shown with the placement fuzz target: dividing the replicas of such a template panicked.
+    for spec in ["x", "[1, 2]", "3"] {
+        let yaml = format!(
+            "\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: web}}\nspec: {spec}\n"
+        );
+        let plan = plan_of(&format!(
+            "{yaml}---{}",
+            web_policy("  placement:\n    replicaScheduling: {replicaSchedulingType: Divided}\n")
+        ));
+        assert_eq!(plan.errors.len(), 1, "{spec}: {:?}", plan.errors);
+        assert!(
+            plan.errors[0].problem.contains("spec: not a mapping"),
+            "{}",
+            plan.errors[0].problem
+        );
+    }
+}
+
+#[test]
 fn overrides_may_not_change_which_object_it_is() {
     for (operation, shown) in [
         (

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::load::{Dialect, Repo, parse_documents, parse_documents_with};
 use super::merge::{schemaless_merge, strategic_merge};
 use super::{RenderError, kustomization_file};
+use crate::image::kustomize_split;
 use crate::labels::{matches_all, parse_label_selector};
 use crate::object::{
     Object, Origin, is_builtin_group, map_at_path, pod_references, pod_spec_pointer,
@@ -1608,6 +1609,8 @@ impl Level<'_> {
                 continue;
             };
             let object = &mut resource.object;
+            // kustomize's replicas field specs, by kind alone: kustomize's configuration, kept
+            // byte-exact, not `crate::kinds::WORKLOADS` (whose divided kinds are Karmada's).
             let scalable = matches!(
                 object.kind(),
                 "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
@@ -1703,7 +1706,7 @@ fn set_image(slot: &mut Value, entry: &ImageEntry, matcher: &ImageMatcher) {
     if !matcher.matches(image) {
         return;
     }
-    let (name, tag, digest) = kustomize_split_image(image);
+    let (name, tag, digest) = kustomize_split(image);
     let (tag, digest) = (Some(tag), Some(digest));
     let name = entry.new_name.as_deref().unwrap_or(name);
     // kustomize reads an empty field as an absent one.
@@ -1788,28 +1791,8 @@ impl ImageMatcher {
             Some(pattern) => pattern.is_match(image),
             // Go reads `^*` as a repeated anchor that every image matches; a name no regex
             // engine here takes is compared as it stands.
-            None => self.name == "*" || kustomize_split_image(image).0 == self.name,
+            None => self.name == "*" || kustomize_split(image).0 == self.name,
         }
-    }
-}
-
-/// kustomize's image.Split: past the first `/`, the first `@` starts the digest and the first
-/// `:` the tag (`registry.local/nginx:1.25:1.0` has the tag `1.25:1.0`).
-fn kustomize_split_image(image: &str) -> (&str, &str, &str) {
-    let slash = image.find('/').filter(|&i| i > 0).unwrap_or(0);
-    let search = &image[slash..];
-    match (search.find(':'), search.find('@')) {
-        (None, None) => (image, "", ""),
-        (None, Some(at)) => (&image[..slash + at], "", &image[slash + at + 1..]),
-        (Some(colon), Some(at)) if at < colon => {
-            (&image[..slash + at], "", &image[slash + at + 1..])
-        }
-        (Some(colon), Some(at)) => (
-            &image[..slash + colon],
-            &image[slash + colon + 1..slash + at],
-            &image[slash + at + 1..],
-        ),
-        (Some(colon), None) => (&image[..slash + colon], &image[slash + colon + 1..], ""),
     }
 }
 
@@ -1944,7 +1927,8 @@ fn spec(kinds: &'static [&'static str], path: &str, create: bool) -> FieldSpec {
 }
 
 /// Pod template metadata as kustomize's tables give it for labels (with volume claim
-/// templates) or annotations.
+/// templates) or annotations: kustomize's configuration, kept byte-exact with its kinds and
+/// groups, not `crate::kinds::WORKLOADS`.
 fn template_metadata_specs(field: &str, labels: bool) -> Vec<FieldSpec> {
     let template = format!("spec/template/metadata/{field}");
     let mut specs = vec![
@@ -2163,23 +2147,6 @@ fn visit_containers(value: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>
             }
         }
         _ => {}
-    }
-}
-
-/// Splits an image into (name, tag, digest) the way kustomize matches `images` entries:
-/// `localhost:5000/app:1.0` is (`localhost:5000/app`, `1.0`, none).
-pub fn split_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
-    let (rest, digest) = match image.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (image, None),
-    };
-    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match rest[last_slash..].rfind(':') {
-        Some(colon) => {
-            let colon = last_slash + colon;
-            (&rest[..colon], Some(&rest[colon + 1..]), digest)
-        }
-        None => (rest, None, digest),
     }
 }
 
@@ -2563,36 +2530,15 @@ mod tests {
         assert!(!ImageMatcher::new("gcr.io/app").matches("gcr.io/app@md5:abc"));
         assert!(!ImageMatcher::new("app").matches("ap"));
         assert_eq!(
-            kustomize_split_image("registry.local/nginx:1.25:1.0"),
+            kustomize_split("registry.local/nginx:1.25:1.0"),
             ("registry.local/nginx", "1.25:1.0", "")
         );
         assert_eq!(
-            kustomize_split_image("localhost:5000/app:1.0@sha256:abc"),
+            kustomize_split("localhost:5000/app:1.0@sha256:abc"),
             ("localhost:5000/app", "1.0", "sha256:abc")
         );
-        assert_eq!(
-            kustomize_split_image("app@sha256:a:b"),
-            ("app", "", "sha256:a:b")
-        );
-        assert_eq!(kustomize_split_image("app"), ("app", "", ""));
-    }
-
-    #[test]
-    fn image_split_handles_registry_ports_and_digests() {
-        assert_eq!(split_image("nginx"), ("nginx", None, None));
-        assert_eq!(split_image("nginx:1.2"), ("nginx", Some("1.2"), None));
-        assert_eq!(
-            split_image("localhost:5000/app:1.0"),
-            ("localhost:5000/app", Some("1.0"), None)
-        );
-        assert_eq!(
-            split_image("localhost:5000/app"),
-            ("localhost:5000/app", None, None)
-        );
-        assert_eq!(
-            split_image("a.io/app@sha256:abc"),
-            ("a.io/app", None, Some("sha256:abc"))
-        );
+        assert_eq!(kustomize_split("app@sha256:a:b"), ("app", "", "sha256:a:b"));
+        assert_eq!(kustomize_split("app"), ("app", "", ""));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! YAML 1.1 that Kubernetes reads (`0644` is 420, `yes` is true), or, for what kustomize reads
 //! with kyaml (resources, patches), with YAML 1.2 booleans (`yes` is a string).
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -361,10 +362,19 @@ fn parse_documents_as(
         })
     };
     if dialect == Dialect::Kustomize && (has_date_like(text) || typed_annotation()) {
+        // Each document by the line its root starts on (the first one of a line, as a search
+        // from the front finds): a scan of every document per fix-up was quadratic, minutes
+        // for a file of 100,000 annotated documents.
+        let mut by_line = HashMap::new();
+        for (index, document) in documents.iter().enumerate() {
+            by_line
+                .entry(document.defined.line() as usize)
+                .or_insert(index);
+        }
         for (document, path, text) in kustomize_scalars(text, resources) {
-            if let Some(slot) = documents
-                .iter_mut()
-                .find(|d| d.defined.line() as usize == document)
+            if let Some(slot) = by_line
+                .get(&document)
+                .and_then(|&index| documents.get_mut(index))
                 .and_then(|d| value_at_mut(&mut d.value, &path))
                 // Only values the parser did not already read as this text.
                 && slot.as_str() != Some(text.as_str())
@@ -899,6 +909,20 @@ mod tests {
             .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n"))
             .collect();
         assert_eq!(parse(&bundle).unwrap().len(), 1_500);
+    }
+
+    #[test]
+    fn kustomize_fix_ups_find_their_document_among_many() {
+        // Every timestamp's text is put back in its own document, found by line (a scan of
+        // every document per fix-up was quadratic: `benches/kustomize` measures the speed).
+        let dates = vec!["2024-01-01"; 2_000].join(", ");
+        let text = format!("{}--- [{dates}]\n--- 2024-01-02\n", "--- 0\n".repeat(5_000));
+        let documents =
+            parse_documents_with(&text, Path::new("t.yaml"), Dialect::Kustomize).unwrap();
+        assert_eq!(documents.len(), 5_002);
+        assert_eq!(documents[5_000].0[1_999], "2024-01-01T00:00:00Z");
+        assert_eq!(documents[5_001].0, "2024-01-02T00:00:00Z");
+        assert_eq!(documents[4_999].0, 0);
     }
 
     #[test]

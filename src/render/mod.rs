@@ -9,7 +9,7 @@ mod fieldpath;
 pub mod helm;
 pub mod kustomize;
 pub mod load;
-mod merge;
+pub(crate) mod merge;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

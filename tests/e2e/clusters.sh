@@ -4,6 +4,7 @@
 # context per cluster and supervises them until told to stop.
 #
 #   clusters.sh up [--hub] [--state DIR] (N | NAME...)   run in the foreground (tests use this)
+#   clusters.sh up --etcd-per-cluster ...                each cluster gets its own etcd
 #   clusters.sh up --detach [--hub] [--state DIR] (N | NAME...)   start in the background (humans)
 #   clusters.sh down [--state DIR]                       stop a detached set
 #
@@ -18,6 +19,9 @@
 #
 # In the foreground, the supervisor prints `ready KUBECONFIG` once every apiserver answers
 # /readyz, then reads commands from stdin: `stop NAME` and `start NAME` answer `ok NAME`.
+# With --etcd-per-cluster (the fault tests: one cluster's storage fails, the others' does not),
+# `stop-etcd NAME` kills that cluster's etcd only and `start-etcd NAME` starts it again on its
+# data and waits until the apiserver is ready again.
 # When stdin closes (the test process ended, even by a panic or SIGKILL), or on SIGTERM/SIGINT,
 # everything is stopped and the state directory removed. Every child also gets
 # PR_SET_PDEATHSIG=KILL, so nothing outlives a supervisor that was itself killed.
@@ -57,7 +61,7 @@ start_apiserver() {
     dir="$state/$name"
     mkdir -p "$dir/certs"
     spawn "$dir/apiserver.log" "$dir/apiserver.pid" "$bin/kube-apiserver" \
-        --etcd-servers="http://127.0.0.1:$etcd_port" --etcd-prefix="/$name" \
+        --etcd-servers="http://127.0.0.1:$(etcd_port_of "$name")" --etcd-prefix="/$name" \
         --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
         --secure-port="$port" "${apiserver_lane_flags[@]}" --cert-dir="$dir/certs" \
         --token-auth-file="$state/tokens.csv" --authorization-mode=RBAC \
@@ -67,6 +71,42 @@ start_apiserver() {
         --api-audiences=https://kubernetes.default.svc.cluster.local \
         --service-cluster-ip-range=10.0.0.0/20 --endpoint-reconciler-type=none \
         --allow-privileged=true
+}
+
+# The etcd a cluster's apiserver uses: its own with --etcd-per-cluster, else the shared one.
+etcd_port_of() {
+    if [ -f "$state/$1/etcd-port" ]; then cat "$state/$1/etcd-port"; else echo "$etcd_port"; fi
+}
+
+# Starts an etcd on the ports in DIR/etcd-port and DIR/etcd-peer-port, keeping its data in
+# DATA (the same data again after a stop: nothing is lost), logging to DIR/etcd.log.
+start_etcd() {
+    local dir="$1" data="$2" port peer
+    port="$(cat "$dir/etcd-port")"
+    peer="$(cat "$dir/etcd-peer-port")"
+    spawn "$dir/etcd.log" "$dir/etcd.pid" "$etcd" --data-dir "$data" \
+        --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "default=http://127.0.0.1:$peer" --quota-backend-bytes 4294967296
+}
+
+# Kills one cluster's own etcd (as a crash would: no clean shutdown).
+stop_etcd() {
+    local name="$1" pid
+    pid="$(cat "$state/$name/etcd.pid" 2>/dev/null || true)"
+    # In a group, so that bash's "Killed" notice goes where the wait's stderr goes.
+    {
+        [ -n "$pid" ] && kill -KILL "$pid" || true
+        [ -n "$pid" ] && wait "$pid" || true
+    } 2>/dev/null
+    rm -f "$state/$name/etcd.pid"
+}
+
+# Starts one cluster's own etcd again and waits until its apiserver is ready on it.
+start_etcd_again() {
+    start_etcd "$state/$1" "$etcd_dir/$1"
+    wait_answering "$1" etcd "http://127.0.0.1:$(cat "$state/$1/etcd-port")/health"
+    wait_ready "$1"
 }
 
 start_controller_manager() {
@@ -79,18 +119,25 @@ start_controller_manager() {
         "${controller_manager_lane_flags[@]}" --secure-port=0
 }
 
-wait_ready() {
-    local name="$1" port deadline
-    port="$(cat "$state/$name/port")"
+# Waits until the component of cluster NAME (apiserver, etcd) answers URL (curl with ARGS),
+# for up to 90 s; shows its log and fails if it exits meanwhile.
+wait_answering() {
+    local name="$1" component="$2" url="$3" deadline
+    shift 3
     deadline=$((SECONDS + 90))
-    until curl -sfk -m 2 -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
-        if ! kill -0 "$(cat "$state/$name/apiserver.pid")" 2>/dev/null; then
-            tail -20 "$state/$name/apiserver.log" >&2
-            die "the apiserver of $name exited"
+    until curl -sf -m 2 "$@" "$url" >/dev/null 2>&1; do
+        if ! kill -0 "$(cat "$state/$name/$component.pid")" 2>/dev/null; then
+            tail -20 "$state/$name/$component.log" >&2
+            die "the $component of $name exited"
         fi
-        [ "$SECONDS" -lt "$deadline" ] || die "the apiserver of $name is not ready after 90 s"
+        [ "$SECONDS" -lt "$deadline" ] || die "the $component of $name is not ready after 90 s"
         sleep 0.2
     done
+}
+
+wait_ready() {
+    wait_answering "$1" apiserver "https://127.0.0.1:$(cat "$state/$1/port")/readyz" \
+        -k -H "Authorization: Bearer $admin_token"
 }
 
 stop_cluster() {
@@ -236,12 +283,13 @@ cleanup() {
 }
 
 cmd_up() {
-    local hub=false detach=false
+    local hub=false detach=false etcd_per_cluster=false
     names=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --hub) hub=true ;;
             --detach) detach=true ;;
+            --etcd-per-cluster) etcd_per_cluster=true ;;
             --state) state="$2"; shift ;;
             [0-9]*) for i in $(seq 1 "$1"); do names+=("cluster-$i"); done ;;
             -*) die "unknown option $1" ;;
@@ -259,7 +307,9 @@ cmd_up() {
         local ready_file fifo
         ready_file="$(mktemp)"
         # The supervisor's stdin is a pipe from `sleep infinity`; `down` stops both.
-        nohup bash -c 'sleep infinity | "$0" up --state "$1" "${@:2}"' "$0" "$state" "${names[@]}" \
+        local options=()
+        $etcd_per_cluster && options=(--etcd-per-cluster)
+        nohup bash -c 'sleep infinity | "$0" up --state "$1" "${@:2}"' "$0" "$state" "${options[@]}" "${names[@]}" \
             >"$ready_file" 2>"$ready_file.log" &
         until grep -q '^ready ' "$ready_file"; do
             if ! kill -0 $! 2>/dev/null; then cat "$ready_file.log" >&2; die "the clusters did not start"; fi
@@ -292,19 +342,27 @@ cmd_up() {
     openssl genrsa -out "$state/sa.key" 2048 2>/dev/null
     openssl rsa -in "$state/sa.key" -pubout -out "$state/sa.pub" 2>/dev/null
 
-    local ports i=0 etcd_peer_port
-    read -r -a ports <<<"$(free_ports $((${#names[@]} + 2)))"
-    etcd_port="${ports[0]}"; etcd_peer_port="${ports[1]}"
+    local ports i=0
+    read -r -a ports <<<"$(free_ports $((${#names[@]} * 3 + 2)))"
     # etcd's data is throwaway: keep it in memory when /dev/shm exists.
     etcd_dir="$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "$state")/flotilla-etcd.XXXXXX")"
-    spawn "$state/etcd.log" "$state/etcd.pid" "$etcd" --data-dir "$etcd_dir" \
-        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-        --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-        --initial-cluster "default=http://127.0.0.1:$etcd_peer_port" --quota-backend-bytes 4294967296
-    etcd_pid="$(cat "$state/etcd.pid")"
+    if $etcd_per_cluster; then
+        etcd_port=""
+    else
+        etcd_port="${ports[0]}"
+        echo "$etcd_port" >"$state/etcd-port"
+        echo "${ports[1]}" >"$state/etcd-peer-port"
+        start_etcd "$state" "$etcd_dir"
+        etcd_pid="$(cat "$state/etcd.pid")"
+    fi
     for name in "${names[@]}"; do
         mkdir -p "$state/$name"
-        echo "${ports[$((i + 2))]}" >"$state/$name/port"
+        echo "${ports[$((i * 3 + 2))]}" >"$state/$name/port"
+        if $etcd_per_cluster; then
+            echo "${ports[$((i * 3 + 3))]}" >"$state/$name/etcd-port"
+            echo "${ports[$((i * 3 + 4))]}" >"$state/$name/etcd-peer-port"
+            start_etcd "$state/$name" "$etcd_dir/$name"
+        fi
         i=$((i + 1))
         start_apiserver "$name"
     done
@@ -323,6 +381,15 @@ cmd_up() {
         case "$verb" in
             stop) stop_cluster "$name"; echo "ok $name" ;;
             start) start_cluster "$name"; echo "ok $name" ;;
+            stop-etcd | start-etcd)
+                if [ ! -f "$state/$name/etcd-port" ]; then
+                    echo "error $name has no etcd of its own (up --etcd-per-cluster)"
+                elif [ "$verb" = stop-etcd ]; then
+                    stop_etcd "$name"; echo "ok $name"
+                else
+                    start_etcd_again "$name"; echo "ok $name"
+                fi
+                ;;
             quit) break ;;
             *) echo "error unknown command $verb" ;;
         esac

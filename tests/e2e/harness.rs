@@ -56,6 +56,12 @@ pub fn clusters() -> &'static Clusters {
 impl Clusters {
     /// Starts a new set of clusters with these names (most callers want [`clusters`]).
     pub fn start(names: &[&str]) -> Clusters {
+        Clusters::start_with(names, &[])
+    }
+
+    /// [`Clusters::start`] with options of `clusters.sh up` (`--etcd-per-cluster`, which
+    /// [`Clusters::stop_etcd`] needs).
+    pub fn start_with(names: &[&str], options: &[&str]) -> Clusters {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/clusters.sh");
         // One state directory per set: a process may start several (the benchmarks do).
         static SETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -63,6 +69,7 @@ impl Clusters {
         let state = std::env::temp_dir().join(format!("flotilla-e2e-{}-{set}", std::process::id()));
         let mut child = Command::new(&script)
             .arg("up")
+            .args(options)
             .arg("--state")
             .arg(&state)
             .args(names)
@@ -125,6 +132,17 @@ impl Clusters {
     /// Starts a stopped cluster again and waits until it is ready.
     pub fn start_again(&self, name: &str) {
         self.command("start", name);
+    }
+
+    /// Kills one cluster's own etcd, leaving its apiserver running (clusters started with
+    /// `--etcd-per-cluster`).
+    pub fn stop_etcd(&self, name: &str) {
+        self.command("stop-etcd", name);
+    }
+
+    /// Starts a stopped etcd again on its data, and waits until the apiserver is ready.
+    pub fn start_etcd(&self, name: &str) {
+        self.command("start-etcd", name);
     }
 
     /// The kubectl of the clusters' Kubernetes version (the lane's own, see clusters.sh).
@@ -506,4 +524,44 @@ spec:
       containers: [{{name: web, image: "{image}"}}]
 "#
     )
+}
+
+/// `tests/e2e/git-http-server.py` serving the repositories under `root`, killed when dropped.
+pub struct GitServer {
+    child: std::process::Child,
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GitServer {
+    /// Starts it; it has printed its port, so it listens, when this returns.
+    pub fn start(root: &Path, token: &str) -> GitServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git-http-server.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(root)
+            .arg(token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 git-http-server.py");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut port)
+            .expect("the server's port");
+        let port: u16 = port
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("git-http-server.py printed {port:?}"));
+        GitServer {
+            child,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
 }

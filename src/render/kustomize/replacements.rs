@@ -19,6 +19,32 @@ use crate::render::load::parse_documents;
 /// The path a source or target reads or writes when it names none.
 const DEFAULT_FIELD_PATH: &str = "metadata.name";
 
+/// How much one kustomization's replacements may write, in [`size`] units (about bytes): a
+/// replacement that copies a map into the object it comes from (`spec` into `spec.l` and
+/// `spec.r`) triples it, so 25 such entries in a 4 KiB kustomization took every byte of memory
+/// (shown with the kustomize_build fuzz target). Real replacements copy names, hosts and images.
+pub const MAX_REPLACED_SIZE: usize = 64 * 1024 * 1024;
+
+/// The size of a value for [`MAX_REPLACED_SIZE`]: [`NODE_SIZE`] per node, plus its keys' and
+/// strings' bytes.
+fn size(value: &Value) -> usize {
+    match value {
+        Value::String(text) => NODE_SIZE + text.len(),
+        Value::Array(items) => NODE_SIZE + items.iter().map(size).sum::<usize>(),
+        Value::Object(map) => {
+            NODE_SIZE
+                + map
+                    .iter()
+                    .map(|(key, value)| key.len() + size(value))
+                    .sum::<usize>()
+        }
+        _ => NODE_SIZE,
+    }
+}
+
+/// About what a node of a value takes in memory, in bytes.
+const NODE_SIZE: usize = 32;
+
 /// One entry of `replacements`: inline (`source` + `targets`) or a `path` to a file holding
 /// one replacement or a list of them.
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +191,8 @@ impl SourceSelector {
 impl Level<'_> {
     /// Runs a kustomization's `replacements`, in order.
     pub(super) fn replace(&mut self, entries: &[ReplacementEntry]) -> Result<(), RenderError> {
+        // What the entries wrote so far, against MAX_REPLACED_SIZE.
+        let mut written = 0;
         for (index, entry) in entries.iter().enumerate() {
             let field = format!("replacements[{index}]");
             let inline = entry.source.is_some() || entry.targets.is_some();
@@ -178,10 +206,11 @@ impl Level<'_> {
                     for (position, replacement) in
                         self.replacement_file(path, &field)?.iter().enumerate()
                     {
-                        self.replace_one(replacement, &format!("{field}.path[{position}]"))?;
+                        let field = format!("{field}.path[{position}]");
+                        self.replace_one(replacement, &field, &mut written)?;
                     }
                 }
-                None => self.replace_one(entry, &field)?,
+                None => self.replace_one(entry, &field, &mut written)?,
             }
         }
         Ok(())
@@ -233,7 +262,12 @@ impl Level<'_> {
             .collect()
     }
 
-    fn replace_one(&mut self, entry: &ReplacementEntry, field: &str) -> Result<(), RenderError> {
+    fn replace_one(
+        &mut self,
+        entry: &ReplacementEntry,
+        field: &str,
+        written: &mut usize,
+    ) -> Result<(), RenderError> {
         let (Some(source), Some(targets)) = (&entry.source, &entry.targets) else {
             return Err(self.error(
                 field,
@@ -242,7 +276,8 @@ impl Level<'_> {
         };
         let value = self.source_value(source, &format!("{field}.source"))?;
         for (index, target) in targets.iter().enumerate() {
-            self.write_target(target, &value, &format!("{field}.targets[{index}]"))?;
+            let field = format!("{field}.targets[{index}]");
+            self.write_target(target, &value, &field, written)?;
         }
         Ok(())
     }
@@ -333,6 +368,7 @@ impl Level<'_> {
         target: &TargetSelector,
         value: &Value,
         field: &str,
+        written: &mut usize,
     ) -> Result<(), RenderError> {
         let Some(select) = &target.select else {
             return Err(self.error(field, "target must specify resources to select"));
@@ -375,12 +411,31 @@ impl Level<'_> {
                 .map_err(|e| self.error(&path_field, format!("{path:?}: {e}")))?;
             matchers.push((path, path_field, matcher));
         }
+        let value_size = size(value);
         for i in chosen {
             for (path, path_field, matcher) in &matchers {
                 let object = &mut self.resources[i].object;
+                // Checked before each write, so the budget bounds memory too.
+                let mut over = false;
                 let reached = matcher.apply(&mut object.value, create, &mut |slot| {
+                    *written = written.saturating_add(value_size);
+                    over = *written > MAX_REPLACED_SIZE;
+                    if over {
+                        return Err(String::new());
+                    }
                     set_field(slot, value, options)
                 });
+                if over {
+                    let object = self.resources[i].object.object_ref();
+                    return Err(self.error(
+                        path_field,
+                        format!(
+                            "{object}: {path:?}: the replacements write more than \
+                             {MAX_REPLACED_SIZE} bytes (a map copied into the object it \
+                             comes from grows it exponentially)"
+                        ),
+                    ));
+                }
                 let what = match create {
                     Create::Yes => "unable to find or create field",
                     Create::No => "unable to find field",
@@ -482,6 +537,42 @@ spec:
 
     fn error_of(replacements: &str) -> String {
         build_with(replacements).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn replacements_that_grow_an_object_exponentially_are_refused() {
+        // Shown with the kustomize_build fuzz target: each entry copies `spec` into two fields of
+        // itself, tripling it; 25 entries took every byte of memory.
+        let entry = "- source: {kind: Thing, name: t, fieldPath: spec}\n  targets: [{select: {kind: Thing}, fieldPaths: [spec.l, spec.r], options: {create: true}}]\n";
+        let error = super::super::tests::build_tree(&[
+            (
+                "t.yaml",
+                "apiVersion: x/v1\nkind: Thing\nmetadata: {name: t}\nspec: {a: 1}\n",
+            ),
+            (
+                "kustomization.yaml",
+                &format!("resources: [t.yaml]\nreplacements:\n{}", entry.repeat(25)),
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("replacements write more than") && error.contains("Thing"),
+            "{error}"
+        );
+        // A few such entries are still written.
+        let objects = super::super::tests::build_tree(&[
+            (
+                "t.yaml",
+                "apiVersion: x/v1\nkind: Thing\nmetadata: {name: t}\nspec: {a: 1}\n",
+            ),
+            (
+                "kustomization.yaml",
+                &format!("resources: [t.yaml]\nreplacements:\n{}", entry.repeat(3)),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(objects[0].value["spec"]["l"]["l"]["l"]["a"], 1);
     }
 
     #[test]

@@ -22,6 +22,10 @@ use crate::render::fieldpath;
 /// The most fields one object may have expanded; a guard against pathological inputs.
 const MAX_EXPANSIONS_PER_OBJECT: usize = 100_000;
 
+/// The most bytes of var values one kustomization's vars may write: a long value referenced
+/// in many places multiplies (a 1 MiB value referenced 100,000 times is 100 GiB).
+pub const MAX_EXPANDED_BYTES: usize = 64 * 1024 * 1024;
+
 /// One entry of `vars`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +178,7 @@ impl DeclaredVars {
         if values.is_empty() {
             return Ok(());
         }
+        let mut bytes_left = MAX_EXPANDED_BYTES;
         for resource in resources.iter_mut() {
             let object = &mut resource.object;
             let (group, version) = split_api_version(object.api_version());
@@ -197,7 +202,8 @@ impl DeclaredVars {
                     continue;
                 }
                 let path = split_spec_path(&spec.path);
-                expand_at(&mut object.value, &path, &values, &mut budget).map_err(|problem| {
+                let budgets = (&mut budget, &mut bytes_left);
+                expand_at(&mut object.value, &path, &values, budgets).map_err(|problem| {
                     RenderError::InvalidObject {
                         origin: object.origin.clone(),
                         field: spec.path.clone(),
@@ -277,20 +283,22 @@ fn split_spec_path(path: &str) -> Vec<String> {
 
 /// Walks a field spec path (lists entered element by element, missing fields skipped) and
 /// expands vars in the strings found at its end.
+/// `budgets`: the fields the object may still have expanded, and the bytes of var values the
+/// kustomization may still write.
 fn expand_at(
     node: &mut Value,
     path: &[String],
     values: &BTreeMap<&str, Value>,
-    budget: &mut usize,
+    budgets: (&mut usize, &mut usize),
 ) -> Result<(), String> {
     let Some((first, rest)) = path.split_first() else {
-        return expand_leaf(node, values, budget);
+        return expand_leaf(node, values, budgets);
     };
     match node {
         Value::Null => Ok(()),
         Value::Array(items) => {
             for item in items {
-                expand_at(item, path, values, budget)?;
+                expand_at(item, path, values, (&mut *budgets.0, &mut *budgets.1))?;
             }
             Ok(())
         }
@@ -299,7 +307,7 @@ fn expand_at(
                 return Err("cannot set or create an empty field name".into());
             }
             match map.get_mut(first) {
-                Some(child) => expand_at(child, rest, values, budget),
+                Some(child) => expand_at(child, rest, values, budgets),
                 None => Ok(()),
             }
         }
@@ -310,14 +318,14 @@ fn expand_at(
 fn expand_leaf(
     node: &mut Value,
     values: &BTreeMap<&str, Value>,
-    budget: &mut usize,
+    (budget, bytes_left): (&mut usize, &mut usize),
 ) -> Result<(), String> {
     let mut expand = |text: &mut Value| -> Result<(), String> {
         *budget = budget
             .checked_sub(1)
             .ok_or("too many fields to expand vars in")?;
         if let Value::String(input) = text {
-            *text = expand_vars(input, values);
+            *text = expand_vars(input, values, bytes_left)?;
         }
         Ok(())
     };
@@ -348,20 +356,35 @@ fn expand_leaf(
 /// Kustomize's `DoReplacements`: `$(NAME)` becomes the var's value, `$$` becomes `$`, and an
 /// unknown var (or one whose value is not a scalar) is left as written. A string that is
 /// exactly one known `$(NAME)` takes the value with its type (a number stays a number).
-pub fn expand_vars(input: &str, values: &BTreeMap<&str, Value>) -> Value {
+/// `bytes_left` is what var values may still write (an error when they would write more).
+pub fn expand_vars(
+    input: &str,
+    values: &BTreeMap<&str, Value>,
+    bytes_left: &mut usize,
+) -> Result<Value, String> {
     let mapped = |name: &str| -> Option<&Value> {
         values
             .get(name)
             .filter(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)))
     };
+    let mut spend = |text: &str| {
+        *bytes_left = bytes_left.checked_sub(text.len()).ok_or_else(|| {
+            format!("vars expand to more than {MAX_EXPANDED_BYTES} bytes in one kustomization")
+        })?;
+        Ok::<(), String>(())
+    };
     if let Some(name) = input.strip_prefix("$(").and_then(|s| s.strip_suffix(')'))
         && !name.contains(')')
         && let Some(value) = mapped(name)
     {
-        return value.clone();
+        spend(&display(value))?;
+        return Ok(value.clone());
     }
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
+    // Once a `$(` has no `)` after it, no later one has: not searching again keeps a string of
+    // many `$(` linear (each search to the end made it quadratic).
+    let mut unclosed = false;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
@@ -376,11 +399,15 @@ pub fn expand_vars(input: &str, values: &BTreeMap<&str, Value>) -> Value {
                 out.push('$');
                 rest = &after[1..];
             }
-            Some('(') => match after.find(')') {
+            Some('(') => match (!unclosed).then(|| after.find(')')).flatten() {
                 Some(close) => {
                     let name = &after[1..close];
                     match mapped(name) {
-                        Some(value) => out.push_str(&display(value)),
+                        Some(value) => {
+                            let text = display(value);
+                            spend(&text)?;
+                            out.push_str(&text);
+                        }
                         None => {
                             out.push_str("$(");
                             out.push_str(name);
@@ -390,6 +417,7 @@ pub fn expand_vars(input: &str, values: &BTreeMap<&str, Value>) -> Value {
                     rest = &after[close + 1..];
                 }
                 None => {
+                    unclosed = true;
                     out.push_str("$(");
                     rest = &after[1..];
                 }
@@ -402,7 +430,7 @@ pub fn expand_vars(input: &str, values: &BTreeMap<&str, Value>) -> Value {
         }
     }
     out.push_str(rest);
-    Value::String(out)
+    Ok(Value::String(out))
 }
 
 /// A scalar as Go's `%v` prints it.
@@ -493,12 +521,42 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let expand = |s: &str| expand_vars(s, &values);
+        let expand = |s: &str| {
+            let mut unlimited = usize::MAX;
+            expand_vars(s, &values, &mut unlimited).unwrap()
+        };
         assert_eq!(expand("http://$(SVC):$(PORT)/"), json!("http://p-svc:80/"));
         assert_eq!(expand("$(PORT)"), json!(80));
         assert_eq!(expand("$$(SVC)"), json!("$(SVC)"));
         assert_eq!(expand("$(NOPE) $(MAP)"), json!("$(NOPE) $(MAP)"));
         assert_eq!(expand("a$ $x $( $"), json!("a$ $x $( $"));
+    }
+
+    #[test]
+    fn many_unclosed_references_are_kept_as_written() {
+        // Each `$(` once searched the rest of the string for its `)` (quadratic); now the
+        // scan stops at the first unclosed one, and every later `$(` is kept as text.
+        let values: BTreeMap<&str, Value> = [("V", json!("v"))].into_iter().collect();
+        let input = format!("$(V) {}", "$(".repeat(100_000));
+        let mut left = MAX_EXPANDED_BYTES;
+        let expanded = expand_vars(&input, &values, &mut left).unwrap();
+        assert_eq!(expanded.as_str().map(str::len), Some(input.len() - 3));
+        assert!(
+            expanded
+                .as_str()
+                .is_some_and(|text| text.starts_with("v $($("))
+        );
+    }
+
+    #[test]
+    fn var_values_written_are_bounded() {
+        let long = "x".repeat(1024 * 1024);
+        let values: BTreeMap<&str, Value> = [("V", json!(long))].into_iter().collect();
+        let mut left = MAX_EXPANDED_BYTES;
+        let error = expand_vars(&"$(V)".repeat(100), &values, &mut left).unwrap_err();
+        assert!(error.contains("more than 67108864 bytes"), "{error}");
+        let mut left = MAX_EXPANDED_BYTES;
+        assert!(expand_vars(&"$(V)".repeat(10), &values, &mut left).is_ok());
     }
 
     #[test]
