@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use serde::Serialize;
 use tokio::sync::{Notify, RwLock, mpsc, watch};
@@ -413,6 +414,21 @@ async fn reconcile(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut 
         // A directory has no commit: every trigger re-syncs, and a no-op sync costs reads only.
         Source::Directory(dir) => format!("dir:{}", dir.display()),
     };
+    let span = tracing::info_span!("commit", commit = %commit);
+    plan_commit(config, shared, state, commit)
+        .instrument(span)
+        .await;
+}
+
+/// The second half of [`reconcile`], in the commit's span: render and place the commit (unless
+/// it is the one already planned and nothing asks for a re-plan), publish the plan's view in
+/// `/status`, and hand each cluster its desired set.
+async fn plan_commit(
+    config: &Arc<AgentConfig>,
+    shared: &Arc<Shared>,
+    state: &mut LoopState,
+    commit: String,
+) {
     let new_commit = state.first_seen.as_ref().map(|(c, _)| c) != Some(&commit);
     if new_commit {
         state.first_seen = Some((commit.clone(), Instant::now()));
@@ -946,6 +962,10 @@ async fn worker(
             &config.sync,
             drift_check,
         )
+        .instrument(crate::apply::cluster_sync_span(
+            &cluster,
+            Some(&desired.commit),
+        ))
         .await;
         record(&shared, &report, &desired).await;
         record_drift_at_start(&config, &shared, &report).await;

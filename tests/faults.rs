@@ -587,6 +587,27 @@ async fn the_git_remote_gone_then_force_pushed_to_an_older_commit_is_followed_an
         &["--git-token-file", token_file.to_str().expect("utf-8")],
     );
     scenario.converge(&agent, &MEMBERS, &commit_a, &older).await;
+    // Each cluster's sync logs in its span (JSON logs): the line names the cluster, the
+    // commit and the stage.
+    let synced: Vec<Value> = {
+        let log = agent.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter_map(|(_, line)| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["fields"]["message"] == "cluster synced")
+            .collect()
+    };
+    for member in MEMBERS {
+        assert!(
+            synced
+                .iter()
+                .any(|line| line["span"]["name"] == "cluster_sync"
+                    && line["span"]["cluster"] == member
+                    && line["span"]["commit"] == commit_a.as_str()
+                    && line["span"]["stage"] == "record"),
+            "no `cluster synced` line in the span of {member} at {commit_a}: {synced:#?}\n{}",
+            log_tail(&agent)
+        );
+    }
     let base_uids: Vec<String> = {
         let mut uids = Vec::new();
         for member in MEMBERS {

@@ -32,6 +32,7 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 pub use inventory::{Entry, INVENTORY_NAMESPACE, Inventory, InventoryError};
 pub use member::{Member, RequestError, Resource};
@@ -410,7 +411,9 @@ pub async fn sync_fleet(
                 Ok(member) => {
                     let desired = plan.desired.get(name).map(Vec::as_slice).unwrap_or(&[]);
                     let keep = kept_by_plan_errors(plan, name);
-                    sync_cluster(member, desired, &keep, options).await
+                    sync_cluster(member, desired, &keep, options)
+                        .instrument(cluster_sync_span(name, None))
+                        .await
                 }
                 Err(error) => ClusterReport::failed(name, error.to_string(), started.elapsed()),
             }
@@ -423,6 +426,22 @@ pub async fn sync_fleet(
     }
     reports.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     reports
+}
+
+/// The span of one cluster's sync: every log line of it carries the cluster, the commit (when
+/// there is one: `sync --once` of a directory has none) and the stage it was in.
+pub fn cluster_sync_span(cluster: &str, commit: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        "cluster_sync",
+        cluster,
+        commit = commit.unwrap_or_default(),
+        stage = tracing::field::Empty
+    )
+}
+
+/// Names the stage of the cluster sync in progress, in its span.
+fn enter_stage(stage: &'static str) {
+    tracing::Span::current().record("stage", stage);
 }
 
 /// Resources the plan could not place or override for a cluster: whatever an earlier sync
@@ -464,6 +483,7 @@ pub async fn sync_cluster_checking(
 ) -> ClusterReport {
     let started = Instant::now();
     let mut report = ClusterReport::new(&member.name);
+    enter_stage("inventory");
     let (mut previous, first_sync) = match Inventory::load(member, &options.name).await {
         Ok(Some(inventory)) => (inventory, false),
         Ok(None) => (Inventory::default(), true),
@@ -490,6 +510,7 @@ pub async fn sync_cluster_checking(
 
     let planned: BTreeSet<ObjectRef> = prepared.iter().map(|o| o.object_ref.clone()).collect();
     let mut next = Inventory::default();
+    enter_stage("compare");
     let to_apply = match unchanged_objects(member, &prepared, &previous, options, drift).await {
         Ok((unchanged, live)) => {
             let mut to_apply = Vec::new();
@@ -530,6 +551,7 @@ pub async fn sync_cluster_checking(
     // Before an apply that may create an object, the inventory records it as pending: a crash
     // after the create then still leaves it Flotilla's to prune. Only objects absent now: one
     // that exists is never Flotilla's creation. Nothing to create, nothing written.
+    enter_stage("apply");
     let absent = match absent_objects(member, &to_apply, options).await {
         Ok(absent) => absent,
         Err(error) => {
@@ -599,6 +621,7 @@ pub async fn sync_cluster_checking(
             next.entries.insert(object_ref.clone(), entry.clone());
         }
     }
+    enter_stage("prune");
     prune(member, leaving, &mut next, &mut report, &options.name).await;
 
     tracing::debug!(
@@ -607,6 +630,7 @@ pub async fn sync_cluster_checking(
         "applied and pruned"
     );
     report.set_hash = next.set_hash();
+    enter_stage("record");
     if next != previous || recovered || intent_written {
         match next.store(member, &options.name).await {
             Ok(writes) => report.writes += writes,
@@ -626,6 +650,15 @@ pub async fn sync_cluster_checking(
         report.status = ClusterStatus::Degraded;
     }
     report.duration = started.elapsed();
+    tracing::info!(
+        applied = report.applied.len(),
+        unchanged = report.unchanged.len(),
+        pruned = report.pruned.len(),
+        failed = report.failed.len(),
+        writes = report.writes,
+        elapsed_ms = report.duration.as_millis() as u64,
+        "cluster synced"
+    );
     report
 }
 
