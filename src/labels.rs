@@ -147,9 +147,50 @@ pub fn parse_label_selector(selector: &str) -> Result<Requirements, LabelSelecto
         if requirement.key.is_empty() {
             return Err(error("empty key"));
         }
+        // As Kubernetes' `labels.Parse` (kustomize's too): a key that is not a label key, or a
+        // value that is not a label value, is an error, not a selector that matches nothing.
+        if !is_label_key(&requirement.key) {
+            return Err(error(&format!("{:?} is not a label key", requirement.key)));
+        }
+        if let Some(value) = requirement.values.iter().find(|v| !is_label_value(v)) {
+            return Err(error(&format!("{value:?} is not a label value")));
+        }
         requirements.push(requirement);
     }
     Ok(requirements)
+}
+
+/// A label value: empty, or at most 63 letters, digits, `-`, `_` and `.`, starting and ending
+/// with a letter or digit.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a non-empty label value.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|prefix| {
+        prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && !name.is_empty() && is_label_value(name)
 }
 
 /// Splits on commas that are not inside a parenthesised value list.
@@ -224,5 +265,26 @@ mod tests {
         assert!(selector.matches(&labels(&[("env", "prod"), ("gpu", "a100")])));
         assert!(!selector.matches(&labels(&[("env", "prod")])));
         assert!(LabelSelector::default().matches(&labels(&[])));
+    }
+
+    #[test]
+    fn keys_and_values_that_are_not_labels_are_refused_as_kubernetes_does() {
+        for selector in [
+            "!!!===",
+            "a b=c",
+            "app=x y",
+            "app in (ok, -bad)",
+            "Bad_Prefix/app=x",
+        ] {
+            assert!(parse_label_selector(selector).is_err(), "{selector}");
+        }
+        for selector in [
+            "app.kubernetes.io/name=web,tier!=db",
+            "!canary",
+            "env in (a, b.c-d_e)",
+            "x=",
+        ] {
+            assert!(parse_label_selector(selector).is_ok(), "{selector}");
+        }
     }
 }

@@ -1146,14 +1146,20 @@ fn workload_affinity_groups_keep_workloads_together_or_apart() {
 #[test]
 fn names_no_apiserver_accepts_fail_their_resource_only() {
     let long = "a".repeat(254);
-    for (name, namespace, field) in [
-        ("a/b", "web", "metadata.name"),
-        ("..", "web", "metadata.name"),
-        (long.as_str(), "web", "metadata.name"),
-        ("ok", "Web_Space", "metadata.namespace"),
+    let (v1, config_map) = ("v1", "ConfigMap");
+    for (name, namespace, field, api_version, kind) in [
+        ("a/b", "web", "metadata.name", v1, config_map),
+        ("..", "web", "metadata.name", v1, config_map),
+        (long.as_str(), "web", "metadata.name", v1, config_map),
+        ("ok", "Web_Space", "metadata.namespace", v1, config_map),
+        ("ok", "web", "kind", v1, "Config/Map"),
+        ("ok", "web", "kind", v1, ".."),
+        ("ok", "web", "apiVersion", "../v1", config_map),
+        ("ok", "web", "apiVersion", "example.com/v1/x", config_map),
+        ("ok", "web", "apiVersion", "Example.com/v1", config_map),
     ] {
         let bad = format!(
-            "\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name:?}, namespace: {namespace:?}}}\n"
+            "\napiVersion: {api_version:?}\nkind: {kind:?}\nmetadata: {{name: {name:?}, namespace: {namespace:?}}}\n"
         );
         let plan = plan_of(&format!("{}---{bad}", deployment("web", "web", 2)));
         assert_eq!(plan.errors.len(), 1, "{name}: {:?}", plan.errors);
@@ -1164,4 +1170,63 @@ fn names_no_apiserver_accepts_fail_their_resource_only() {
         );
         assert_eq!(plan.errors[0].resource.name, name, "only the bad one fails");
     }
+}
+
+#[test]
+fn overrides_may_not_leave_a_replica_count_the_apiserver_refuses() {
+    for value in ["-5", "ten", "2147483648"] {
+        let override_policy = format!(
+            "\napiVersion: policy.karmada.io/v1alpha1\nkind: ClusterOverridePolicy\nmetadata: {{name: scale}}\nspec:\n  resourceSelectors: [{{apiVersion: apps/v1, kind: Deployment}}]\n  overrideRules:\n    - overriders:\n        plaintext: [{{path: /spec/replicas, operator: replace, value: {value}}}]\n"
+        );
+        let plan = plan_of(&format!(
+            "{}---{}---{override_policy}",
+            deployment("web", "web", 4),
+            web_policy("  placement:\n    replicaScheduling: {replicaSchedulingType: Divided}\n")
+        ));
+        assert!(!plan.errors.is_empty(), "{value}");
+        assert!(
+            plan.errors
+                .iter()
+                .all(|e| e.problem.contains("overrideRules[0]")
+                    && e.problem.contains("spec.replicas")),
+            "{:?}",
+            plan.errors
+        );
+        assert!(
+            plan.desired
+                .values()
+                .all(|objects| objects.iter().all(|o| o.kind() != "Deployment")),
+            "{value}: no cluster gets the Deployment"
+        );
+    }
+}
+
+#[test]
+fn data_keys_no_apiserver_accepts_fail_their_resource_only() {
+    for (kind, field, key) in [
+        ("ConfigMap", "data", "../x"),
+        ("ConfigMap", "binaryData", "a b"),
+        ("Secret", "stringData", "."),
+        ("Secret", "data", "sub/key"),
+    ] {
+        let bad = format!(
+            "\napiVersion: v1\nkind: {kind}\nmetadata: {{name: bad, namespace: web}}\n{field}: {{{key:?}: \"eA==\"}}\n"
+        );
+        let plan = plan_of(&format!("{}---{bad}", deployment("web", "web", 2)));
+        assert_eq!(plan.errors.len(), 1, "{key}: {:?}", plan.errors);
+        assert!(
+            plan.errors[0]
+                .problem
+                .starts_with(&format!("{field}.{key}: not a key")),
+            "{}",
+            plan.errors[0].problem
+        );
+        assert_eq!(
+            plan.errors[0].resource.name, "bad",
+            "only the bad one fails"
+        );
+    }
+    let good = "\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: good, namespace: web}\ndata: {.env: x, app.conf_1-2: y}\n";
+    let plan = plan_of(&format!("{}---{good}", deployment("web", "web", 2)));
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
 }

@@ -809,9 +809,20 @@ fn check_secret_data(value: &Value, origin: &Origin) -> Result<(), RenderError> 
 fn yaml_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or("").trim();
+    // Only a trailing `at line N, column M` is the parser's own position; an alias error's
+    // `(used at line ...)` is part of what it says.
+    let position_suffix = |tail: &str| {
+        tail.strip_prefix(" at line ")
+            .and_then(|rest| rest.split_once(", column "))
+            .is_some_and(|(line, column)| {
+                [line, column]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
     match first.rfind(" at line ") {
-        Some(at) => first[..at].to_string(),
-        None => first.to_string(),
+        Some(at) if position_suffix(&first[at..]) => first[..at].to_string(),
+        _ => first.to_string(),
     }
 }
 
@@ -967,6 +978,11 @@ mod tests {
         }
         let error = parse_documents(&text, Path::new("bomb.yaml")).unwrap_err();
         assert!(matches!(error, RenderError::Yaml { .. }), "{error}");
+        // The whole message: where the alias was defined and where it was used.
+        let message = error.to_string();
+        assert!(message.contains("alias replay limit exceeded"), "{message}");
+        assert!(!message.ends_with("(used"), "{message}");
+        assert!(message.contains("(used at line"), "{message}");
     }
 
     #[test]
