@@ -107,7 +107,9 @@ for name in sorted(table):
 
 say "Building flotilla (cargo build)"
 (cd "$repo_root" && cargo build --quiet)
-flotilla="$repo_root/target/debug/flotilla"
+# cargo's own answer, so that CARGO_TARGET_DIR (or a target-dir in a cargo config) is honoured.
+target_dir="$(cd "$repo_root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+flotilla="$target_dir/debug/flotilla"
 # The example fleet's status-page app is a Helm chart: the agent inflates it with helm v3.
 FLOTILLA_HELM="$("$repo_root/tests/build-helm.sh")" || die "helm could not be built (tests/build-helm.sh)"
 export FLOTILLA_HELM
