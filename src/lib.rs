@@ -20,7 +20,11 @@
 //! | [`placement`] | [`render::Rendered`] | [`placement::Plan`]: per cluster, the objects it must hold, with replicas divided and overrides applied | none (pure) |
 //! | [`apply`] | [`placement::Plan`] and a kubeconfig | [`apply::ClusterReport`] per cluster: applied, unchanged, pruned, failed | member apiservers |
 //!
-//! [`cli`] wires the stages to the `flotilla` command line.
+//! [`cli`] wires the stages to the `flotilla` command line; [`agent`] runs them on every new
+//! commit. Kubernetes facts the stages share live in one table each: [`kinds`] (workload kinds
+//! by group and kind, with their pod templates, and the apply order), [`image`] (image
+//! references, by kustomize's and by Karmada's rules), [`labels`] (label selectors); what a
+//! render or the HTTP server may cost is bounded by [`limits`].
 
 // Errors carry the file, document, field and object they concern (that is their point); they
 // are built only on failure, so their size never costs a successful run.
