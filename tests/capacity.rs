@@ -3,6 +3,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "support/hostile.rs"]
+mod hostile;
+
 fn flotilla(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(args)
@@ -157,14 +160,7 @@ fn a_capacity_file_that_is_no_regular_file_or_an_alias_bomb_fails_at_once() {
             .unwrap()
             .success()
     );
-    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
-    for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
-        .iter()
-        .zip("abcdefgh".chars())
-    {
-        let refs = vec![format!("*{previous}"); 10].join(",");
-        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
-    }
+    let bomb = hostile::alias_bomb();
     std::fs::write(dir.path().join("bomb.yaml"), bomb).unwrap();
     for (file, problem) in [
         ("/dev/zero".to_string(), "not a regular file"),

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "support/hostile.rs"]
+mod hostile;
 #[path = "support/tools.rs"]
 mod tools;
 
@@ -676,14 +678,7 @@ fn a_field_overriders_yaml_is_read_with_the_fleets_alias_bounds() {
     // A ConfigMap whose data holds a billion-node alias bomb, edited by a yaml fieldOverrider
     // in every cluster: it used to be expanded up to serde-saphyr's node budget (seconds per
     // cluster, a multi-line message). It is refused at the loader's alias replay limit.
-    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
-    for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
-        .iter()
-        .zip("abcdefgh".chars())
-    {
-        let refs = vec![format!("*{previous}"); 10].join(",");
-        bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
-    }
+    let bomb = hostile::alias_bomb();
     let indented: String = bomb.lines().map(|l| format!("    {l}\n")).collect();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "fleet.yaml", FLEET);

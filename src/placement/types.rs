@@ -185,8 +185,8 @@ pub struct Placement {
     pub spread_constraints: Vec<SpreadConstraint>,
     /// How replicas are shared out.
     pub replica_scheduling: Option<ReplicaScheduling>,
-    /// Karmada's workload affinity groups (v1.17+, behind its `WorkloadAffinity` gate):
-    /// accepted; `plan` reports that it is not applied here.
+    /// Karmada's workload affinity groups (v1.17+, behind its `WorkloadAffinity` gate): hard
+    /// filters, taken in the repo's order.
     pub workload_affinity: Option<WorkloadAffinity>,
 }
 
