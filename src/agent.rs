@@ -20,12 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
-use serde::Serialize;
 use tokio::sync::{Notify, RwLock, mpsc, watch};
 
 use crate::apply::{
-    ClusterReport, ClusterStatus, Member, ObjectProblem, SyncOptions, apply_one,
-    kept_by_plan_errors, sync_cluster, sync_cluster_checking,
+    ClusterReport, ClusterStatus, Member, SyncOptions, apply_one, kept_by_plan_errors,
+    sync_cluster, sync_cluster_checking,
 };
 use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_kinds};
 use crate::health::{HealthChange, HealthSettings, probe_cluster};
@@ -35,9 +34,10 @@ use crate::member_capacity::{CapacityReport, allocatable_changed, probe_capacity
 use crate::metrics::Metrics;
 use crate::object::{Object, ObjectRef};
 use crate::placement::types::SecretKeyRef;
-use crate::placement::{self, Plan, Target};
+use crate::placement::{self, Plan};
 use crate::render;
 use crate::source::GitSource;
+use crate::status::{DRIFT_SHOWN, DriftView, FailoverView, Readiness, Status};
 use crate::workload::{HEALTH_STATES, WorkloadHealth};
 
 /// Where the fleet repo comes from.
@@ -71,115 +71,6 @@ pub struct AgentConfig {
     /// Limits of each commit's render.
     pub limits: crate::limits::RenderLimits,
 }
-
-/// What `/status` shows.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
-    /// The newest commit handed to the workers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    /// Whether every cluster has synced successfully at least once.
-    pub ready: bool,
-    /// The last fetch, render or place error; cleared by the next good commit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Resources of the current commit that could not be placed or overridden for some
-    /// cluster; the rest of the commit is applied, and whatever ran of them stays.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub resource_errors: Vec<String>,
-    /// This replica's identity, when replicas share clusters through Leases.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replica: Option<String>,
-    /// The shards this replica holds, when replicas share clusters.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shards: Option<Vec<u32>>,
-    /// Why this replica cannot hold shard Leases now; it syncs nothing meanwhile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_error: Option<String>,
-    /// Divided resources whose replicas moved off NotReady clusters.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failovers: Vec<FailoverView>,
-    /// Per cluster, its health, last sync, workloads and drift.
-    pub clusters: BTreeMap<String, ClusterView>,
-}
-
-/// A failover in `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct FailoverView {
-    /// The resource.
-    pub resource: String,
-    /// The NotReady clusters its replicas moved off, with why they are NotReady.
-    pub unavailable: BTreeMap<String, String>,
-    /// The division in force now.
-    pub targets: Vec<Target>,
-    /// The planned division, restored when the clusters are Ready again.
-    pub planned: Vec<Target>,
-}
-
-/// A cluster's readiness from its `/readyz` probes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub enum Readiness {
-    /// Not enough probes failed in a row (a new cluster starts here).
-    #[default]
-    Ready,
-    /// `failure_threshold` probes failed in a row; Divided replicas fail over.
-    NotReady,
-}
-
-/// One cluster in `/status`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ClusterView {
-    /// Ready or NotReady, from the probes.
-    pub health: Readiness,
-    /// Why it is NotReady.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub health_reason: Option<String>,
-    /// Whether this replica syncs it (false when another replica holds its shard).
-    pub synced_here: bool,
-    /// `synced`, `degraded` or `failed`; none before the first sync.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<ClusterStatus>,
-    /// The commit it was last synced to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Objects applied, unchanged and pruned in the last sync.
-    pub applied: usize,
-    /// See `applied`.
-    pub unchanged: usize,
-    /// See `applied`.
-    pub pruned: usize,
-    /// Objects that failed, and why.
-    pub failed: Vec<ObjectProblem>,
-    /// Unix time of the last sync.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_sync: Option<f64>,
-    /// Unix time of the last successful sync.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_success: Option<f64>,
-    /// The latest drift seen (newest last), with whether it was corrected.
-    pub drift: Vec<DriftView>,
-    /// Workloads and custom resources with a health rule, by object: Progressing,
-    /// Available or Degraded, from their status.
-    pub workloads: BTreeMap<String, WorkloadHealth>,
-}
-
-/// One drift in `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct DriftView {
-    /// What drifted.
-    #[serde(flatten)]
-    pub drift: Drift,
-    /// Whether Flotilla re-applied the object.
-    pub corrected: bool,
-    /// Unix time it was seen.
-    pub seen: f64,
-}
-
-/// Drift entries kept per cluster in `/status`.
-const DRIFT_SHOWN: usize = 20;
 
 /// What the loop, the workers and the HTTP server share.
 pub struct Shared {

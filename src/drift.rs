@@ -48,7 +48,7 @@ pub enum DriftMode {
 pub const DRIFT_ANNOTATION: &str = "flotilla.dev/drift";
 
 /// One drifted object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Drift {
     /// The cluster.
     pub cluster: String,

@@ -48,6 +48,7 @@ pub mod placement;
 pub mod render;
 pub mod server;
 pub mod source;
+pub mod status;
 pub mod workload;
 
 /// Thin wrappers over private entry points, for the cargo-fuzz targets in `fuzz/` only: not a

@@ -43,7 +43,7 @@ impl fmt::Display for Origin {
 ///
 /// Equality ignores the version, as the API server does: `apps/v1` and `apps/v1beta1`
 /// Deployments with one name are the same object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ObjectRef {
     /// API group, empty for the core group.
     pub group: String,

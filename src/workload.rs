@@ -25,7 +25,9 @@ use crate::kinds::StatusRule;
 ///
 /// Ordered as declared (`Progressing < Available < Degraded`), for stable sorting only; the order
 /// is not a severity ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 pub enum HealthState {
     /// Still converging: the controller has not seen the latest spec, a rollout or scale is
     /// under way, or a Job is running.
@@ -56,7 +58,7 @@ impl HealthState {
 }
 
 /// A workload's health and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WorkloadHealth {
     /// The overall state.
     pub state: HealthState,

@@ -111,7 +111,7 @@ impl Default for SyncOptions {
 }
 
 /// How one cluster's sync ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterStatus {
     /// Every object is as planned.
@@ -123,7 +123,7 @@ pub enum ClusterStatus {
 }
 
 /// One object that failed or was left in place, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ObjectProblem {
     /// The object.
     pub object: ObjectRef,

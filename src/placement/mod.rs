@@ -80,7 +80,7 @@ pub struct Failover {
 }
 
 /// One cluster's share of a resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Target {
     /// Cluster name.
     pub cluster: String,
