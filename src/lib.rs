@@ -49,6 +49,7 @@ pub mod render;
 pub mod server;
 pub mod source;
 pub mod status;
+pub mod sync;
 pub mod workload;
 
 /// Thin wrappers over private entry points, for the cargo-fuzz targets in `fuzz/` only: not a

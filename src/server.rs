@@ -371,7 +371,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let status = app.shared.status.read().await;
+    let status = app.shared.status.snapshot();
     if status.ready {
         return (StatusCode::OK, "ready\n").into_response();
     }
@@ -387,7 +387,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let status = app.shared.status.read().await.clone();
+    let status = app.shared.status.snapshot();
     axum::Json(status).into_response()
 }
 
@@ -448,11 +448,7 @@ mod tests {
     }
 
     fn test_shared() -> Arc<Shared> {
-        Arc::new(Shared {
-            status: Default::default(),
-            trigger: Default::default(),
-            metrics: crate::metrics::Metrics::new().unwrap(),
-        })
+        Arc::new(Shared::new(crate::metrics::Metrics::new().unwrap()))
     }
 
     #[tokio::test]

@@ -23,9 +23,13 @@ pub struct Status {
     pub commit: Option<String>,
     /// Whether every cluster has synced successfully at least once.
     pub ready: bool,
-    /// The last fetch, render or place error; cleared by the next good commit.
+    /// The last fetch, render or place error; cleared by the next good commit (a fetch error
+    /// also by the next good fetch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where `error` happened: `fetch`, `checkout`, `render` or `place`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_stage: Option<String>,
     /// Resources of the current commit that could not be placed or overridden for some
     /// cluster; the rest of the commit is applied, and whatever ran of them stays.
     #[serde(skip_serializing_if = "Vec::is_empty")]

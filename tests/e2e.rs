@@ -7,7 +7,9 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use flotilla::apply::{ClusterReport, ClusterStatus, SyncOptions, member::connect_all, sync_fleet};
+use flotilla::apply::{
+    ClusterReport, ClusterStatus, SyncOptions, apply_fleet, member::connect_all,
+};
 use flotilla::placement::{Plan, plan};
 use flotilla::render::render_tree;
 use harness::{
@@ -31,7 +33,7 @@ async fn sync(root: &Path, name: &str) -> (Plan, Vec<ClusterReport>) {
         name: name.into(),
         ..SyncOptions::default()
     };
-    let reports = sync_fleet(&plan, &members, &options, |_| {}).await;
+    let reports = apply_fleet(&plan, None, &members, &options, |_| {}).await;
     (plan, reports)
 }
 
@@ -1240,7 +1242,7 @@ async fn the_deploy_manifests_are_accepted_by_a_real_apiserver() {
         let accepted = apply_one(member, &prepared, true)
             .await
             .unwrap_or_else(|failure| {
-                panic!("{}: refused: {}", object.object_ref(), failure.reason)
+                panic!("{}: refused: {}", object.object_ref(), failure.error)
             });
         if object.kind() == "Deployment" {
             let container = &accepted.live["spec"]["template"]["spec"]["containers"][0];

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use flotilla::apply::{SyncOptions, member::connect_all, sync_cluster};
+use flotilla::apply::{SyncOptions, apply_cluster, member::connect_all};
 use flotilla::render::render_tree;
 use harness::{Agent, Clusters};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -61,7 +61,8 @@ async fn in_hub() -> &'static InHub {
                 name: "deploy".into(),
                 ..Default::default()
             };
-            let report = sync_cluster(hub, &rendered.objects, &Default::default(), &options).await;
+            let report =
+                apply_cluster(hub, &rendered.objects, &Default::default(), &options, None).await;
             assert!(
                 report.failed.is_empty(),
                 "deploy/ refused: {:?}",

@@ -10,8 +10,9 @@ use futures::stream::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::prepare::object_path;
 use super::{
-    Inventory, Member, ObjectProblem, PruneCheck, SyncOptions, apply_one, is_kept, object_path,
+    Inventory, Member, ObjectError, ObjectProblem, PruneCheck, SyncOptions, apply_one, is_kept,
     prune_check,
 };
 use crate::object::{Object, ObjectRef};
@@ -112,7 +113,7 @@ pub async fn diff_cluster(
     if inventory.has_pending()
         && let Err(error) = super::resolve_pending_entries(member, &mut inventory, options).await
     {
-        result.error = Some(error);
+        result.error = Some(error.to_string());
         return result;
     }
     let mut prepared = Vec::with_capacity(desired.len());
@@ -142,23 +143,21 @@ pub async fn diff_cluster(
         };
         let live = match member
             .get(&object_path(&object.object_ref, resource))
-            .await
-            .map_err(|error| error.to_string())?
+            .await?
         {
             None => None,
             Some(reply) if reply.status.is_success() => Some(normalize(reply.json())),
             Some(reply) => {
-                return Err(format!(
-                    "reading the live object: {} {}",
-                    reply.status.as_u16(),
-                    reply.message()
-                ));
+                return Err(ObjectError::Answered {
+                    status: reply.status,
+                    message: format!("reading the live object: {}", reply.message()),
+                });
             }
         };
         let dry_run = apply_one(member, object, true)
             .await
-            .map_err(|failure| failure.reason)?;
-        Ok::<_, String>(match live {
+            .map_err(|failure| failure.error)?;
+        Ok::<_, ObjectError>(match live {
             None => Some(creation()),
             Some(live) => {
                 let (old, new) = (to_yaml(&live), to_yaml(&normalize(dry_run.live)));
@@ -177,10 +176,9 @@ pub async fn diff_cluster(
         match outcome {
             Ok(Some(change)) => result.changes.push(change),
             Ok(None) => {}
-            Err(reason) => result.failed.push(ObjectProblem {
-                object: object.object_ref.clone(),
-                reason,
-            }),
+            Err(error) => result
+                .failed
+                .push(ObjectProblem::failed(object.object_ref.clone(), &error)),
         }
     }
 
@@ -196,10 +194,9 @@ pub async fn diff_cluster(
                 diff: unified(object_ref, &to_yaml(&normalize(live)), ""),
             }),
             Ok(PruneCheck::Gone | PruneCheck::Kept { .. }) => {}
-            Err(reason) => result.failed.push(ObjectProblem {
-                object: object_ref.clone(),
-                reason,
-            }),
+            Err(error) => result
+                .failed
+                .push(ObjectProblem::failed(object_ref.clone(), &error)),
         }
     }
     result

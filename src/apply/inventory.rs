@@ -101,6 +101,18 @@ pub enum InventoryError {
     },
 }
 
+impl InventoryError {
+    /// Whether reading or writing again can help: not for an inventory Flotilla cannot read
+    /// (someone must fix it), nor for a write the apiserver finds invalid.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            InventoryError::Request(error) => error.is_retryable(),
+            InventoryError::Refused { status, .. } => super::is_retryable_status(*status),
+            InventoryError::Corrupt { .. } => false,
+        }
+    }
+}
+
 /// The ConfigMap name of the inventory of the sync named `sync_name`.
 pub fn config_map_name(sync_name: &str) -> String {
     format!("inventory-{sync_name}")

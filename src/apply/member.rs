@@ -117,6 +117,27 @@ pub enum RequestError {
     },
 }
 
+impl RequestError {
+    /// Whether asking again can help: no answer or an overloaded apiserver can pass, and so
+    /// can a refusal other than a malformed or invalid request (credentials get rotated,
+    /// RBAC granted, a namespace created).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RequestError::Unreachable(_) | RequestError::Overloaded { .. } => true,
+            RequestError::Refused { status, .. } => super::is_retryable_status(*status),
+        }
+    }
+
+    /// A fixed name for this error, fit for a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RequestError::Unreachable(_) => "unreachable",
+            RequestError::Refused { .. } => "refused",
+            RequestError::Overloaded { .. } => "overloaded",
+        }
+    }
+}
+
 impl Member {
     /// Connects to the context named `name` in the kubeconfig (the name of the cluster in the
     /// fleet is the name of its context).

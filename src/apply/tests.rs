@@ -1,7 +1,10 @@
 //! The pure parts of apply: what is added to a body, hashing, ordering, inventory identity.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::cluster::{pending_entry, percent_encode};
+use super::prepare::{content_hash, fix_namespace, object_path, wave};
+use super::write::UidList;
 use super::*;
 
 fn object_ref(api_version: &str, kind: &str, namespace: &str, name: &str) -> ObjectRef {

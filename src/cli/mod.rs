@@ -19,8 +19,9 @@ pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
 use crate::limits::{MAX_DEPTH_CEILING, RenderLimits, parse_size};
 use crate::object::Object;
 use crate::placement::capacity::CapacityError;
-use crate::placement::{self, Capacity, Plan, PlanError, PlanInputs};
-use crate::render::{self, RenderError};
+use crate::placement::{self, Capacity, Plan, PlanError};
+use crate::render::RenderError;
+use crate::sync::{CommitError, PlaceInputs, place_tree};
 
 /// Flotilla: GitOps for fleets of Kubernetes clusters, with Karmada's placement semantics.
 #[derive(Debug, Parser)]
@@ -219,6 +220,9 @@ pub enum CliError {
     /// Output could not be serialised.
     #[error("serialising output: {0}")]
     Serialise(String),
+    /// The fleet repo could not be read (a render or placement error is one of the above).
+    #[error(transparent)]
+    Commit(CommitError),
     /// A running agent could not be asked, or its answer could not be read.
     #[error("{url}: {problem}")]
     Agent {
@@ -227,6 +231,16 @@ pub enum CliError {
         /// What went wrong.
         problem: String,
     },
+}
+
+impl From<CommitError> for CliError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Render { source, .. } => CliError::Render(source),
+            CommitError::Place { source, .. } => CliError::Plan(source),
+            other => CliError::Commit(other),
+        }
+    }
 }
 
 /// Runs a parsed command line, writing results to `stdout`.
@@ -260,16 +274,15 @@ pub fn load_plan(source: &Source) -> Result<Plan, CliError> {
 /// [`load_plan`], with the clusters' capacity for capacity-based division.
 pub fn load_plan_with(source: &Source, capacity: Option<&Capacity>) -> Result<Plan, CliError> {
     let (root, relative) = locate(&source.path, source.root.as_deref())?;
-    let rendered = render::render_tree_with(&root, &relative, source.limits.into())?;
-    let inputs = PlanInputs {
-        unavailable: &Default::default(),
-        capacity,
+    let inputs = PlaceInputs {
+        capacity: capacity.cloned(),
         // Offline there is no previous result: every capacity-based division is a first
         // schedule.
         previous: None,
-        max_placed_objects: source.limits.max_placed_objects,
+        ..Default::default()
     };
-    Ok(placement::plan_with(&rendered, &inputs)?)
+    let commit = format!("dir:{}", root.display());
+    Ok(place_tree(&root, &relative, source.limits.into(), commit, &inputs)?.plan)
 }
 
 /// Reads `--capacity FILE` when given.

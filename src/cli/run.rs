@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CliError, Outcome};
-use crate::agent::{self, AgentConfig, Shared, Source};
+use crate::agent::{self, AgentConfig, Shared};
 use crate::apply::SyncOptions;
 use crate::drift::DriftMode;
 use crate::health::HealthSettings;
@@ -15,7 +15,7 @@ use crate::lease::LeaseSettings;
 use crate::limits::{Limits, ServerLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
-use crate::source::{GitCredentials, GitRef, GitSource};
+use crate::source::{GitCredentials, GitRef, GitSource, Source};
 
 /// `flotilla run`.
 #[derive(Debug, clap::Args)]
@@ -267,11 +267,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
     }
     let metrics = Metrics::new().map_err(|error| CliError::Serialise(error.to_string()))?;
-    let shared = Arc::new(Shared {
-        status: Default::default(),
-        trigger: Default::default(),
-        metrics,
-    });
+    let shared = Arc::new(Shared::new(metrics));
     let runtime = super::runtime()?;
     let hub_settings = HubSettings {
         kubeconfig: args.hub_kubeconfig.clone(),

@@ -5,13 +5,15 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::{CliError, Outcome, Source, aligned, load_plan, write_error};
+use super::{CliError, Outcome, Source, aligned, load_plan, locate, write_error};
 use crate::apply::diff::{Change, ClusterDiff, diff_cluster};
 use crate::apply::{
-    ApplyError, ClusterReport, ClusterStatus, Member, SyncOptions, kept_by_plan_errors,
-    member::connect_all, sync_fleet,
+    ApplyError, ClusterReport, ClusterStatus, Member, SyncOptions, apply_fleet,
+    kept_by_plan_errors, member::connect_all,
 };
 use crate::placement::Plan;
+use crate::source::Source as Repo;
+use crate::sync::{Clusters, PlaceInputs, Placed, sync_commit};
 
 /// Which clusters and how to reach them; shared by `sync` and `diff`.
 #[derive(Debug, clap::Args)]
@@ -100,6 +102,30 @@ struct Prepared {
 
 fn prepare(source: &Source, target: &Target, force: bool) -> Result<Prepared, CliError> {
     let plan = load_plan(source)?;
+    let runtime = super::runtime()?;
+    let members = runtime.block_on(connect_targets(&plan, target))?;
+    Ok(Prepared {
+        plan,
+        members,
+        runtime,
+        options: sync_options(target, force),
+    })
+}
+
+/// The options of a sync to `target`.
+fn sync_options(target: &Target, force: bool) -> SyncOptions {
+    SyncOptions {
+        name: target.name.clone(),
+        concurrency: target.concurrency,
+        force,
+    }
+}
+
+/// Connects to the planned clusters that `target` names (every one when it names none).
+async fn connect_targets(
+    plan: &Plan,
+    target: &Target,
+) -> Result<Vec<(String, Result<Member, ApplyError>)>, CliError> {
     for name in &target.clusters {
         if !plan.desired.contains_key(name) {
             return Err(CliError::UnknownCluster(name.clone()));
@@ -111,26 +137,15 @@ fn prepare(source: &Source, target: &Target, force: bool) -> Result<Prepared, Cl
         .filter(|name| target.clusters.is_empty() || target.clusters.contains(name))
         .cloned()
         .collect();
-    let runtime = super::runtime()?;
-    let members = runtime
-        .block_on(connect_all(&target.kubeconfig, &names))
+    connect_all(&target.kubeconfig, &names)
+        .await
         .map_err(|error| match error {
             ApplyError::Kubeconfig { path, problem } => CliError::Path { path, problem },
             other => CliError::Path {
                 path: target.kubeconfig.clone(),
                 problem: other.to_string(),
             },
-        })?;
-    Ok(Prepared {
-        plan,
-        members,
-        runtime,
-        options: SyncOptions {
-            name: target.name.clone(),
-            concurrency: target.concurrency,
-            force,
-        },
-    })
+        })
 }
 
 fn print_plan_errors(plan: &Plan) {
@@ -142,18 +157,24 @@ fn print_plan_errors(plan: &Plan) {
     }
 }
 
-/// `flotilla sync --once`.
+/// `flotilla sync --once`: [`sync_commit`] of the fleet path, each planned cluster applied at
+/// once.
 pub fn sync_command(args: SyncArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
-    let Prepared {
-        plan,
-        members,
-        runtime,
-        options,
-    } = prepare(&args.source, &args.target, args.force)?;
-    print_plan_errors(&plan);
-    let reports = runtime.block_on(sync_fleet(&plan, &members, &options, |report| {
-        eprintln!("{}", progress_line(report));
-    }));
+    let (root, fleet_path) = locate(&args.source.path, args.source.root.as_deref())?;
+    let repo = Repo::Directory(root);
+    let mut once = ApplyOnce {
+        target: &args.target,
+        options: sync_options(&args.target, args.force),
+    };
+    let runtime = super::runtime()?;
+    let synced = runtime.block_on(sync_commit(
+        &repo,
+        &fleet_path,
+        args.source.limits.into(),
+        &mut once,
+    ))?;
+    // A directory is synced on every call: `ApplyOnce` always asks for it.
+    let (plan_clean, reports) = synced.transpose()?.unwrap_or((true, Vec::new()));
     let stdout_path = PathBuf::from("(stdout)");
     let text = match args.output {
         ReportFormat::Json => serde_json::to_string_pretty(&reports)
@@ -164,11 +185,40 @@ pub fn sync_command(args: SyncArgs, stdout: &mut dyn Write) -> Result<Outcome, C
     let all_synced = reports
         .iter()
         .all(|report| report.status == ClusterStatus::Synced);
-    Ok(if all_synced && plan.errors.is_empty() {
+    Ok(if all_synced && plan_clean {
         Outcome::Success
     } else {
         Outcome::Failed
     })
+}
+
+/// `sync --once`'s side of [`sync_commit`]: every commit is placed, and handing it out means
+/// applying every targeted cluster's set now.
+struct ApplyOnce<'a> {
+    target: &'a Target,
+    options: SyncOptions,
+}
+
+impl Clusters for ApplyOnce<'_> {
+    /// Whether the plan had no resource errors, and each cluster's report.
+    type Handed = Result<(bool, Vec<ClusterReport>), CliError>;
+
+    fn inputs_for(&mut self, _commit: &str) -> Option<PlaceInputs> {
+        // Offline there is no previous result: every capacity-based division is a first
+        // schedule, with no capacity known (such resources fail, as in `plan`).
+        Some(PlaceInputs::default())
+    }
+
+    async fn hand(&mut self, placed: Placed) -> Self::Handed {
+        let Placed { commit, plan, .. } = placed;
+        let members = connect_targets(&plan, self.target).await?;
+        print_plan_errors(&plan);
+        let reports = apply_fleet(&plan, Some(&commit), &members, &self.options, |report| {
+            eprintln!("{}", progress_line(report));
+        })
+        .await;
+        Ok((plan.errors.is_empty(), reports))
+    }
 }
 
 fn progress_line(report: &ClusterReport) -> String {

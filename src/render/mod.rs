@@ -149,6 +149,14 @@ impl RenderError {
             RenderError::Duplicate { .. } => "duplicate",
         }
     }
+
+    /// Whether rendering the same commit again can help: only a read that failed for a
+    /// passing reason; the same files otherwise render the same way.
+    pub fn is_retryable(&self) -> bool {
+        use std::io::ErrorKind;
+        matches!(self, RenderError::Read { source, .. }
+            if matches!(source.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    }
 }
 
 /// Names kustomize recognises for a kustomization file, in its order of preference.

@@ -1,4 +1,4 @@
-//! Source: the fleet repo at one commit, from Git (git2) into a cache directory.
+//! The fleet repo from Git (git2), checked out into a cache directory.
 //!
 //! The repository is kept bare in `<cache>/repo.git` and fetched on each poll; the tree of the
 //! resolved commit is checked out into `<cache>/commits/<hash>`, which render reads. A commit
@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::SourceError;
 use git2::{
     AutotagOption, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository,
     build::CheckoutBuilder,
@@ -65,29 +66,6 @@ pub struct GitSource {
     pub credentials: GitCredentials,
 }
 
-/// Fetching or reading the repository failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// A Git operation failed (unreachable remote, bad credentials, missing ref...).
-    #[error("git {url}: {action}: {message}")]
-    Git {
-        /// The remote.
-        url: String,
-        /// What was being done.
-        action: String,
-        /// libgit2's message.
-        message: String,
-    },
-    /// The cache directory is unusable.
-    #[error("{}: {problem}", path.display())]
-    Cache {
-        /// The directory.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
 impl GitSource {
     fn git_error(&self, action: &str) -> impl FnOnce(git2::Error) -> SourceError + '_ {
         let action = action.to_string();
@@ -95,6 +73,7 @@ impl GitSource {
             url: redacted(&self.url),
             action,
             message: error.message().to_string(),
+            class: error.class(),
         }
     }
 
@@ -247,41 +226,6 @@ fn remove_dir(path: &Path) -> Result<(), SourceError> {
         }),
         _ => Ok(()),
     }
-}
-
-/// Watches a local directory (recursively) and calls `on_change` once changes have been quiet
-/// for `quiet`: an editor's save of several files is one re-sync. The watch lasts as long as
-/// the returned watcher.
-pub fn watch_directory(
-    dir: &Path,
-    quiet: std::time::Duration,
-    on_change: impl Fn() + Send + 'static,
-) -> Result<notify::RecommendedWatcher, SourceError> {
-    use notify::Watcher;
-    let (sender, receiver) = std::sync::mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|event| !event.kind.is_access()) {
-            let _ = sender.send(());
-        }
-    })
-    .map_err(|error| SourceError::Cache {
-        path: dir.to_path_buf(),
-        problem: format!("watching: {error}"),
-    })?;
-    watcher
-        .watch(dir, notify::RecursiveMode::Recursive)
-        .map_err(|error| SourceError::Cache {
-            path: dir.to_path_buf(),
-            problem: format!("watching: {error}"),
-        })?;
-    std::thread::spawn(move || {
-        // Wait for a change, then for `quiet` without one.
-        while receiver.recv().is_ok() {
-            while receiver.recv_timeout(quiet).is_ok() {}
-            on_change();
-        }
-    });
-    Ok(watcher)
 }
 
 #[cfg(test)]

@@ -1,0 +1,202 @@
+//! The agent's status store: the one writer of `/status`.
+//!
+//! The loop, the workers and the probers tell the store what happened, each through one method
+//! here; nothing else changes a [`Status`]. Readers (the HTTP server, tests) get the newest
+//! status from a [`watch`] channel, without taking a lock anyone writes under.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::sync::watch;
+
+use crate::apply::{ClusterReport, ClusterStatus};
+use crate::object::ObjectRef;
+use crate::status::{DRIFT_SHOWN, DriftView, FailoverView, Readiness, Status};
+use crate::workload::WorkloadHealth;
+
+/// The stage of a fetch error, cleared by the next good fetch (a commit's error is cleared by
+/// the next good commit).
+const FETCH: &str = "fetch";
+
+/// The status, written here only; see the module doc.
+pub struct StatusStore {
+    status: watch::Sender<Status>,
+}
+
+impl Default for StatusStore {
+    fn default() -> Self {
+        StatusStore {
+            status: watch::Sender::new(Status::default()),
+        }
+    }
+}
+
+impl StatusStore {
+    /// The status now.
+    pub fn snapshot(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A workload's health as `/status` shows it now.
+    pub fn workload_health(&self, cluster: &str, object: &ObjectRef) -> Option<WorkloadHealth> {
+        let status = self.status.borrow();
+        let view = status.clusters.get(cluster)?;
+        view.workloads.get(&object.to_string()).cloned()
+    }
+
+    /// A receiver of every new status.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// This replica's identity, when replicas share clusters through Leases.
+    pub fn set_replica(&self, identity: &str) {
+        self.status
+            .send_modify(|status| status.replica = Some(identity.to_string()));
+    }
+
+    /// A fetch succeeded: a fetch error must not outlive the remote's return.
+    pub fn fetched(&self) {
+        self.status.send_if_modified(|status| {
+            let clear = status.error_stage.as_deref() == Some(FETCH);
+            if clear {
+                status.error = None;
+                status.error_stage = None;
+            }
+            clear
+        });
+    }
+
+    /// A fetch, checkout, render or placement failed (`stage`, see
+    /// [`crate::sync::CommitError::kind`]); the last good state stays.
+    pub fn failed(&self, stage: &str, error: String) {
+        self.status.send_modify(|status| {
+            status.error = Some(error);
+            status.error_stage = Some(stage.to_string());
+        });
+    }
+
+    /// A commit was placed and handed out: its resource errors and failovers, and the planned
+    /// clusters (every one listed from now on: readiness waits for all of them).
+    pub fn planned(
+        &self,
+        commit: &str,
+        resource_errors: Vec<String>,
+        failovers: Vec<FailoverView>,
+        clusters: &BTreeSet<String>,
+    ) {
+        self.status.send_modify(|status| {
+            status.commit = Some(commit.to_string());
+            status.error = None;
+            status.error_stage = None;
+            status.resource_errors = resource_errors;
+            status.failovers = failovers;
+            status
+                .clusters
+                .retain(|cluster, _| clusters.contains(cluster));
+            for cluster in clusters {
+                status.clusters.entry(cluster.clone()).or_default();
+            }
+        });
+    }
+
+    /// Which clusters have a worker here, and, with Leases, the shards held and why none can
+    /// be.
+    pub fn workers(
+        &self,
+        synced_here: &BTreeSet<String>,
+        shards: Option<(Vec<u32>, Option<String>)>,
+    ) {
+        self.status.send_modify(|status| {
+            for (cluster, view) in &mut status.clusters {
+                view.synced_here = synced_here.contains(cluster);
+            }
+            if let Some((shards, problem)) = shards {
+                status.shards = Some(shards);
+                status.lease_error = problem;
+            }
+            update_readiness(status);
+        });
+    }
+
+    /// A cluster's readiness changed.
+    pub fn health(&self, cluster: &str, ready: bool, reason: &str) {
+        self.status.send_modify(|status| {
+            let view = status.clusters.entry(cluster.to_string()).or_default();
+            view.health = if ready {
+                Readiness::Ready
+            } else {
+                Readiness::NotReady
+            };
+            view.health_reason = (!ready).then(|| reason.to_string());
+        });
+    }
+
+    /// A cluster was synced to `commit` at `now` (Unix time).
+    pub fn synced(&self, report: &ClusterReport, commit: &str, now: f64) {
+        self.status.send_modify(|status| {
+            let view = status.clusters.entry(report.cluster.clone()).or_default();
+            view.status = Some(report.status);
+            view.commit = Some(commit.to_string());
+            view.error = report.error.clone();
+            view.applied = report.applied.len();
+            view.unchanged = report.unchanged.len();
+            view.pruned = report.pruned.len();
+            view.failed = report.failed.clone();
+            view.last_sync = Some(now);
+            if report.status == ClusterStatus::Synced {
+                view.last_success = Some(now);
+            }
+            update_readiness(status);
+        });
+    }
+
+    /// A workload's health changed (`None`: it is gone); returns the cluster's workloads, for
+    /// the metrics.
+    pub fn workload(
+        &self,
+        cluster: &str,
+        object: &ObjectRef,
+        health: Option<WorkloadHealth>,
+    ) -> BTreeMap<String, WorkloadHealth> {
+        let mut workloads = BTreeMap::new();
+        self.status.send_modify(|status| {
+            let view = status.clusters.entry(cluster.to_string()).or_default();
+            let key = object.to_string();
+            match health {
+                Some(health) => {
+                    view.workloads.insert(key, health);
+                }
+                None => {
+                    view.workloads.remove(&key);
+                }
+            }
+            workloads = view.workloads.clone();
+        });
+        workloads
+    }
+
+    /// A drift seen, with whether it was corrected; the newest [`DRIFT_SHOWN`] are kept.
+    pub fn drift(&self, cluster: &str, drift: DriftView) {
+        self.status.send_modify(|status| {
+            let view = status.clusters.entry(cluster.to_string()).or_default();
+            view.drift.push(drift);
+            if view.drift.len() > DRIFT_SHOWN {
+                view.drift.remove(0);
+            }
+        });
+    }
+}
+
+/// Ready once every cluster synced here has synced the current commit; stays ready after.
+fn update_readiness(status: &mut Status) {
+    if status.commit.is_none() {
+        return;
+    }
+    let current = status.commit.clone();
+    let all_synced = status
+        .clusters
+        .values()
+        .filter(|view| view.synced_here)
+        .all(|view| view.status == Some(ClusterStatus::Synced) && view.commit == current);
+    status.ready |= all_synced;
+}
