@@ -2,24 +2,25 @@
 //!
 //! Exit codes, as in ripgrep: 0 success, 1 a cluster or object failed, 2 bad input or usage.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 
+mod plan;
+mod render;
 mod run;
 mod status;
 mod sync;
 
+pub use plan::{PlanArgs, PlanFormat, plan_table};
+pub use render::{RenderArgs, RenderFormat, to_yaml};
 pub use status::{StatusArgs, StatusFormat};
 pub use sync::{DiffArgs, ReportFormat, SyncArgs, diff_text, sync_table};
 
 use crate::limits::{MAX_DEPTH_CEILING, RenderLimits, parse_size};
-use crate::object::Object;
 use crate::placement::capacity::CapacityError;
-use crate::placement::{self, Capacity, Plan, PlanError};
+use crate::placement::{Capacity, Plan, PlanError};
 use crate::render::RenderError;
 use crate::sync::{CommitError, PlaceInputs, place_tree};
 
@@ -120,62 +121,6 @@ impl From<RenderLimitArgs> for RenderLimits {
     }
 }
 
-/// `flotilla render`.
-#[derive(Debug, clap::Args)]
-pub struct RenderArgs {
-    #[command(flatten)]
-    source: Source,
-    /// Only this cluster.
-    #[arg(long, env = "FLOTILLA_CLUSTER")]
-    cluster: Option<String>,
-    /// Write one directory per cluster here (one file per object) instead of printing.
-    #[arg(long, env = "FLOTILLA_OUT")]
-    out: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = RenderFormat::Yaml, env = "FLOTILLA_OUTPUT")]
-    output: RenderFormat,
-    /// Each cluster's allocatable and requested resources (YAML), for `Aggregated` and
-    /// `dynamicWeight` replica division.
-    #[arg(long, value_name = "FILE", env = "FLOTILLA_CAPACITY")]
-    capacity: Option<PathBuf>,
-}
-
-/// `flotilla plan`.
-#[derive(Debug, clap::Args)]
-pub struct PlanArgs {
-    #[command(flatten)]
-    source: Source,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = PlanFormat::Table, env = "FLOTILLA_OUTPUT")]
-    output: PlanFormat,
-    /// Compare with the plan of another fleet path (e.g. a checkout of the previous commit)
-    /// and show the replicas that move per cluster.
-    #[arg(long, value_name = "OTHER_PATH")]
-    diff: Option<PathBuf>,
-    /// Each cluster's allocatable and requested resources (YAML), for `Aggregated` and
-    /// `dynamicWeight` replica division.
-    #[arg(long, value_name = "FILE", env = "FLOTILLA_CAPACITY")]
-    capacity: Option<PathBuf>,
-}
-
-/// Formats of `render`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RenderFormat {
-    /// YAML documents.
-    Yaml,
-    /// One JSON object: cluster name -> objects.
-    Json,
-}
-
-/// Formats of `plan`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlanFormat {
-    /// A table for people.
-    Table,
-    /// JSON for programs.
-    Json,
-}
-
 /// How a command ended when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -246,8 +191,8 @@ impl From<CommitError> for CliError {
 /// Runs a parsed command line, writing results to `stdout`.
 pub fn run(cli: Cli, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
     match cli.command {
-        Command::Render(args) => render_command(args, stdout),
-        Command::Plan(args) => plan_command(args, stdout),
+        Command::Render(args) => render::render_command(args, stdout),
+        Command::Plan(args) => plan::plan_command(args, stdout),
         Command::Diff(args) => sync::diff_command(args, stdout),
         Command::Sync(args) => sync::sync_command(args, stdout),
         Command::Run(args) => run::run_command(*args),
@@ -344,289 +289,6 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 }
 
 // ----- render -----
-
-fn render_command(args: RenderArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
-    let capacity = load_capacity(args.capacity.as_deref())?;
-    let plan = load_plan_with(&args.source, capacity.as_ref())?;
-    let clusters: BTreeMap<&String, &Vec<Object>> = match &args.cluster {
-        Some(name) => {
-            let objects = plan
-                .desired
-                .get_key_value(name)
-                .ok_or_else(|| CliError::UnknownCluster(name.clone()))?;
-            BTreeMap::from([objects])
-        }
-        None => plan.desired.iter().collect(),
-    };
-    let stdout_path = PathBuf::from("(stdout)");
-    match (&args.out, args.output) {
-        (Some(out), format) => write_tree(out, &clusters, format)?,
-        (None, RenderFormat::Json) => {
-            let json: BTreeMap<&String, Vec<&Value>> = clusters
-                .iter()
-                .map(|(name, objects)| (*name, objects.iter().map(|o| &o.value).collect()))
-                .collect();
-            let text = serde_json::to_string_pretty(&json)
-                .map_err(|e| CliError::Serialise(e.to_string()))?;
-            writeln!(stdout, "{text}").map_err(write_error(&stdout_path))?;
-        }
-        (None, RenderFormat::Yaml) => {
-            let mut first = true;
-            for (cluster, objects) in &clusters {
-                for object in objects.iter() {
-                    if !first {
-                        writeln!(stdout, "---").map_err(write_error(&stdout_path))?;
-                    }
-                    first = false;
-                    write!(stdout, "# cluster: {cluster}\n{}", to_yaml(&object.value)?)
-                        .map_err(write_error(&stdout_path))?;
-                }
-            }
-        }
-    }
-    for error in &plan.errors {
-        eprintln!("error: {error}");
-    }
-    Ok(outcome(&plan))
-}
-
-/// Serialises one object as a YAML document.
-pub fn to_yaml(value: &Value) -> Result<String, CliError> {
-    serde_saphyr::to_string(value).map_err(|e| CliError::Serialise(e.to_string()))
-}
-
-/// Checks that `value` can be one path part below `--out`: not empty (except a namespace),
-/// not `.` or `..`, no separators or NUL, at most 253 bytes (Kubernetes' longest name).
-fn path_part(what: &str, value: &str, object: Option<&Object>) -> Result<(), CliError> {
-    let problem = if value.is_empty() {
-        (what != "namespace").then_some("is empty")
-    } else if value == "." || value == ".." {
-        Some("is `.` or `..`")
-    } else if value.contains(['/', '\\', '\0']) {
-        Some("contains a path separator or NUL")
-    } else if value.len() > 253 {
-        Some("is longer than 253 bytes")
-    } else {
-        None
-    };
-    match (problem, object) {
-        (None, _) => Ok(()),
-        (Some(problem), Some(object)) => Err(CliError::Path {
-            path: object.origin.path.clone(),
-            problem: format!(
-                "{}: {what} {value:?} {problem}; nothing was written",
-                object.object_ref()
-            ),
-        }),
-        (Some(problem), None) => Err(CliError::Path {
-            path: PathBuf::from(value),
-            problem: format!("{what} {problem}; nothing was written"),
-        }),
-    }
-}
-
-/// The longest file name Linux (and most file systems) accept, in bytes.
-const MAX_FILE_NAME: usize = 255;
-
-/// `<kind>-<name>.<extension>`. A valid name (up to 253 bytes) with its kind can be longer
-/// than a file name may be: such a name keeps as much of its start as fits, then a hash of the
-/// whole, so it stays stable and distinct instead of failing the write halfway.
-fn file_name(kind: &str, name: &str, extension: &str) -> String {
-    let stem = format!("{kind}-{name}");
-    if stem.len() + 1 + extension.len() <= MAX_FILE_NAME {
-        return format!("{stem}.{extension}");
-    }
-    use sha2::{Digest, Sha256};
-    let digest = crate::apply::inventory::hex(&Sha256::digest(stem.as_bytes()));
-    let digest = &digest[..16];
-    let room = MAX_FILE_NAME - (1 + digest.len() + 1 + extension.len());
-    let mut end = room.min(stem.len());
-    while !stem.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}-{digest}.{extension}", &stem[..end])
-}
-
-/// Marks a directory as written by `flotilla render --out`, so a re-render may replace it.
-const OUT_MARKER: &str = ".flotilla-render";
-
-/// Writes `<out>/<cluster>/<namespace or _cluster>/<kind>[.<group>]-<name>.<ext>`: stable names,
-/// one object per file. A previous render in `out` is replaced; any other content is refused.
-fn write_tree(
-    out: &Path,
-    clusters: &BTreeMap<&String, &Vec<Object>>,
-    format: RenderFormat,
-) -> Result<(), CliError> {
-    // Names become path parts: every one is checked before anything is written, so a hostile
-    // name (`..`, `/etc/x`) can neither write outside `out` nor leave a half-written tree.
-    for (cluster, objects) in clusters {
-        path_part("cluster name", cluster, None)?;
-        for object in objects.iter() {
-            path_part("namespace", object.namespace(), Some(object))?;
-            path_part("metadata.name", object.name(), Some(object))?;
-            path_part("kind", object.kind(), Some(object))?;
-        }
-    }
-    if out.exists() {
-        let has_content = std::fs::read_dir(out)
-            .map_err(write_error(out))?
-            .next()
-            .is_some();
-        if has_content && !out.join(OUT_MARKER).exists() {
-            return Err(CliError::Path {
-                path: out.to_path_buf(),
-                problem:
-                    "exists and was not written by `flotilla render --out`; refusing to overwrite"
-                        .into(),
-            });
-        }
-        std::fs::remove_dir_all(out).map_err(write_error(out))?;
-    }
-    std::fs::create_dir_all(out).map_err(write_error(out))?;
-    std::fs::write(out.join(OUT_MARKER), "written by flotilla render\n")
-        .map_err(write_error(out))?;
-    for (cluster, objects) in clusters {
-        for object in objects.iter() {
-            let namespace = match object.namespace() {
-                "" => "_cluster",
-                ns => ns,
-            };
-            let kind = match object.group() {
-                "" => object.kind().to_lowercase(),
-                group => format!("{}.{group}", object.kind().to_lowercase()),
-            };
-            let (extension, text) = match format {
-                RenderFormat::Yaml => ("yaml", to_yaml(&object.value)?),
-                RenderFormat::Json => (
-                    "json",
-                    serde_json::to_string_pretty(&object.value)
-                        .map_err(|e| CliError::Serialise(e.to_string()))?
-                        + "\n",
-                ),
-            };
-            let dir = out.join(cluster.as_str()).join(namespace);
-            std::fs::create_dir_all(&dir).map_err(write_error(&dir))?;
-            let file = dir.join(file_name(&kind, object.name(), extension));
-            std::fs::write(&file, text).map_err(write_error(&file))?;
-        }
-    }
-    Ok(())
-}
-
-// ----- plan -----
-
-fn plan_command(args: PlanArgs, stdout: &mut dyn Write) -> Result<Outcome, CliError> {
-    let capacity = load_capacity(args.capacity.as_deref())?;
-    let plan = load_plan_with(&args.source, capacity.as_ref())?;
-    let stdout_path = PathBuf::from("(stdout)");
-    let text = match (&args.diff, args.output) {
-        (Some(other), format) => {
-            let before = load_plan_with(
-                &Source {
-                    path: other.clone(),
-                    root: None,
-                    limits: args.source.limits,
-                },
-                capacity.as_ref(),
-            )?;
-            let changes = placement::diff(&before, &plan);
-            match format {
-                PlanFormat::Json => serde_json::to_string_pretty(&changes)
-                    .map_err(|e| CliError::Serialise(e.to_string()))?,
-                PlanFormat::Table => diff_table(&changes),
-            }
-        }
-        (None, PlanFormat::Json) => {
-            serde_json::to_string_pretty(&plan).map_err(|e| CliError::Serialise(e.to_string()))?
-        }
-        (None, PlanFormat::Table) => plan_table(&plan),
-    };
-    writeln!(stdout, "{}", text.trim_end()).map_err(write_error(&stdout_path))?;
-    Ok(outcome(&plan))
-}
-
-/// The plan as aligned text: resources, clusters, then warnings and errors.
-pub fn plan_table(plan: &Plan) -> String {
-    let mut rows = vec![[
-        "RESOURCE".to_string(),
-        "POLICY".to_string(),
-        "CLUSTER -> REPLICAS".to_string(),
-    ]];
-    for resource in &plan.resources {
-        let targets: Vec<String> = resource
-            .targets
-            .iter()
-            .map(|t| match t.replicas {
-                Some(r) => format!("{}={r}", t.cluster),
-                None => t.cluster.clone(),
-            })
-            .collect();
-        rows.push([
-            resource.resource.to_string(),
-            match (&resource.policy, &resource.affinity_group) {
-                (Some(policy), Some(group)) => format!("{policy} (affinity {group})"),
-                (Some(policy), None) => policy.clone(),
-                (None, _) => "-".into(),
-            },
-            if targets.is_empty() {
-                "(none)".into()
-            } else {
-                targets.join(" ")
-            },
-        ]);
-    }
-    let mut out = aligned(&rows);
-    out.push('\n');
-    let mut cluster_rows = vec![[
-        "CLUSTER".to_string(),
-        "OBJECTS".to_string(),
-        "PROVIDER/REGION".to_string(),
-    ]];
-    for cluster in &plan.clusters {
-        let count = plan.desired.get(&cluster.name).map_or(0, Vec::len);
-        cluster_rows.push([
-            cluster.name.clone(),
-            count.to_string(),
-            format!(
-                "{}/{}",
-                cluster.provider.as_deref().unwrap_or("-"),
-                cluster.region.as_deref().unwrap_or("-")
-            ),
-        ]);
-    }
-    out.push_str(&aligned(&cluster_rows));
-    for warning in &plan.warnings {
-        out.push_str(&format!("\nwarning: {}", warning.message));
-    }
-    for error in &plan.errors {
-        out.push_str(&format!("\nerror: {error}"));
-    }
-    out
-}
-
-fn diff_table(changes: &[placement::ReplicaChange]) -> String {
-    if changes.is_empty() {
-        return "no placement changes".into();
-    }
-    let mut rows = vec![[
-        "RESOURCE".to_string(),
-        "CLUSTER".to_string(),
-        "REPLICAS".to_string(),
-    ]];
-    for change in changes {
-        let show = |r: Option<Option<u64>>| match r {
-            None => "absent".to_string(),
-            Some(None) => "present".to_string(),
-            Some(Some(n)) => n.to_string(),
-        };
-        rows.push([
-            change.resource.to_string(),
-            change.cluster.clone(),
-            format!("{} -> {}", show(change.before), show(change.after)),
-        ]);
-    }
-    aligned(&rows)
-}
 
 fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
