@@ -237,3 +237,205 @@ pub fn place_tree(
         Err(source) => Err(CommitError::Place { commit, source }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caller's side of a commit, recording what it was asked and given.
+    #[derive(Default)]
+    struct Recorder {
+        /// Whether `inputs_for` asks for the commit.
+        wants: bool,
+        fetches: Vec<Result<String, String>>,
+        asked: Vec<String>,
+        handed: Vec<(String, Vec<String>)>,
+    }
+
+    impl Clusters for Recorder {
+        type Handed = usize;
+
+        fn fetched(&mut self, _elapsed: Duration, outcome: Result<&str, &SourceError>) {
+            self.fetches
+                .push(outcome.map(str::to_string).map_err(|e| e.to_string()));
+        }
+
+        fn inputs_for(&mut self, commit: &str) -> Option<PlaceInputs> {
+            self.asked.push(commit.to_string());
+            self.wants.then(PlaceInputs::default)
+        }
+
+        async fn hand(&mut self, placed: Placed) -> usize {
+            let clusters: Vec<String> = placed.plan.desired.keys().cloned().collect();
+            self.handed.push((placed.commit, clusters));
+            self.handed.len()
+        }
+    }
+
+    fn example_fleet() -> Source {
+        Source::Directory(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo"))
+    }
+
+    /// A directory holding `files`, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn with(name: &str, files: &[(&str, &str)]) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("flotilla-sync-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            for (path, text) in files {
+                let path = dir.join(path);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_is_fetched_rendered_placed_and_handed_to_every_planned_cluster() {
+        let source = example_fleet();
+        let mut clusters = Recorder {
+            wants: true,
+            ..Default::default()
+        };
+        // Its `fleet` directory: the apps need helm, which unit tests do not assume.
+        let handed = sync_commit(
+            &source,
+            Path::new("fleet"),
+            RenderLimits::default(),
+            &mut clusters,
+        )
+        .await
+        .expect("the example fleet syncs");
+        assert_eq!(handed, Some(1));
+        let commit = format!(
+            "dir:{}",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/fleet-repo")
+                .display()
+        );
+        assert_eq!(clusters.fetches, vec![Ok(commit.clone())]);
+        assert_eq!(clusters.asked, vec![commit.clone()]);
+        let (handed_commit, planned) = &clusters.handed[0];
+        assert_eq!(handed_commit, &commit);
+        assert!(
+            planned.len() >= 2,
+            "the example fleet has several clusters: {planned:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_the_clusters_do_not_need_is_neither_rendered_nor_handed_out() {
+        // It would not render: asking for it would be an error.
+        let broken = Scratch::with("unwanted", &[("kustomization.yaml", "resources: [\n")]);
+        let source = Source::Directory(broken.0.clone());
+        let mut clusters = Recorder::default();
+        let handed = sync_commit(
+            &source,
+            Path::new("."),
+            RenderLimits::default(),
+            &mut clusters,
+        )
+        .await
+        .expect("nothing was rendered");
+        assert_eq!(handed, None);
+        assert_eq!(clusters.asked.len(), 1);
+        assert!(clusters.handed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_does_not_render_is_handed_to_nobody_and_is_final() {
+        let broken = Scratch::with("broken", &[("kustomization.yaml", "resources: [\n")]);
+        let source = Source::Directory(broken.0.clone());
+        let mut clusters = Recorder {
+            wants: true,
+            ..Default::default()
+        };
+        let error = sync_commit(
+            &source,
+            Path::new("."),
+            RenderLimits::default(),
+            &mut clusters,
+        )
+        .await
+        .expect_err("invalid YAML does not render");
+        assert!(matches!(error, CommitError::Render { .. }), "{error:?}");
+        assert_eq!(error.kind(), "render");
+        assert!(!error.is_retryable(), "the same files fail the same way");
+        let text = error.to_string();
+        assert!(
+            text.contains("kustomization.yaml") && text.ends_with("nothing applied"),
+            "{text}"
+        );
+        assert!(clusters.handed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fleet_that_does_not_place_is_handed_to_nobody_and_is_final() {
+        let no_clusters = Scratch::with(
+            "unplaced",
+            &[(
+                "app.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n",
+            )],
+        );
+        let source = Source::Directory(no_clusters.0.clone());
+        let mut clusters = Recorder {
+            wants: true,
+            ..Default::default()
+        };
+        let error = sync_commit(
+            &source,
+            Path::new("."),
+            RenderLimits::default(),
+            &mut clusters,
+        )
+        .await
+        .expect_err("a repo without clusters does not place");
+        assert!(matches!(error, CommitError::Place { .. }), "{error:?}");
+        assert_eq!(error.kind(), "place");
+        assert!(!error.is_retryable());
+        assert!(clusters.handed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_cannot_be_fetched_is_retried() {
+        let missing = Scratch::with("remote", &[]);
+        let source = Source::Git(crate::source::GitSource {
+            url: format!("file://{}/no-such-repo.git", missing.0.display()),
+            reference: crate::source::GitRef::Branch("main".into()),
+            cache_dir: missing.0.join("cache"),
+            credentials: Default::default(),
+        });
+        let mut clusters = Recorder {
+            wants: true,
+            ..Default::default()
+        };
+        let error = sync_commit(
+            &source,
+            Path::new("."),
+            RenderLimits::default(),
+            &mut clusters,
+        )
+        .await
+        .expect_err("there is no remote");
+        assert!(matches!(error, CommitError::Fetch(_)), "{error:?}");
+        assert_eq!(error.kind(), "fetch");
+        assert!(error.is_retryable(), "a remote can come back: {error}");
+        assert!(error.to_string().starts_with("fetch: "), "{error}");
+        assert_eq!(clusters.fetches.len(), 1);
+        assert!(clusters.fetches[0].is_err());
+        assert!(
+            clusters.asked.is_empty(),
+            "nothing to ask for without a commit"
+        );
+    }
+}

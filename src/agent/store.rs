@@ -200,3 +200,106 @@ fn update_readiness(status: &mut Status) {
         .all(|view| view.status == Some(ClusterStatus::Synced) && view.commit == current);
     status.ready |= all_synced;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::Drift;
+
+    fn synced(cluster: &str) -> ClusterReport {
+        ClusterReport::new(cluster)
+    }
+
+    fn clusters(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[test]
+    fn ready_once_every_cluster_synced_here_has_the_current_commit_and_it_stays_ready() {
+        let store = StatusStore::default();
+        let planned = clusters(&["a", "b"]);
+        store.planned("c1", Vec::new(), Vec::new(), &planned);
+        store.workers(&planned, None);
+        assert!(!store.snapshot().ready);
+        store.synced(&synced("a"), "c1", 1.0);
+        assert!(!store.snapshot().ready, "b has not synced yet");
+        store.synced(&synced("b"), "c0", 1.0);
+        assert!(!store.snapshot().ready, "b synced an older commit");
+        store.synced(&synced("b"), "c1", 2.0);
+        let status = store.snapshot();
+        assert!(status.ready);
+        assert_eq!(status.clusters["b"].last_success, Some(2.0));
+        // A new commit does not make a ready agent unready.
+        store.planned("c2", Vec::new(), Vec::new(), &planned);
+        assert!(store.snapshot().ready);
+    }
+
+    #[test]
+    fn clusters_held_by_another_replica_do_not_hold_up_readiness() {
+        let store = StatusStore::default();
+        store.planned("c1", Vec::new(), Vec::new(), &clusters(&["a", "b"]));
+        store.workers(&clusters(&["a"]), Some((vec![0], None)));
+        store.synced(&synced("a"), "c1", 1.0);
+        let status = store.snapshot();
+        assert!(status.ready);
+        assert!(!status.clusters["b"].synced_here);
+        assert_eq!(status.shards, Some(vec![0]));
+    }
+
+    #[test]
+    fn a_fetch_error_is_cleared_by_the_next_good_fetch_and_a_render_error_by_the_next_commit() {
+        let store = StatusStore::default();
+        store.failed("fetch", "fetch: gone".into());
+        assert_eq!(store.snapshot().error_stage.as_deref(), Some("fetch"));
+        store.fetched();
+        assert_eq!(store.snapshot().error, None);
+
+        store.failed("render", "commit c: render: bad; nothing applied".into());
+        store.fetched();
+        assert_eq!(
+            store.snapshot().error.as_deref(),
+            Some("commit c: render: bad; nothing applied"),
+            "a good fetch of a bad commit leaves its error"
+        );
+        store.planned("c2", Vec::new(), Vec::new(), &clusters(&["a"]));
+        let status = store.snapshot();
+        assert_eq!((status.error, status.error_stage), (None, None));
+    }
+
+    #[test]
+    fn only_the_newest_drift_is_kept_and_clusters_leave_with_the_plan() {
+        let store = StatusStore::default();
+        store.planned("c1", Vec::new(), Vec::new(), &clusters(&["a", "gone"]));
+        for i in 0..DRIFT_SHOWN + 5 {
+            let drift = Drift {
+                cluster: "a".into(),
+                object: crate::object::ObjectRef {
+                    group: String::new(),
+                    version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    namespace: "default".into(),
+                    name: format!("cm-{i}"),
+                },
+                fields: vec!["data.x".into()],
+                managers: vec!["kubectl".into()],
+                report_only: false,
+                replicas_seen: None,
+                note: None,
+            };
+            store.drift(
+                "a",
+                DriftView {
+                    drift,
+                    corrected: true,
+                    seen: i as f64,
+                },
+            );
+        }
+        let status = store.snapshot();
+        let drift = &status.clusters["a"].drift;
+        assert_eq!(drift.len(), DRIFT_SHOWN);
+        assert_eq!(drift[0].seen, 5.0, "the oldest went first");
+        store.planned("c2", Vec::new(), Vec::new(), &clusters(&["a"]));
+        assert!(!store.snapshot().clusters.contains_key("gone"));
+    }
+}

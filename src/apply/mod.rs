@@ -309,7 +309,8 @@ fn serialize_seconds<S: serde::Serializer>(
 }
 
 impl ClusterReport {
-    fn new(cluster: &str) -> Self {
+    /// The report of a sync that has found nothing wrong yet: synced, nothing done.
+    pub fn new(cluster: &str) -> Self {
         ClusterReport {
             cluster: cluster.to_string(),
             status: ClusterStatus::Synced,
