@@ -351,22 +351,25 @@ mod tests {
         assert!(clusters.handed.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_commit_that_does_not_render_is_handed_to_nobody_and_is_final() {
-        let broken = Scratch::with("broken", &[("kustomization.yaml", "resources: [\n")]);
-        let source = Source::Directory(broken.0.clone());
+    /// Syncs the fleet `files`, which must fail; the error, and whether anything was handed.
+    async fn failing_fleet(name: &str, files: &[(&str, &str)]) -> (CommitError, bool) {
+        let fleet = Scratch::with(name, files);
         let mut clusters = Recorder {
             wants: true,
             ..Default::default()
         };
-        let error = sync_commit(
-            &source,
-            Path::new("."),
-            RenderLimits::default(),
-            &mut clusters,
-        )
-        .await
-        .expect_err("invalid YAML does not render");
+        let source = Source::Directory(fleet.0.clone());
+        let limits = RenderLimits::default();
+        let error = sync_commit(&source, Path::new("."), limits, &mut clusters)
+            .await
+            .expect_err("the fleet is broken");
+        (error, !clusters.handed.is_empty())
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_does_not_render_is_handed_to_nobody_and_is_final() {
+        let (error, handed) =
+            failing_fleet("broken", &[("kustomization.yaml", "resources: [\n")]).await;
         assert!(matches!(error, CommitError::Render { .. }), "{error:?}");
         assert_eq!(error.kind(), "render");
         assert!(!error.is_retryable(), "the same files fail the same way");
@@ -375,35 +378,17 @@ mod tests {
             text.contains("kustomization.yaml") && text.ends_with("nothing applied"),
             "{text}"
         );
-        assert!(clusters.handed.is_empty());
+        assert!(!handed);
     }
 
     #[tokio::test]
     async fn a_fleet_that_does_not_place_is_handed_to_nobody_and_is_final() {
-        let no_clusters = Scratch::with(
-            "unplaced",
-            &[(
-                "app.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n",
-            )],
-        );
-        let source = Source::Directory(no_clusters.0.clone());
-        let mut clusters = Recorder {
-            wants: true,
-            ..Default::default()
-        };
-        let error = sync_commit(
-            &source,
-            Path::new("."),
-            RenderLimits::default(),
-            &mut clusters,
-        )
-        .await
-        .expect_err("a repo without clusters does not place");
+        let config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n";
+        let (error, handed) = failing_fleet("unplaced", &[("app.yaml", config_map)]).await;
         assert!(matches!(error, CommitError::Place { .. }), "{error:?}");
         assert_eq!(error.kind(), "place");
-        assert!(!error.is_retryable());
-        assert!(clusters.handed.is_empty());
+        assert!(!error.is_retryable(), "placement is pure");
+        assert!(!handed);
     }
 
     #[tokio::test]
