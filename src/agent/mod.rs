@@ -69,16 +69,21 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The backoff of a retry (a fetch, a cluster's sync): from 1 s, doubling, with jitter, up
-    /// to the poll interval; never ending, since the agent runs until stopped.
+    /// The backoff of a retry (a fetch, a cluster's sync): see [`retry_backoff`].
     fn retry_backoff(&self) -> backon::ExponentialBackoff {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(self.interval.max(Duration::from_secs(1)))
-            .with_jitter()
-            .without_max_times()
-            .build()
+        retry_backoff(self.interval)
     }
+}
+
+/// From 1 s, doubling, with jitter, up to the poll interval; never ending, since the agent
+/// runs until stopped.
+fn retry_backoff(interval: Duration) -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(interval.max(Duration::from_secs(1)))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// What the loop, the workers and the HTTP server share.
@@ -461,4 +466,29 @@ fn next_divisions(last: &placement::Divisions, plan: &Plan) -> placement::Divisi
         }
     }
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_start_at_a_second_grow_to_the_poll_interval_and_never_end() {
+        let interval = Duration::from_secs(30);
+        let delays: Vec<Duration> = retry_backoff(interval).take(200).collect();
+        assert_eq!(delays.len(), 200, "the agent retries until stopped");
+        // Jitter adds up to the delay itself.
+        assert!(delays[0] >= Duration::from_secs(1) && delays[0] <= Duration::from_secs(2));
+        assert!(
+            delays.iter().all(|delay| *delay <= interval * 2),
+            "{delays:?}"
+        );
+        assert!(
+            delays[100..].iter().all(|delay| *delay >= interval),
+            "doubling reaches the interval: {delays:?}"
+        );
+        // A poll interval under a second still waits a second.
+        let fast = retry_backoff(Duration::from_millis(10)).next();
+        assert!(fast.is_some_and(|delay| delay >= Duration::from_secs(1)));
+    }
 }
