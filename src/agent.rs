@@ -10,9 +10,9 @@
 //! correcting or reporting it, and for workload health. A dead or slow cluster only ever holds
 //! up its own worker.
 //!
-//! Every cluster is probed (see [`crate::health`]); while one is NotReady, the commit is
+//! Every cluster is probed (see [`crate::cluster::health`]); while one is NotReady, the commit is
 //! planned again with its Divided replicas failed over to the others. With several replicas,
-//! a replica runs workers only for the clusters of the shards it holds (see [`crate::lease`]).
+//! a replica runs workers only for the clusters of the shards it holds (see [`crate::cluster::lease`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -27,11 +27,12 @@ use crate::apply::{
     ClusterReport, ClusterStatus, Member, ObjectProblem, SyncOptions, apply_one,
     kept_by_plan_errors, sync_cluster, sync_cluster_checking,
 };
-use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_kinds};
-use crate::health::{HealthChange, HealthSettings, probe_cluster};
-use crate::hub::{Hub, MemberCredentials};
-use crate::lease::{LeaseHandle, Ownership};
-use crate::member_capacity::{CapacityReport, allocatable_changed, probe_capacity};
+use crate::cluster::capacity::{CapacityReport, allocatable_changed, probe_capacity};
+use crate::cluster::health::{HealthChange, HealthSettings, probe_cluster};
+use crate::cluster::hub::{Hub, MemberCredentials};
+use crate::cluster::lease::{LeaseHandle, Ownership};
+use crate::cluster::watch::{WatchReport, WatchedKind, Watches, watch_kinds};
+use crate::drift::{Drift, DriftMode};
 use crate::metrics::Metrics;
 use crate::object::{Object, ObjectRef};
 use crate::placement::types::SecretKeyRef;
@@ -680,7 +681,7 @@ async fn dispatch(config: &Arc<AgentConfig>, shared: &Arc<Shared>, state: &mut L
         let running = state
             .workers
             .keys()
-            .map(|cluster| crate::lease::shard_of(cluster, ownership.total))
+            .map(|cluster| crate::cluster::lease::shard_of(cluster, ownership.total))
             .collect();
         let _ = handle.running.send(running);
         shared

@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::{CliError, Outcome};
 use crate::agent::{self, AgentConfig, Shared, Source};
 use crate::apply::SyncOptions;
+use crate::cluster::health::HealthSettings;
+use crate::cluster::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
+use crate::cluster::lease::LeaseSettings;
 use crate::drift::DriftMode;
-use crate::health::HealthSettings;
-use crate::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
-use crate::lease::LeaseSettings;
 use crate::limits::{Limits, ServerLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
@@ -47,7 +47,7 @@ pub struct RunArgs {
     #[arg(long, env = "FLOTILLA_HUB_KUBECONFIG")]
     hub_kubeconfig: Option<PathBuf>,
     /// The Pod's service-account directory (token, ca.crt, namespace).
-    #[arg(long, default_value = crate::hub::SERVICE_ACCOUNT_DIR, env = "FLOTILLA_SERVICE_ACCOUNT_DIR")]
+    #[arg(long, default_value = crate::cluster::hub::SERVICE_ACCOUNT_DIR, env = "FLOTILLA_SERVICE_ACCOUNT_DIR")]
     service_account_dir: PathBuf,
     /// The agent's namespace in the hub [default: the service account's, else flotilla-system].
     #[arg(long, env = "FLOTILLA_NAMESPACE")]
@@ -313,7 +313,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         } else {
             format!("flotilla-{}", args.name)
         };
-        crate::lease::spawn(
+        crate::cluster::lease::spawn(
             hub,
             LeaseSettings {
                 group,

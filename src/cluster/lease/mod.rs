@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::hub::Hub;
+use crate::cluster::hub::Hub;
 
 /// Labels every Lease of one group, so one list sees them all.
 const GROUP_LABEL: &str = "flotilla.dev/lease-group";

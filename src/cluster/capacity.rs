@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::hub::MemberCredentials;
+use crate::cluster::hub::MemberCredentials;
 use crate::placement::capacity::{ClusterResources, Quantity, ReplicaRequirements};
 use crate::placement::types::SecretKeyRef;
 

@@ -1,6 +1,6 @@
 //! The hub: the cluster Flotilla runs in. It holds the member clusters' kubeconfig Secrets
 //! (named by `AttachedCluster.spec.kubeconfig.secretRef`), the Leases that share clusters
-//! between replicas (see [`crate::lease`]) and the Events Flotilla records.
+//! between replicas (see [`crate::cluster::lease`]) and the Events Flotilla records.
 //!
 //! In a Pod, Flotilla authenticates as its service account, as client-go does: the apiserver
 //! from `KUBERNETES_SERVICE_HOST`/`_PORT`, the token and CA from the mounted service-account

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::hub::MemberCredentials;
+use crate::cluster::hub::MemberCredentials;
 use crate::placement::types::SecretKeyRef;
 
 /// Probe timing and thresholds.
