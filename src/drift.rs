@@ -23,14 +23,60 @@ use serde_json::Value;
 use crate::apply::{FIELD_MANAGER, Prepared};
 use crate::object::ObjectRef;
 
-/// What to do about drift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+/// What to do about drift. Spelled `correct` or `report` on the command line, in `/status` and
+/// by [`FromStr`](std::str::FromStr) / [`Display`](std::fmt::Display).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriftMode {
     /// Re-apply the object.
     Correct,
     /// Only report it.
     Report,
+}
+
+impl DriftMode {
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [DriftMode; 2] = [DriftMode::Correct, DriftMode::Report];
+
+    /// The mode's name: `correct` or `report`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriftMode::Correct => "correct",
+            DriftMode::Report => "report",
+        }
+    }
+
+    /// What the mode does, one line for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            DriftMode::Correct => "Re-apply the object",
+            DriftMode::Report => "Only report it",
+        }
+    }
+}
+
+impl std::fmt::Display for DriftMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A drift mode that is neither `correct` nor `report`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown drift mode {0:?}: expected correct or report")]
+pub struct UnknownDriftMode(pub String);
+
+impl std::str::FromStr for DriftMode {
+    type Err = UnknownDriftMode;
+
+    /// Exactly the names [`DriftMode::name`] gives (lowercase, as the command line always took
+    /// them).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        DriftMode::ALL
+            .into_iter()
+            .find(|mode| mode.name() == text)
+            .ok_or_else(|| UnknownDriftMode(text.to_string()))
+    }
 }
 
 /// With the value `report`, drift of this object is reported, not corrected.
@@ -481,6 +527,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn drift_modes_read_and_print_as_their_lowercase_names() {
+        for mode in DriftMode::ALL {
+            assert_eq!(mode.to_string().parse::<DriftMode>(), Ok(mode));
+            assert_eq!(
+                serde_json::to_value(mode).ok(),
+                Some(json!(mode.to_string()))
+            );
+        }
+        assert_eq!("report".parse::<DriftMode>(), Ok(DriftMode::Report));
+        assert!("Correct".parse::<DriftMode>().is_err(), "case matters");
+        assert!("".parse::<DriftMode>().is_err());
+    }
 
     /// An object whose managedFields say Flotilla applied `flotilla` at `applied_at`, and each
     /// other manager wrote its fields later.

@@ -114,7 +114,17 @@ pub struct RunArgs {
     concurrency: usize,
     /// What to do when a managed object is changed or deleted in a member cluster (an object
     /// annotated `flotilla.dev/drift: report` is only reported).
-    #[arg(long, value_enum, default_value_t = DriftMode::Correct, env = "FLOTILLA_DRIFT")]
+    #[arg(
+        long,
+        default_value_t = DriftMode::Correct,
+        env = "FLOTILLA_DRIFT",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(DriftMode::ALL.map(|mode| {
+                clap::builder::PossibleValue::new(mode.name()).help(mode.help())
+            })),
+            |name| name.parse::<DriftMode>(),
+        )
+    )]
     drift: DriftMode,
     /// Limits of each commit's render.
     #[command(flatten)]
