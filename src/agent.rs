@@ -942,6 +942,7 @@ async fn worker(
             {
                 Ok(connected) => member = Some(connected),
                 Err(error) => {
+                    let error = crate::cluster::error_chain(&error);
                     let report = ClusterReport::failed(&cluster, error, Duration::ZERO);
                     record(&shared, &report, &desired).await;
                     failures += 1;

@@ -297,7 +297,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
                     .hub_kubeconfig
                     .clone()
                     .unwrap_or_else(|| args.service_account_dir.clone()),
-                problem: error.to_string(),
+                problem: crate::cluster::error_chain(&error),
             })?;
         Some(hub)
     } else {
