@@ -33,15 +33,12 @@
 pub mod agent;
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod drift;
-pub mod health;
-pub mod hub;
 pub mod image;
 pub mod kinds;
 pub mod labels;
-pub mod lease;
 pub mod limits;
-pub mod member_capacity;
 pub mod metrics;
 pub mod object;
 pub mod placement;

@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::worker::worker;
 use super::{AgentConfig, Shared};
-use crate::health::{HealthChange, probe_cluster};
-use crate::lease::{LeaseHandle, Ownership};
-use crate::member_capacity::{CapacityReport, probe_capacity};
+use crate::cluster::capacity::{CapacityReport, probe_capacity};
+use crate::cluster::health::{HealthChange, probe_cluster};
+use crate::cluster::lease::{LeaseHandle, Ownership};
 use crate::object::{Object, ObjectRef};
 use crate::placement::types::SecretKeyRef;
 
@@ -149,7 +149,7 @@ impl Fleet {
                 let running = self
                     .workers
                     .keys()
-                    .map(|cluster| crate::lease::shard_of(cluster, ownership.total))
+                    .map(|cluster| crate::cluster::lease::shard_of(cluster, ownership.total))
                     .collect();
                 let _ = handle.running.send(running);
                 self.shared

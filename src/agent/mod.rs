@@ -30,11 +30,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Notify, mpsc};
 
 use crate::apply::{SyncOptions, kept_by_plan_errors};
+use crate::cluster::capacity::{CapacityReport, allocatable_changed};
+use crate::cluster::health::{HealthChange, HealthSettings};
+use crate::cluster::hub::{Hub, MemberCredentials};
+use crate::cluster::lease::LeaseHandle;
 use crate::drift::DriftMode;
-use crate::health::{HealthChange, HealthSettings};
-use crate::hub::{Hub, MemberCredentials};
-use crate::lease::LeaseHandle;
-use crate::member_capacity::{CapacityReport, allocatable_changed};
 use crate::metrics::Metrics;
 use crate::object::Object;
 use crate::placement::types::SecretKeyRef;

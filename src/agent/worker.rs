@@ -12,7 +12,8 @@ use tracing::Instrument;
 use super::dispatch::Desired;
 use super::{AgentConfig, Shared};
 use crate::apply::{ClusterError, ClusterReport, ClusterStatus, Member, apply_cluster, apply_one};
-use crate::drift::{Drift, DriftMode, WatchReport, WatchedKind, Watches, watch_kinds};
+use crate::cluster::watch::{WatchReport, WatchedKind, Watches, watch_kinds};
+use crate::drift::{Drift, DriftMode};
 use crate::object::ObjectRef;
 use crate::placement::types::SecretKeyRef;
 use crate::status::DriftView;
@@ -113,10 +114,10 @@ pub(super) async fn worker(
                 .await
             {
                 Ok(connected) => member = Some(connected),
-                Err(problem) => {
+                Err(error) => {
                     let error = ClusterError::Connect {
-                        problem,
-                        retryable: true,
+                        problem: crate::cluster::error_chain(&error),
+                        retryable: error.is_retryable(),
                     };
                     let report = ClusterReport::failed(&cluster, &error, Duration::ZERO);
                     record(&shared, &report, &desired);

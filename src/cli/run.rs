@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::{CliError, Outcome};
 use crate::agent::{self, AgentConfig, Shared};
 use crate::apply::SyncOptions;
+use crate::cluster::health::HealthSettings;
+use crate::cluster::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
+use crate::cluster::lease::LeaseSettings;
 use crate::drift::DriftMode;
-use crate::health::HealthSettings;
-use crate::hub::{Hub, HubSettings, MemberCredentials, SecretStore};
-use crate::lease::LeaseSettings;
 use crate::limits::{Limits, ServerLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, WebhookSecrets};
@@ -47,7 +47,7 @@ pub struct RunArgs {
     #[arg(long, env = "FLOTILLA_HUB_KUBECONFIG")]
     hub_kubeconfig: Option<PathBuf>,
     /// The Pod's service-account directory (token, ca.crt, namespace).
-    #[arg(long, default_value = crate::hub::SERVICE_ACCOUNT_DIR, env = "FLOTILLA_SERVICE_ACCOUNT_DIR")]
+    #[arg(long, default_value = crate::cluster::hub::SERVICE_ACCOUNT_DIR, env = "FLOTILLA_SERVICE_ACCOUNT_DIR")]
     service_account_dir: PathBuf,
     /// The agent's namespace in the hub [default: the service account's, else flotilla-system].
     #[arg(long, env = "FLOTILLA_NAMESPACE")]
@@ -114,7 +114,17 @@ pub struct RunArgs {
     concurrency: usize,
     /// What to do when a managed object is changed or deleted in a member cluster (an object
     /// annotated `flotilla.dev/drift: report` is only reported).
-    #[arg(long, value_enum, default_value_t = DriftMode::Correct, env = "FLOTILLA_DRIFT")]
+    #[arg(
+        long,
+        default_value_t = DriftMode::Correct,
+        env = "FLOTILLA_DRIFT",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(DriftMode::ALL.map(|mode| {
+                clap::builder::PossibleValue::new(mode.name()).help(mode.help())
+            })),
+            |name| name.parse::<DriftMode>(),
+        )
+    )]
     drift: DriftMode,
     /// Limits of each commit's render.
     #[command(flatten)]
@@ -283,7 +293,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
                     .hub_kubeconfig
                     .clone()
                     .unwrap_or_else(|| args.service_account_dir.clone()),
-                problem: error.to_string(),
+                problem: crate::cluster::error_chain(&error),
             })?;
         Some(hub)
     } else {
@@ -309,7 +319,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
         } else {
             format!("flotilla-{}", args.name)
         };
-        crate::lease::spawn(
+        crate::cluster::lease::spawn(
             hub,
             LeaseSettings {
                 group,

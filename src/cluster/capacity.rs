@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::WatchStreamExt;
@@ -16,15 +17,24 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::hub::MemberCredentials;
+use crate::cluster::error_chain;
+use crate::cluster::hub::MemberCredentials;
 use crate::placement::capacity::{ClusterResources, Quantity, ReplicaRequirements};
 use crate::placement::types::SecretKeyRef;
 
 /// At most one report per this long: pods come and go in bursts (a rollout), and the agent
 /// needs the summary after the burst, not every step of it.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// How long to wait before connecting again to a member that could not be reached.
-const RETRY: Duration = Duration::from_secs(10);
+/// Connecting again to a member that could not be connected to: 1 s doubling to 10 s, with
+/// jitter, for as long as its capacity is wanted. Every error is retried: a missing Secret may
+/// appear, and nothing else here watches for it.
+fn reconnect_policy() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .with_jitter()
+}
 /// Pods that hold no resources any more; the apiserver filters them out of the watch (a pod
 /// that finishes arrives as deleted).
 const UNFINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -53,13 +63,24 @@ pub async fn probe_capacity(
         if wanted.wait_for(|wanted| *wanted).await.is_err() {
             return;
         }
-        let client = match credentials.connect(&cluster, secret.as_ref()).await {
-            Ok((member, _)) => member.client().clone(),
-            Err(error) => {
-                tracing::debug!(cluster, %error, "capacity: cannot connect");
-                tokio::time::sleep(RETRY).await;
+        let connect = || credentials.connect(&cluster, secret.as_ref());
+        let connected = connect.retry(reconnect_policy()).notify(|error, after| {
+            let error = error_chain(error);
+            tracing::debug!(cluster, error, ?after, "capacity: cannot connect");
+        });
+        // Connecting stops as soon as capacity is no longer wanted.
+        let client = tokio::select! {
+            unwanted = wanted.wait_for(|wanted| !*wanted) => {
+                if unwanted.is_err() {
+                    return;
+                }
                 continue;
             }
+            connected = connected => match connected {
+                Ok((member, _)) => member.client().clone(),
+                // Only should the policy ever limit its retries: start over.
+                Err(_) => continue,
+            },
         };
         tokio::select! {
             unwanted = wanted.wait_for(|wanted| !*wanted) => {
@@ -443,6 +464,35 @@ mod tests {
             read_node,
         );
         assert_eq!(both(&nodes, &pods), summarize(&lists[1].0, &lists[1].1));
+    }
+
+    /// A member that cannot be connected to is tried again, with backoff, for as long as its
+    /// capacity is wanted; the task ends when nobody wants it any more.
+    #[tokio::test(start_paused = true)]
+    async fn connecting_is_retried_while_wanted_and_ends_with_the_wanting() {
+        let credentials = MemberCredentials::Kubeconfig(std::path::PathBuf::from(
+            "/nonexistent/flotilla-capacity-test/kubeconfig",
+        ));
+        let (wanted_tx, wanted) = watch::channel(true);
+        let (reports_tx, mut reports) = mpsc::channel(1);
+        let task = tokio::spawn(probe_capacity(
+            "member-a".into(),
+            None,
+            credentials,
+            wanted,
+            reports_tx,
+        ));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!task.is_finished(), "still trying after 10 minutes");
+        let _ = wanted_tx.send(false);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!task.is_finished(), "waits to be wanted again");
+        drop(wanted_tx);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("ends once nobody can want it")
+            .expect("no panic");
+        assert!(reports.try_recv().is_err(), "nothing to report");
     }
 
     #[test]

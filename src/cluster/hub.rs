@@ -1,6 +1,6 @@
 //! The hub: the cluster Flotilla runs in. It holds the member clusters' kubeconfig Secrets
 //! (named by `AttachedCluster.spec.kubeconfig.secretRef`), the Leases that share clusters
-//! between replicas (see [`crate::lease`]) and the Events Flotilla records.
+//! between replicas (see [`crate::cluster::lease`]) and the Events Flotilla records.
 //!
 //! In a Pod, Flotilla authenticates as its service account, as client-go does: the apiserver
 //! from `KUBERNETES_SERVICE_HOST`/`_PORT`, the token and CA from the mounted service-account
@@ -15,14 +15,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::config::{
-    AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster,
-    NamedContext,
+    AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, KubeconfigError, NamedAuthInfo,
+    NamedCluster, NamedContext,
 };
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::{RwLock, watch};
 
-use crate::apply::Member;
+use crate::apply::{ApplyError, Member};
 use crate::placement::types::SecretKeyRef;
 
 /// Where a Pod's service-account credentials are mounted.
@@ -43,7 +43,42 @@ pub struct HubSettings {
     pub namespace: Option<String>,
 }
 
-/// Why the hub could not be reached.
+/// Why a kubeconfig could not be read, told without its text: a YAML error quotes the lines
+/// around it, and a kubeconfig holds credentials. So a YAML error keeps only where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigProblem {
+    /// Not YAML of a kubeconfig.
+    #[error("not a valid kubeconfig (YAML error{})", position(at))]
+    Yaml {
+        /// The line and column of the error, when known.
+        at: Option<(u64, u64)>,
+    },
+    /// Any other problem (the file cannot be read, say); these name no contents.
+    #[error(transparent)]
+    Other(KubeconfigError),
+}
+
+/// ` at line L, column C`, when known.
+fn position(at: &Option<(u64, u64)>) -> String {
+    at.map(|(line, column)| format!(" at line {line}, column {column}"))
+        .unwrap_or_default()
+}
+
+impl From<KubeconfigError> for KubeconfigProblem {
+    fn from(error: KubeconfigError) -> Self {
+        match error {
+            KubeconfigError::Parse(error) => KubeconfigProblem::Yaml {
+                at: error
+                    .location()
+                    .map(|location| (location.line(), location.column())),
+            },
+            other => KubeconfigProblem::Other(other),
+        }
+    }
+}
+
+/// Why the hub could not be reached. Connecting makes no request (the client connects on first
+/// use), so every variant is a matter of configuration: none is retryable.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// Neither a kubeconfig nor a Pod's environment.
@@ -51,17 +86,45 @@ pub enum HubError {
         "no hub: KUBERNETES_SERVICE_HOST is not set (not in a Pod) and no --hub-kubeconfig was given"
     )]
     NotInCluster,
-    /// A credential file is missing or unreadable.
-    #[error("{path}: {problem}")]
-    File {
+    /// A service-account file (token, CA) is not mounted.
+    #[error("{}: missing: is the service-account token mounted?", path.display())]
+    MissingFile {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        problem: String,
     },
+    /// The `--hub-kubeconfig` file cannot be read.
+    #[error("{}", path.display())]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: KubeconfigProblem,
+    },
+    /// No client configuration can be made of the kubeconfig (a certificate it names, say).
+    #[error("hub client")]
+    Config(#[source] KubeconfigError),
     /// The client could not be built.
-    #[error("hub client: {0}")]
-    Client(String),
+    #[error("hub client")]
+    Client(#[source] kube::Error),
+}
+
+impl HubError {
+    /// Whether connecting again may succeed: never without a change to the flags, the
+    /// kubeconfig or the Pod's mounts.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+
+    /// A fixed name of what went wrong, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HubError::NotInCluster => "not_in_cluster",
+            HubError::MissingFile { .. } => "service_account_missing",
+            HubError::Kubeconfig { .. } => "kubeconfig_invalid",
+            HubError::Config(_) | HubError::Client(_) => "client",
+        }
+    }
 }
 
 /// A connection to the hub, in the agent's namespace.
@@ -77,9 +140,9 @@ impl Hub {
     /// Connects with a kubeconfig when one is given, else as the Pod's service account.
     pub async fn connect(settings: &HubSettings) -> Result<Hub, HubError> {
         let kubeconfig = match &settings.kubeconfig {
-            Some(path) => Kubeconfig::read_from(path).map_err(|error| HubError::File {
+            Some(path) => Kubeconfig::read_from(path).map_err(|source| HubError::Kubeconfig {
                 path: path.clone(),
-                problem: error.to_string(),
+                source: source.into(),
             })?,
             None => in_cluster_kubeconfig(&settings.service_account_dir)?,
         };
@@ -94,11 +157,10 @@ impl Hub {
         let mut config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|error| HubError::Client(error.to_string()))?;
+                .map_err(HubError::Config)?;
         config.connect_timeout = Some(Duration::from_secs(5));
         config.read_timeout = Some(Duration::from_secs(30));
-        let client =
-            kube::Client::try_from(config).map_err(|error| HubError::Client(error.to_string()))?;
+        let client = kube::Client::try_from(config).map_err(HubError::Client)?;
         Ok(Hub { client, namespace })
     }
 
@@ -128,15 +190,14 @@ impl Hub {
             "lastTimestamp": now.to_string(),
             "count": 1,
         });
-        let created = match serde_json::from_value(event) {
-            Ok(event) => api
-                .create(&PostParams::default(), &event)
-                .await
-                .map(|_| ())
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
+        let event = match serde_json::from_value(event) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(cluster, reason, %error, "could not make an Event for the hub");
+                return;
+            }
         };
-        if let Err(error) = created {
+        if let Err(error) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(cluster, reason, %error, "could not record an Event in the hub");
         }
     }
@@ -157,10 +218,7 @@ fn in_cluster_kubeconfig(dir: &Path) -> Result<Kubeconfig, HubError> {
     let ca = dir.join("ca.crt");
     for path in [&token, &ca] {
         if !path.is_file() {
-            return Err(HubError::File {
-                path: path.clone(),
-                problem: "missing: is the service-account token mounted?".into(),
-            });
+            return Err(HubError::MissingFile { path: path.clone() });
         }
     }
     Ok(Kubeconfig {
@@ -217,6 +275,61 @@ pub struct SecretKubeconfig {
     pub kubeconfig: Kubeconfig,
 }
 
+/// A member's kubeconfig could not be read from its Secret in the hub. The message names the
+/// Secret and the key; the problem is the source. Never holds the Secret's contents.
+#[derive(Debug, thiserror::Error)]
+#[error("Secret {namespace}/{name} key {key}")]
+pub struct SecretError {
+    /// The hub namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub name: String,
+    /// The key read.
+    pub key: String,
+    /// What is wrong.
+    #[source]
+    pub problem: SecretProblem,
+}
+
+/// What is wrong with a member's kubeconfig Secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretProblem {
+    /// The hub's Secrets have not been listed yet (the hub is slow or unreachable).
+    #[error("the hub's Secrets could not be listed yet")]
+    NotListed,
+    /// No Secret of that name.
+    #[error("no such Secret in the hub")]
+    NoSecret,
+    /// The Secret lacks the key.
+    #[error("the Secret has no such key")]
+    NoKey,
+    /// The value is not text.
+    #[error("not UTF-8 text")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// The value is not a kubeconfig.
+    #[error(transparent)]
+    Invalid(KubeconfigProblem),
+}
+
+impl SecretError {
+    /// Whether reading again may succeed without a change to the Secret: only while the hub's
+    /// Secrets are not listed yet. A missing Secret or key, or a value that is not a
+    /// kubeconfig, stays so until the Secret changes (which [`SecretStore::changes`] tells).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.problem, SecretProblem::NotListed)
+    }
+
+    /// A fixed name of what went wrong, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self.problem {
+            SecretProblem::NotListed => "secrets_not_listed",
+            SecretProblem::NoSecret => "secret_missing",
+            SecretProblem::NoKey => "secret_key_missing",
+            SecretProblem::NotUtf8(_) | SecretProblem::Invalid(_) => "kubeconfig_invalid",
+        }
+    }
+}
+
 impl SecretStore {
     /// Starts watching the Secrets of the hub namespace.
     pub fn spawn(hub: &Hub) -> Arc<SecretStore> {
@@ -236,13 +349,18 @@ impl SecretStore {
     }
 
     /// The kubeconfig in `secret`; an error names the Secret, the key and the problem.
-    pub async fn kubeconfig(&self, secret: &SecretKeyRef) -> Result<SecretKubeconfig, String> {
+    pub async fn kubeconfig(&self, secret: &SecretKeyRef) -> Result<SecretKubeconfig, SecretError> {
         let key = if secret.key.is_empty() {
             DEFAULT_KUBECONFIG_KEY
         } else {
             &secret.key
         };
-        let what = format!("Secret {}/{} key {key}", self.namespace, secret.name);
+        let error = |problem| SecretError {
+            namespace: self.namespace.clone(),
+            name: secret.name.clone(),
+            key: key.to_string(),
+            problem,
+        };
         // Wait (briefly) for the first list, so a starting agent does not report every
         // cluster as missing its Secret.
         let mut changes = self.changes();
@@ -253,18 +371,20 @@ impl SecretStore {
         .await
         .is_ok_and(|listed| listed.is_ok());
         if !listed {
-            return Err(format!("{what}: the hub's Secrets could not be listed yet"));
+            return Err(error(SecretProblem::NotListed));
         }
         let secrets = self.secrets.read().await;
         let stored = secrets
             .get(&secret.name)
-            .ok_or_else(|| format!("{what}: no such Secret in the hub"))?;
+            .ok_or_else(|| error(SecretProblem::NoSecret))?;
         let bytes = stored
             .data
             .get(key)
-            .ok_or_else(|| format!("{what}: the Secret has no such key"))?;
-        let text = std::str::from_utf8(bytes).map_err(|_| format!("{what}: not UTF-8 text"))?;
-        let kubeconfig = Kubeconfig::from_yaml(text).map_err(|error| format!("{what}: {error}"))?;
+            .ok_or_else(|| error(SecretProblem::NoKey))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|source| error(SecretProblem::NotUtf8(source)))?;
+        let kubeconfig = Kubeconfig::from_yaml(text)
+            .map_err(|source| error(SecretProblem::Invalid(source.into())))?;
         Ok(SecretKubeconfig {
             version: stored.resource_version.clone(),
             kubeconfig,
@@ -335,6 +455,58 @@ fn store_secret(secrets: &mut HashMap<String, StoredSecret>, secret: Secret) {
     );
 }
 
+/// Why a member cluster could not be connected to. Only a hub whose Secrets are not listed
+/// yet is worth retrying soon; the rest waits for a change to the kubeconfig, the Secret or
+/// the fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The members' kubeconfig file cannot be read.
+    #[error("{}", path.display())]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: KubeconfigProblem,
+    },
+    /// The cluster has no Secret to read its kubeconfig from.
+    #[error(
+        "cluster {cluster}: no AttachedCluster with spec.kubeconfig.secretRef names its kubeconfig Secret"
+    )]
+    NoSecretRef {
+        /// The cluster.
+        cluster: String,
+    },
+    /// Its kubeconfig Secret in the hub is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// No client can be made of its kubeconfig (no such context, bad credentials).
+    #[error(transparent)]
+    Client(#[from] ApplyError),
+}
+
+impl ConnectError {
+    /// Whether connecting again may succeed with nothing changed (see [`SecretError::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ConnectError::Secret(error) => error.is_retryable(),
+            ConnectError::Kubeconfig { .. }
+            | ConnectError::NoSecretRef { .. }
+            | ConnectError::Client(_) => false,
+        }
+    }
+
+    /// A fixed name of what went wrong, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Kubeconfig { .. } => "kubeconfig_invalid",
+            ConnectError::NoSecretRef { .. } => "no_secret_ref",
+            ConnectError::Secret(error) => error.kind(),
+            ConnectError::Client(_) => "client",
+        }
+    }
+}
+
 /// Where the member clusters' credentials come from.
 #[derive(Clone)]
 pub enum MemberCredentials {
@@ -351,21 +523,20 @@ impl MemberCredentials {
         &self,
         cluster: &str,
         secret: Option<&SecretKeyRef>,
-    ) -> Result<(Member, String), String> {
+    ) -> Result<(Member, String), ConnectError> {
         match self {
             MemberCredentials::Kubeconfig(path) => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .map_err(|error| format!("{}: {error}", path.display()))?;
-                let member = Member::from_kubeconfig(&kubeconfig, path, cluster)
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|source| ConnectError::Kubeconfig {
+                        path: path.clone(),
+                        source: source.into(),
+                    })?;
+                let member = Member::from_kubeconfig(&kubeconfig, path, cluster).await?;
                 Ok((member, String::new()))
             }
             MemberCredentials::HubSecrets(store) => {
-                let secret = secret.ok_or_else(|| {
-                    format!(
-                        "cluster {cluster}: no AttachedCluster with spec.kubeconfig.secretRef names its kubeconfig Secret"
-                    )
+                let secret = secret.ok_or_else(|| ConnectError::NoSecretRef {
+                    cluster: cluster.to_string(),
                 })?;
                 let loaded = store.kubeconfig(secret).await?;
                 // The context named like the cluster, else the kubeconfig's current one.
@@ -385,9 +556,8 @@ impl MemberCredentials {
                     })
                     .unwrap_or_else(|| cluster.to_string());
                 let origin = PathBuf::from(format!("Secret {}/{}", store.namespace, secret.name));
-                let mut member = Member::from_kubeconfig(&loaded.kubeconfig, &origin, &context)
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let mut member =
+                    Member::from_kubeconfig(&loaded.kubeconfig, &origin, &context).await?;
                 member.name = cluster.to_string();
                 Ok((member, loaded.version))
             }
@@ -413,5 +583,109 @@ impl MemberCredentials {
                 .map(|stored| stored.resource_version.clone()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::cluster::error_chain;
+
+    /// A store that has listed one Secret, `members`, holding `data`.
+    fn store_with(data: &[(&str, &str)]) -> SecretStore {
+        let mut secrets = HashMap::new();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("members".into()),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(key, value)| (key.to_string(), ByteString(value.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        store_secret(&mut secrets, secret);
+        SecretStore {
+            namespace: "hub-ns".into(),
+            secrets: RwLock::new(secrets),
+            changed: watch::channel(Some(1)).0,
+        }
+    }
+
+    fn secret_ref(name: &str, key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        }
+    }
+
+    const KUBECONFIG: &str =
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n";
+
+    /// Each unusable Secret names itself, its key and the problem; none holds its contents; only
+    /// a hub not listed yet is worth retrying without a change to the Secret.
+    #[tokio::test]
+    async fn a_secret_error_names_the_secret_the_key_and_the_problem() {
+        let store = store_with(&[("kubeconfig", KUBECONFIG), ("other", "not: [yaml")]);
+        let read = |name: &'static str, key: &'static str| {
+            let store = &store;
+            async move { store.kubeconfig(&secret_ref(name, key)).await }
+        };
+        let loaded = read("members", "").await.expect("the default key is read");
+        assert_eq!(loaded.version, "7");
+
+        let cases = [
+            (
+                read("absent", "").await,
+                "Secret hub-ns/absent key kubeconfig: no such Secret in the hub",
+                "secret_missing",
+            ),
+            (
+                read("members", "nope").await,
+                "Secret hub-ns/members key nope: the Secret has no such key",
+                "secret_key_missing",
+            ),
+            (
+                read("members", "other").await,
+                "Secret hub-ns/members key other: not a valid kubeconfig (YAML error at line 1, column 6)",
+                "kubeconfig_invalid",
+            ),
+        ];
+        for (result, text, kind) in cases {
+            let Err(error) = result else {
+                panic!("{text}: read");
+            };
+            let shown = error_chain(&error);
+            assert!(shown.starts_with(text), "{shown}");
+            assert!(!shown.contains("[yaml"), "no Secret contents: {shown}");
+            assert_eq!(error.kind(), kind);
+            assert!(!error.is_retryable(), "{shown}");
+            let connect = ConnectError::from(error);
+            assert_eq!((connect.kind(), connect.is_retryable()), (kind, false));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn secrets_not_listed_yet_are_worth_retrying() {
+        let store = SecretStore {
+            namespace: "hub-ns".into(),
+            secrets: RwLock::default(),
+            changed: watch::channel(None).0,
+        };
+        let Err(error) = store.kubeconfig(&secret_ref("members", "")).await else {
+            panic!("read before the first list");
+        };
+        assert_eq!(
+            error_chain(&error),
+            "Secret hub-ns/members key kubeconfig: the hub's Secrets could not be listed yet"
+        );
+        assert!(error.is_retryable());
+        assert_eq!(error.kind(), "secrets_not_listed");
     }
 }

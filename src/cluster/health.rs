@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::hub::MemberCredentials;
+use crate::cluster::error_chain;
+use crate::cluster::hub::{ConnectError, MemberCredentials};
 use crate::placement::types::SecretKeyRef;
 
 /// Probe timing and thresholds.
@@ -85,6 +86,57 @@ pub struct HealthChange {
     pub reason: String,
 }
 
+/// Why a probe failed. A failed probe counts towards NotReady whatever the cause; the cause
+/// says whether the next probe may go better by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The cluster could not be connected to (its credentials).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// `/readyz` answered with an error, or the request failed.
+    #[error("/readyz")]
+    Failed(#[source] kube::Error),
+    /// `/readyz` did not answer in time.
+    #[error("/readyz: no answer in {timeout:?}")]
+    Timeout {
+        /// The probe timeout.
+        timeout: Duration,
+    },
+}
+
+impl ProbeError {
+    /// Whether a later probe may succeed with nothing changed: a timeout, a connection
+    /// failure, a 429 or 5xx answer (an apiserver whose etcd is down answers 500). Credentials
+    /// that are refused or unusable wait for a change to them.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProbeError::Connect(error) => error.is_retryable(),
+            ProbeError::Failed(kube::Error::Api(status)) => {
+                status.code == 429 || status.code >= 500
+            }
+            ProbeError::Failed(
+                kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_),
+            ) => true,
+            ProbeError::Failed(_) => false,
+            ProbeError::Timeout { .. } => true,
+        }
+    }
+
+    /// A fixed name of what went wrong, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeError::Connect(error) => error.kind(),
+            ProbeError::Failed(kube::Error::Api(status)) if status.code >= 500 => "not_ready",
+            ProbeError::Failed(kube::Error::Api(_)) => "refused",
+            ProbeError::Failed(
+                kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_),
+            ) => "unreachable",
+            ProbeError::Failed(_) => "client",
+            ProbeError::Timeout { .. } => "timeout",
+        }
+    }
+}
+
 /// Probes one cluster until the task is aborted, reporting every readiness change.
 pub async fn probe_cluster(
     cluster: String,
@@ -116,7 +168,7 @@ struct Prober {
 
 impl Prober {
     /// Connects if need be and probes once.
-    async fn probe_once(mut self) -> Option<(Result<(), String>, Prober)> {
+    async fn probe_once(mut self) -> Option<(Result<(), ProbeError>, Prober)> {
         let connected = match self.client.take() {
             Some(connected) => connected,
             None => match self
@@ -125,7 +177,7 @@ impl Prober {
                 .await
             {
                 Ok((member, _)) => member.client().clone(),
-                Err(error) => return Some((Err(error), self)),
+                Err(error) => return Some((Err(error.into()), self)),
             },
         };
         let result = probe(&connected, self.timeout).await;
@@ -137,13 +189,13 @@ impl Prober {
 }
 
 /// Takes one result from `probes` every interval, the first at once, counts them into
-/// readiness with a [`Tracker`], and reports every change. Runs until the task is aborted or
-/// the probes end.
-async fn follow_readiness(
+/// readiness with a [`Tracker`], and reports every change, with the failed probe's error and
+/// its causes as the reason. Runs until the task is aborted or the probes end.
+async fn follow_readiness<E: std::error::Error>(
     cluster: &str,
     settings: &HealthSettings,
     changes: &mpsc::Sender<HealthChange>,
-    probes: impl Stream<Item = Result<(), String>>,
+    probes: impl Stream<Item = Result<(), E>>,
 ) {
     let mut probes = std::pin::pin!(probes);
     let mut tracker = Tracker::default();
@@ -162,7 +214,7 @@ async fn follow_readiness(
                 "/readyz answered ok {} times in a row",
                 settings.success_threshold
             ),
-            Err(error) => error,
+            Err(error) => error_chain(&error),
         };
         let change = HealthChange {
             cluster: cluster.to_string(),
@@ -174,20 +226,57 @@ async fn follow_readiness(
 }
 
 /// One `GET /readyz`, within the timeout.
-async fn probe(client: &kube::Client, timeout: Duration) -> Result<(), String> {
-    let request = http::Request::get("/readyz")
-        .body(Vec::new())
-        .map_err(|error| error.to_string())?;
+async fn probe(client: &kube::Client, timeout: Duration) -> Result<(), ProbeError> {
+    let mut request = http::Request::new(Vec::new());
+    *request.uri_mut() = http::Uri::from_static("/readyz");
     match tokio::time::timeout(timeout, client.request_text(request)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("/readyz: {error}")),
-        Err(_) => Err(format!("/readyz: no answer in {timeout:?}")),
+        Ok(Err(error)) => Err(ProbeError::Failed(error)),
+        Err(_) => Err(ProbeError::Timeout { timeout }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timeout, an unreachable apiserver or one that answers 5xx (etcd down) may answer the
+    /// next probe; refused credentials will not.
+    #[test]
+    fn probe_errors_say_whether_the_next_probe_may_go_better() {
+        let answered = |code: u16| {
+            ProbeError::Failed(kube::Error::Api(
+                kube::core::Status::failure("etcd failed", "InternalError")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        let unreachable = ProbeError::Failed(kube::Error::Service(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))));
+        let timeout = ProbeError::Timeout {
+            timeout: Duration::from_secs(2),
+        };
+        let cases = [
+            (answered(500), true, "not_ready"),
+            (answered(429), true, "refused"),
+            (answered(401), false, "refused"),
+            (unreachable, true, "unreachable"),
+            (timeout, true, "timeout"),
+        ];
+        for (error, retryable, kind) in cases {
+            assert_eq!(
+                (error.is_retryable(), error.kind()),
+                (retryable, kind),
+                "{error:?}"
+            );
+        }
+        let shown = error_chain(&answered(500));
+        assert!(
+            shown.starts_with("/readyz: ApiError: etcd failed"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn thresholds_decide_readiness() {
@@ -215,6 +304,11 @@ mod tests {
         assert!(tracker.ready());
     }
 
+    /// A probe's error, as a refused connection reads.
+    #[derive(Debug, thiserror::Error)]
+    #[error("/readyz: connection refused")]
+    struct Refused;
+
     /// With the default 2 s probes, a cluster that stops answering is NotReady at its third
     /// failure (4 s after the first probe), and Ready again at its fifth good probe after it
     /// answers again; each change is reported once, with its reason.
@@ -230,7 +324,7 @@ mod tests {
                 if probed.load(std::sync::atomic::Ordering::SeqCst) {
                     Ok(())
                 } else {
-                    Err("/readyz: connection refused".to_string())
+                    Err(Refused)
                 }
             });
             follow_readiness("member-a", &settings, &changes_tx, probes).await;
