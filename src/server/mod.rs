@@ -23,9 +23,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio::sync::{Notify, RwLock};
 
 use crate::agent::Shared;
 use crate::limits::ServerLimits;
+use crate::metrics::Metrics;
+use crate::status::Status;
 
 mod webhooks;
 
@@ -40,6 +43,24 @@ struct App {
     /// push moves.
     tracked_ref: Option<String>,
     deliveries: Mutex<Deliveries>,
+}
+
+/// The agent's state as the server sees it: the one place that knows the shape of [`Shared`].
+impl App {
+    /// The status `/status` and `/readyz` read.
+    fn status(&self) -> &RwLock<Status> {
+        &self.shared.status
+    }
+
+    /// Wakes the reconcile loop.
+    fn trigger(&self) -> &Notify {
+        &self.shared.trigger
+    }
+
+    /// What `/metrics` renders and the receivers count into.
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
 }
 
 /// The router of the agent's HTTP server, serving webhooks within `limits`.
@@ -186,13 +207,13 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.shared.metrics.render(),
+        app.metrics().render(),
     )
         .into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let status = app.shared.status.read().await;
+    let status = app.status().read().await;
     if status.ready {
         return (StatusCode::OK, "ready\n").into_response();
     }
@@ -208,7 +229,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let status = app.shared.status.read().await.clone();
+    let status = app.status().read().await.clone();
     axum::Json(status).into_response()
 }
 

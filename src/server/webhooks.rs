@@ -107,8 +107,7 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 
 impl App {
     fn count(&self, provider: &str, result: &str) {
-        self.shared
-            .metrics
+        self.metrics()
             .webhook_requests
             .with_label_values(&[provider, result])
             .inc();
@@ -133,7 +132,7 @@ impl App {
             return (StatusCode::ACCEPTED, "not the tracked ref; ignored\n").into_response();
         }
         self.count(provider, "accepted");
-        self.shared.trigger.notify_one();
+        self.trigger().notify_one();
         (StatusCode::ACCEPTED, "sync triggered\n").into_response()
     }
 }
@@ -206,7 +205,7 @@ pub(super) async fn generic(
         return unauthorized(&app, "generic");
     }
     app.count("generic", "accepted");
-    app.shared.trigger.notify_one();
+    app.trigger().notify_one();
     (StatusCode::ACCEPTED, "sync triggered\n").into_response()
 }
 
