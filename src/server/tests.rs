@@ -17,12 +17,27 @@ pub(super) fn sign(secret: &[u8], body: &[u8]) -> String {
     )
 }
 
+mod routes;
+
+// The agent's state as the tests reach it: the one place here that knows `Shared`'s shape.
+
+/// A fresh agent state: not ready, no trigger pending, metrics at zero.
 fn test_shared() -> Arc<Shared> {
     Arc::new(Shared {
         status: Default::default(),
         trigger: Default::default(),
         metrics: crate::metrics::Metrics::new().unwrap(),
     })
+}
+
+/// What wakes the agent's loop.
+fn trigger(shared: &Shared) -> &Notify {
+    &shared.trigger
+}
+
+/// Replaces the status the routes read.
+async fn set_status(shared: &Shared, status: Status) {
+    *shared.status.write().await = status;
 }
 
 #[tokio::test]
