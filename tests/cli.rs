@@ -300,6 +300,42 @@ fn status_of_an_unreachable_agent_exits_2_naming_the_url() {
     assert!(stderr.contains("https is not supported"), "{stderr}");
 }
 
+/// An agent of a newer version sends a cluster health this `flotilla` has no rule for: the
+/// exit code cannot be decided, so the command exits 2 naming the field (it does not guess).
+#[test]
+fn status_of_an_answer_with_an_unknown_value_exits_2_naming_the_field() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).unwrap();
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(&buffer[..n]);
+        }
+        let body = r#"{"ready": true, "clusters": {"one": {"health": "Hibernating"}}}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).unwrap();
+    });
+    let out = flotilla(&["status", "--server", &server]);
+    answer.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "{server}/status: the answer is not a flotilla /status: clusters.one.health: unknown variant `Hibernating`"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 /// A fleet of `count` ConfigMaps in one file, placed on both clusters.
 fn generated_fleet(root: &Path, count: usize) {
     write(root, "fleet.yaml", FLEET);

@@ -1093,6 +1093,137 @@ data: {{level: info}}
     .await;
 }
 
+/// The row of `cluster` in a `flotilla status` table, split into its columns.
+fn status_row<'a>(table: &'a str, cluster: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|columns| columns.first() == Some(&cluster))
+        .unwrap_or_else(|| panic!("no row for {cluster}:\n{table}"))
+}
+
+/// `flotilla status` against a real agent (not a canned answer): what the agent serializes is
+/// what the command reads. Every cluster synced at the pushed commit exits 0; a commit with a
+/// CRD every apiserver refuses leaves both clusters degraded, which exits 1 and names the
+/// object.
+#[tokio::test(flavor = "multi_thread")]
+async fn flotilla_status_reads_a_running_agent_and_exits_1_on_a_refused_object() {
+    let clusters = clusters();
+    let _shared = clusters.shared().await;
+    let namespace = "e2e-status";
+    let members = ["cluster-hangzhou", "cluster-frankfurt"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (remote, work) = harness::git_remote_and_work(dir.path());
+    // Commits `files` to the fleet repo; its commit id.
+    let commit = |files: &[(&str, &str)], message: &str| {
+        for (path, content) in files {
+            std::fs::write(work.join(path), content).expect("write");
+        }
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", message]);
+        let remote = remote.to_str().expect("utf-8");
+        git(&work, &["push", "-q", remote, "HEAD:main"]);
+        git(&work, &["rev-parse", "HEAD"])
+    };
+    let fleet = format!(
+        r#"apiVersion: fleet.kurator.dev/v1alpha1
+kind: Fleet
+metadata: {{name: status, namespace: flotilla-system}}
+spec:
+  clusters: [{{name: {}, kind: AttachedCluster}}, {{name: {}, kind: AttachedCluster}}]
+  placement: {{}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {namespace}}}
+data: {{level: info}}
+"#,
+        members[0], members[1]
+    );
+    let first = commit(&[("fleet.yaml", &fleet)], "a ConfigMap");
+    let token_file = dir.path().join("generic-token");
+    std::fs::write(&token_file, "generic-token").expect("write token");
+    let kubeconfig = clusters.kubeconfig.to_string_lossy().into_owned();
+    let cache = dir.path().join("cache");
+    let agent = Agent::start(&[
+        "--repo",
+        &format!("file://{}", remote.display()),
+        "--kubeconfig",
+        &kubeconfig,
+        // Only the webhook below fetches the second commit.
+        "--interval",
+        "1h",
+        "--generic-token-file",
+        token_file.to_str().expect("utf-8"),
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+        "--name",
+        "status",
+    ]);
+    tokio::task::block_in_place(|| agent.wait_ready());
+    let server = format!("http://127.0.0.1:{}", agent.port);
+    // `flotilla status`: its exit code and table, once each member's row says Ready, synced
+    // here, `state` at `commit` (the table's 12 characters of it) with `failed` objects.
+    let status_command = |state: &str, commit: &str, failed: &str| {
+        let (code, table, stderr) =
+            tokio::task::block_in_place(|| flotilla(&["status", "--server", &server]));
+        for cluster in members {
+            let row = status_row(&table, cluster);
+            assert_eq!(
+                row[1..5],
+                ["Ready", "yes", state, &commit[..12]],
+                "{table}\n{stderr}"
+            );
+            assert_eq!(row[6], failed, "failed objects: {table}");
+        }
+        (code, table)
+    };
+
+    let (code, table) = status_command("synced", &first, "0");
+    assert_eq!(code, 0, "{table}");
+    assert!(
+        table.starts_with(&format!("commit:  {}\nready:   yes\n", &first[..12])),
+        "{table}"
+    );
+    let rows = table
+        .lines()
+        .filter(|line| line.starts_with("cluster-"))
+        .count();
+    assert_eq!(rows, members.len(), "only the fleet's clusters: {table}");
+
+    // A CRD every apiserver refuses (a default of the wrong type): both clusters degraded.
+    let second = commit(&[("crd.yaml", REFUSED_CRD)], "a refused CRD");
+    let (code, answer) = tokio::task::block_in_place(|| {
+        agent.request(
+            "POST",
+            "/hooks/generic",
+            &[("Authorization", "Bearer generic-token")],
+            b"",
+        )
+    });
+    assert_eq!(code, 202, "{answer}");
+    eventually("the second commit is synced on both clusters", || async {
+        let status = tokio::task::block_in_place(|| agent.status());
+        members.iter().all(|cluster| {
+            let view = &status["clusters"][cluster];
+            view["commit"] == second.as_str() && view["status"] != "synced"
+        })
+    })
+    .await;
+    let (code, table) = status_command("degraded", &second, "1");
+    assert_eq!(code, 1, "{table}");
+    for cluster in members {
+        let refused = "CustomResourceDefinition.apiextensions.k8s.io/jobs.batch.example.dev";
+        assert!(
+            table
+                .lines()
+                .any(|line| line.split_whitespace().take(2).eq([cluster, refused])),
+            "{table}"
+        );
+    }
+    assert!(table.contains("\nFailed objects:\n"), "{table}");
+}
+
 fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()

@@ -374,7 +374,12 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
                 problem: format!("listening: {error}"),
             })?;
         tracing::info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status and webhooks");
-        let app = server::router(shared.clone(), secrets, tracked_ref, &limits.server);
+        let agent = server::AgentLink {
+            status: shared.status.subscribe(),
+            trigger: shared.trigger.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        let app = server::router(agent, secrets, tracked_ref, &limits.server);
         // One signal stops both: the server, and the agent, which releases its Leases.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

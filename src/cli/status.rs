@@ -1,7 +1,8 @@
 //! `flotilla status`: asks a running agent (`flotilla run`) for `GET /status` and shows it.
 //!
 //! The agent serves plain HTTP on its pod network or loopback, so only `http://` URLs are
-//! accepted. The answer is read leniently: fields the agent adds later are ignored by the
+//! accepted. The answer is read as [`crate::status::Status`], the very types the agent
+//! serializes, so the two cannot drift apart: fields the agent adds later are ignored by the
 //! table and kept by `--output json`.
 
 use std::collections::BTreeMap;
@@ -17,10 +18,14 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{CliError, Outcome, aligned, write_error};
+use crate::apply::ClusterStatus;
+use crate::placement::Target;
+use crate::status::{ClusterView, Readiness, Status};
+use crate::workload::{HealthState, WorkloadHealth};
 
 /// How long the whole request may take: connecting, asking and reading the answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,93 +59,110 @@ pub enum StatusFormat {
     Json,
 }
 
-/// The agent's `/status`, as far as the table needs it (see `crate::agent::Status`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct AgentStatus {
-    commit: Option<String>,
-    ready: bool,
-    error: Option<String>,
-    resource_errors: Vec<String>,
-    replica: Option<String>,
-    shards: Option<Vec<u32>>,
-    failovers: Vec<Failover>,
-    clusters: BTreeMap<String, ClusterState>,
+/// Exit 0 only for a cluster that is Ready and, when this replica syncs it, synced with no
+/// failed object and no Degraded workload.
+fn healthy(cluster: &ClusterView) -> bool {
+    let ready = cluster.health == Readiness::Ready;
+    if !cluster.synced_here {
+        return ready;
+    }
+    ready
+        && cluster.status == Some(ClusterStatus::Synced)
+        && cluster.failed.is_empty()
+        && !cluster
+            .workloads
+            .values()
+            .any(|workload| workload.state == HealthState::Degraded)
 }
 
-/// A failover (`crate::agent::FailoverView`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Failover {
-    resource: String,
-    unavailable: BTreeMap<String, String>,
-    targets: Vec<Share>,
-    planned: Vec<Share>,
+/// Why the agent could not be asked, or why its answer is not a `/status`.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The request could not be built from the URL.
+    #[error("building the request")]
+    Request(#[source] http::Error),
+    /// Nothing accepted the connection.
+    #[error("cannot connect (is `flotilla run` serving there?)")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    /// The connection broke before an answer came.
+    #[error("request failed")]
+    Exchange(#[source] hyper_util::client::legacy::Error),
+    /// The answer's body could not be read (or was over [`MAX_BODY`]).
+    #[error("reading the answer")]
+    Read(#[source] Box<dyn StdError + Send + Sync>),
+    /// The agent answered, but not 200.
+    #[error("answered HTTP {code}{}", then_text(.body))]
+    Http {
+        /// The HTTP status.
+        code: http::StatusCode,
+        /// The answer's text, on one line and shortened.
+        body: String,
+    },
+    /// No whole answer within the timeout.
+    #[error("no answer within {:.1} s", .0.as_secs_f64())]
+    Timeout(Duration),
+    /// The answer is not text.
+    #[error("the answer is not UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// The answer is not JSON.
+    #[error("the answer is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// The answer is JSON, but not an object.
+    #[error("the answer is not a JSON object")]
+    NotObject,
+    /// The answer is a JSON object, but a field of it does not read as `/status` (the path
+    /// names the field).
+    #[error("the answer is not a flotilla /status")]
+    Schema(#[source] serde_path_to_error::Error<serde_json::Error>),
 }
 
-/// One cluster's share of a resource (`crate::placement::Target`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Share {
-    cluster: String,
-    replicas: Option<u64>,
+/// `: text` after an HTTP status, or nothing for an empty answer.
+fn then_text(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
 }
 
-/// One cluster (`crate::agent::ClusterView`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ClusterState {
-    health: Option<String>,
-    health_reason: Option<String>,
-    synced_here: Option<bool>,
-    status: Option<String>,
-    commit: Option<String>,
-    error: Option<String>,
-    applied: usize,
-    unchanged: usize,
-    pruned: usize,
-    failed: Vec<Problem>,
-    workloads: BTreeMap<String, Workload>,
-}
-
-/// An object that failed (`crate::apply::ObjectProblem`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Problem {
-    object: Value,
-    reason: String,
-}
-
-/// A workload's health (`crate::workload::WorkloadHealth`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Workload {
-    state: String,
-    reason: String,
-}
-
-const READY: &str = "Ready";
-const SYNCED: &str = "synced";
-const AVAILABLE: &str = "Available";
-const PROGRESSING: &str = "Progressing";
-const DEGRADED: &str = "Degraded";
-
-impl ClusterState {
-    /// Whether this replica syncs the cluster; an agent that does not say syncs them all.
-    fn syncs_here(&self) -> bool {
-        self.synced_here.unwrap_or(true)
+impl StatusError {
+    /// Whether asking again may help: the agent was not there yet, was slow, or failed on its
+    /// side (5xx). A 4xx or an answer that is not a `/status` stays so.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StatusError::Connect(_) | StatusError::Timeout(_) => true,
+            StatusError::Http { code, .. } => code.is_server_error(),
+            _ => false,
+        }
     }
 
-    /// Ready and, when synced here, synced with no failed object and no Degraded workload.
-    fn healthy(&self) -> bool {
-        let ready = self.health.as_deref() == Some(READY);
-        if !self.syncs_here() {
-            return ready;
+    /// A fixed name for the kind of error, for logs and labels (never the error's text).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StatusError::Request(_) => "request",
+            StatusError::Connect(_) => "connect",
+            StatusError::Exchange(_) => "exchange",
+            StatusError::Read(_) => "read",
+            StatusError::Http { .. } => "http",
+            StatusError::Timeout(_) => "timeout",
+            StatusError::NotUtf8(_) => "not_utf8",
+            StatusError::NotJson(_) => "not_json",
+            StatusError::NotObject => "not_object",
+            StatusError::Schema(_) => "schema",
         }
-        ready
-            && self.status.as_deref() == Some(SYNCED)
-            && self.failed.is_empty()
-            && !self.workloads.values().any(|w| w.state == DEGRADED)
+    }
+
+    /// The error and its causes as the user reads them: `context: cause: cause`.
+    fn report(&self) -> String {
+        let causes = match self {
+            // hyper's own text says only `client error (Connect)`; its causes say what happened.
+            StatusError::Connect(error) | StatusError::Exchange(error) => causes(error),
+            _ => match self.source() {
+                Some(source) => chain(source),
+                None => return self.to_string(),
+            },
+        };
+        format!("{self}: {causes}")
     }
 }
 
@@ -151,8 +173,16 @@ pub fn status_command(args: StatusArgs, stdout: &mut dyn Write) -> Result<Outcom
     let answer = runtime.block_on(fetch(&url, TIMEOUT));
     // A name lookup still running after the timeout must not hold the command up.
     runtime.shutdown_background();
-    let body = answer.map_err(|problem| agent_error(&url, problem))?;
-    let (value, status) = read_answer(&body).map_err(|problem| agent_error(&url, problem))?;
+    let (value, status) = answer
+        .and_then(|body| read_answer(&body))
+        .map_err(|error| {
+            tracing::debug!(
+                kind = error.kind(),
+                retryable = error.is_retryable(),
+                "Asking the agent failed."
+            );
+            agent_error(&url, error.report())
+        })?;
     let output = match args.output {
         StatusFormat::Json => serde_json::to_string_pretty(&value)
             .map_err(|error| CliError::Serialise(error.to_string()))?,
@@ -207,45 +237,40 @@ fn status_url(server: &str) -> Result<Uri, CliError> {
 }
 
 /// `GET url` within `timeout`: the body of a 200 answer, or what went wrong.
-async fn fetch(url: &Uri, timeout: Duration) -> Result<Bytes, String> {
+async fn fetch(url: &Uri, timeout: Duration) -> Result<Bytes, StatusError> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let request = http::Request::get(url.clone())
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
-        .map_err(|error| format!("building the request: {error}"))?;
+        .map_err(StatusError::Request)?;
     let exchange = async {
         let response = client.request(request).await.map_err(|error| {
             if error.is_connect() {
-                format!(
-                    "cannot connect (is `flotilla run` serving there?): {}",
-                    causes(&error)
-                )
+                StatusError::Connect(error)
             } else {
-                format!("request failed: {}", causes(&error))
+                StatusError::Exchange(error)
             }
         })?;
         let code = response.status();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|error| format!("reading the answer: {}", chain(&*error)))?
+            .map_err(StatusError::Read)?
             .to_bytes();
         if code != http::StatusCode::OK {
             let text = String::from_utf8_lossy(&body);
-            let text = shortened(text.trim());
-            return Err(if text.is_empty() {
-                format!("answered HTTP {code}")
-            } else {
-                format!("answered HTTP {code}: {text}")
+            return Err(StatusError::Http {
+                code,
+                body: shortened(text.trim()),
             });
         }
         Ok(body)
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:.1} s", timeout.as_secs_f64())))
+        .unwrap_or(Err(StatusError::Timeout(timeout)))
 }
 
 /// An error's causes, without the error itself (whose text says only `client error (Connect)`).
@@ -268,24 +293,25 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// The answer as JSON and as a status; an error says why it is not a `/status` answer.
-fn read_answer(body: &[u8]) -> Result<(Value, AgentStatus), String> {
-    let text =
-        std::str::from_utf8(body).map_err(|error| format!("the answer is not UTF-8: {error}"))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|error| format!("the answer is not JSON: {error}"))?;
+/// The answer as JSON and as a [`Status`]; an error says why it is not a `/status` answer.
+///
+/// A field the agent adds later is ignored (and kept by `--output json`), a field it leaves out
+/// is empty; a value this `flotilla` does not know (a new state, say) is an error naming the
+/// field, since the exit code cannot be decided without it.
+fn read_answer(body: &[u8]) -> Result<(Value, Status), StatusError> {
+    let text = std::str::from_utf8(body).map_err(StatusError::NotUtf8)?;
+    let value: Value = serde_json::from_str(text).map_err(StatusError::NotJson)?;
     if !value.is_object() {
-        return Err("the answer is not a JSON object".into());
+        return Err(StatusError::NotObject);
     }
-    let status: AgentStatus = serde_path_to_error::deserialize(&value)
-        .map_err(|error| format!("the answer is not a flotilla /status: {error}"))?;
+    let status: Status = serde_path_to_error::deserialize(&value).map_err(StatusError::Schema)?;
     Ok((value, status))
 }
 
 /// Exit 0 when every cluster is Ready and every cluster synced here is synced with no failed
 /// object and no Degraded workload; 1 otherwise.
-fn outcome(status: &AgentStatus) -> Outcome {
-    if status.clusters.values().all(ClusterState::healthy) {
+fn outcome(status: &Status) -> Outcome {
+    if status.clusters.values().all(healthy) {
         Outcome::Success
     } else {
         Outcome::Failed
@@ -309,26 +335,16 @@ fn shortened(reason: &str) -> String {
     }
 }
 
-/// `Kind[.group] namespace/name` for an object reference (or its text, if the agent sent one).
-fn object_name(object: &Value) -> String {
-    match object {
-        Value::String(text) => text.clone(),
-        Value::Object(fields) => {
-            let field = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or("");
-            let kind = match field("group") {
-                "" => field("kind").to_string(),
-                group => format!("{}.{group}", field("kind")),
-            };
-            match field("namespace") {
-                "" => format!("{kind}/{}", field("name")),
-                namespace => format!("{kind} {namespace}/{}", field("name")),
-            }
-        }
-        other => other.to_string(),
+/// The text serde gives a unit variant: what `/status` carries, so the table says what the
+/// JSON says (`Ready`, `synced`, `Degraded`).
+fn variant_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        _ => "-".into(),
     }
 }
 
-fn shares(shares: &[Share]) -> String {
+fn shares(shares: &[Target]) -> String {
     if shares.is_empty() {
         return "(none)".into();
     }
@@ -342,23 +358,19 @@ fn shares(shares: &[Share]) -> String {
         .join(" ")
 }
 
-/// `2 Available, 1 Degraded`: known states in order, then any other, or `-` for none.
-fn workload_counts(workloads: &BTreeMap<String, Workload>) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for workload in workloads.values() {
-        *counts.entry(workload.state.as_str()).or_default() += 1;
-    }
-    let mut parts = Vec::new();
-    for state in [AVAILABLE, PROGRESSING, DEGRADED] {
-        if let Some(count) = counts.remove(state) {
-            parts.push(format!("{count} {state}"));
-        }
-    }
-    parts.extend(
-        counts
-            .iter()
-            .map(|(state, count)| format!("{count} {state}")),
-    );
+/// `2 Available, 1 Degraded`: the states in this order, or `-` for none.
+fn workload_counts(workloads: &BTreeMap<String, WorkloadHealth>) -> String {
+    let parts: Vec<String> = [
+        HealthState::Available,
+        HealthState::Progressing,
+        HealthState::Degraded,
+    ]
+    .into_iter()
+    .filter_map(|state| {
+        let count = workloads.values().filter(|w| w.state == state).count();
+        (count > 0).then(|| format!("{count} {}", variant_name(&state)))
+    })
+    .collect();
     if parts.is_empty() {
         "-".into()
     } else {
@@ -373,7 +385,7 @@ fn indented(table: &str) -> String {
 
 /// The status as aligned text: a header, one row per cluster, then failovers, clusters'
 /// problems, workloads not Available and failed objects.
-fn status_table(status: &AgentStatus) -> String {
+fn status_table(status: &Status) -> String {
     let mut header = vec![
         [
             "commit:".to_string(),
@@ -427,14 +439,12 @@ fn status_table(status: &AgentStatus) -> String {
             let synced = cluster.status.is_some();
             rows.push([
                 name.clone(),
-                cluster.health.clone().unwrap_or_else(|| "-".into()),
-                match cluster.synced_here {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "-",
-                }
-                .into(),
-                cluster.status.clone().unwrap_or_else(|| "-".into()),
+                variant_name(&cluster.health),
+                if cluster.synced_here { "yes" } else { "no" }.into(),
+                cluster
+                    .status
+                    .as_ref()
+                    .map_or_else(|| "-".into(), variant_name),
                 short_commit(cluster.commit.as_deref()),
                 if synced {
                     format!(
@@ -475,21 +485,20 @@ fn status_table(status: &AgentStatus) -> String {
 
     let mut problems = Vec::new();
     for (name, cluster) in &status.clusters {
-        match cluster.health.as_deref() {
-            Some(READY) => {}
-            health => problems.push(format!(
+        if cluster.health != Readiness::Ready {
+            problems.push(format!(
                 "  {name}: {}{}\n",
-                health.unwrap_or("health unknown"),
+                variant_name(&cluster.health),
                 cluster
                     .health_reason
                     .as_deref()
                     .map(|reason| format!(": {}", shortened(reason)))
                     .unwrap_or_default()
-            )),
+            ));
         }
         if let Some(error) = &cluster.error {
             problems.push(format!("  {name}: sync failed: {}\n", shortened(error)));
-        } else if cluster.syncs_here() && cluster.status.is_none() {
+        } else if cluster.synced_here && cluster.status.is_none() {
             problems.push(format!("  {name}: not synced yet\n"));
         }
     }
@@ -499,28 +508,28 @@ fn status_table(status: &AgentStatus) -> String {
     }
 
     let mut workloads = vec![["CLUSTER", "WORKLOAD", "STATE", "REASON"].map(String::from)];
-    let rank = |state: &str| match state {
-        DEGRADED => 0,
-        PROGRESSING => 1,
-        _ => 2,
+    let rank = |state: HealthState| match state {
+        HealthState::Degraded => 0,
+        HealthState::Progressing => 1,
+        HealthState::Available => 2,
     };
-    let mut unavailable: Vec<(&String, &String, &Workload)> = status
+    let mut unavailable: Vec<(&String, &String, &WorkloadHealth)> = status
         .clusters
         .iter()
         .flat_map(|(name, cluster)| {
             cluster
                 .workloads
                 .iter()
-                .filter(|(_, workload)| workload.state != AVAILABLE)
+                .filter(|(_, workload)| workload.state != HealthState::Available)
                 .map(move |(object, workload)| (name, object, workload))
         })
         .collect();
-    unavailable.sort_by_key(|(_, _, workload)| rank(&workload.state));
+    unavailable.sort_by_key(|(_, _, workload)| rank(workload.state));
     for (cluster, object, workload) in unavailable {
         workloads.push([
             cluster.clone(),
             object.clone(),
-            workload.state.clone(),
+            variant_name(&workload.state),
             shortened(&workload.reason),
         ]);
     }
@@ -534,7 +543,7 @@ fn status_table(status: &AgentStatus) -> String {
         for problem in &cluster.failed {
             failed.push([
                 name.clone(),
-                object_name(&problem.object),
+                problem.object.to_string(),
                 shortened(&problem.reason),
             ]);
         }
@@ -630,7 +639,7 @@ mod tests {
         }
     }"#;
 
-    fn parse(text: &str) -> AgentStatus {
+    fn parse(text: &str) -> Status {
         read_answer(text.as_bytes()).unwrap().1
     }
 
@@ -690,7 +699,7 @@ mod tests {
         let mut status = parse(HEALTHY);
         assert_eq!(outcome(&status), Outcome::Success);
         if let Some(two) = status.clusters.get_mut("two") {
-            two.health = Some("NotReady".into());
+            two.health = Readiness::NotReady;
         }
         assert_eq!(outcome(&status), Outcome::Failed);
     }
@@ -719,10 +728,188 @@ mod tests {
         // A Degraded workload alone fails too, even when the sync itself went through.
         let mut status = parse(DEGRADED_WORKLOAD);
         if let Some(one) = status.clusters.get_mut("one") {
-            one.status = Some("synced".into());
+            one.status = Some(ClusterStatus::Synced);
             one.failed.clear();
         }
         assert_eq!(outcome(&status), Outcome::Failed);
+    }
+
+    /// A `/status` as the agent builds it, in Rust: a failover, a failed object, a Degraded
+    /// workload and a drift. Serialized and read back, it gives the table and the exit code, so
+    /// the agent's side and this one cannot drift apart.
+    fn status_built_in_rust() -> Status {
+        use crate::apply::ObjectProblem;
+        use crate::drift::Drift;
+        use crate::object::ObjectRef;
+        use crate::status::{DriftView, FailoverView};
+
+        let object = |group: &str, kind: &str, name: &str| ObjectRef {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: "web".into(),
+            name: name.into(),
+        };
+        let workload = |state, reason: &str| WorkloadHealth {
+            state,
+            reason: reason.into(),
+        };
+        let commit = "89abcdef0123456789abcdef0123456789abcdef".to_string();
+        let one = ClusterView {
+            health: Readiness::Ready,
+            synced_here: true,
+            status: Some(ClusterStatus::Degraded),
+            commit: Some(commit.clone()),
+            applied: 4,
+            unchanged: 1,
+            pruned: 2,
+            failed: vec![ObjectProblem {
+                object: object("", "ConfigMap", "settings"),
+                reason: "admission webhook denied the request".into(),
+                retryable: false,
+            }],
+            last_sync: Some(1_700_000_000.0),
+            drift: vec![DriftView {
+                drift: Drift {
+                    cluster: "one".into(),
+                    object: object("apps", "Deployment", "nginx"),
+                    fields: vec![".spec.replicas".into()],
+                    managers: vec!["kubectl-scale".into()],
+                    report_only: false,
+                    replicas_seen: None,
+                    note: None,
+                },
+                corrected: true,
+                seen: 1_700_000_001.0,
+            }],
+            workloads: BTreeMap::from([
+                (
+                    "Deployment.apps web/nginx".to_string(),
+                    workload(HealthState::Available, "6/6 replicas available"),
+                ),
+                (
+                    "Deployment.apps web/worker".to_string(),
+                    workload(HealthState::Degraded, "ProgressDeadlineExceeded: timed out"),
+                ),
+            ]),
+            ..Default::default()
+        };
+        let two = ClusterView {
+            health: Readiness::NotReady,
+            health_reason: Some("3 /readyz probes failed: connection refused".into()),
+            synced_here: true,
+            status: Some(ClusterStatus::Failed),
+            error: Some("connecting: connection refused".into()),
+            ..Default::default()
+        };
+        let target = |cluster: &str, replicas| Target {
+            cluster: cluster.into(),
+            replicas: Some(replicas),
+        };
+        Status {
+            commit: Some(commit),
+            ready: true,
+            failovers: vec![FailoverView {
+                resource: "Deployment.apps web/nginx".into(),
+                unavailable: BTreeMap::from([(
+                    "two".to_string(),
+                    "3 /readyz probes failed: connection refused".to_string(),
+                )]),
+                targets: vec![target("one", 6)],
+                planned: vec![target("one", 3), target("two", 3)],
+            }],
+            clusters: BTreeMap::from([("one".to_string(), one), ("two".to_string(), two)]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_serialized_by_the_agent_reads_back_into_the_table() {
+        let sent = status_built_in_rust();
+        let body = serde_json::to_vec(&sent).unwrap();
+        let (value, status) = read_answer(&body).unwrap();
+        // Nothing is lost on the way: what the CLI read serializes to what the agent sent.
+        assert_eq!(serde_json::to_value(&status).unwrap(), value);
+        assert_eq!(outcome(&status), Outcome::Failed);
+        let table = status_table(&status);
+        assert_eq!(
+            table,
+            "commit:  89abcdef0123\n\
+             ready:   yes\n\
+             \n\
+             CLUSTER  HEALTH    SYNCED HERE  STATUS    COMMIT        APPLIED/UNCHANGED/PRUNED  FAILED  WORKLOADS\n\
+             one      Ready     yes          degraded  89abcdef0123  4/1/2                     1       1 Available, 1 Degraded\n\
+             two      NotReady  yes          failed    -             0/0/0                     0       -\n\
+             \n\
+             Failovers:\n  \
+             Deployment.apps web/nginx: two NotReady (3 /readyz probes failed: connection refused) -> now one=6, planned one=3 two=3\n\
+             \n\
+             Clusters:\n  \
+             two: NotReady: 3 /readyz probes failed: connection refused\n  \
+             two: sync failed: connecting: connection refused\n\
+             \n\
+             Workloads not Available:\n  \
+             CLUSTER  WORKLOAD                    STATE     REASON\n  \
+             one      Deployment.apps web/worker  Degraded  ProgressDeadlineExceeded: timed out\n\
+             \n\
+             Failed objects:\n  \
+             CLUSTER  OBJECT                  REASON\n  \
+             one      ConfigMap web/settings  admission webhook denied the request\n"
+        );
+
+        // Mended, the same status succeeds: the exit code follows the typed fields.
+        let mut mended = status;
+        mended.failovers.clear();
+        mended.clusters.remove("two");
+        if let Some(one) = mended.clusters.get_mut("one") {
+            one.status = Some(ClusterStatus::Synced);
+            one.failed.clear();
+            one.workloads
+                .retain(|_, workload| workload.state != HealthState::Degraded);
+        }
+        assert_eq!(outcome(&mended), Outcome::Success);
+    }
+
+    #[test]
+    fn a_value_this_flotilla_does_not_know_is_an_error_naming_the_field() {
+        // A newer agent with a workload state this CLI has no rule for: the exit code cannot be
+        // decided, so the answer is refused, naming where the value is.
+        let newer = HEALTHY.replace(
+            r#""state": "Available", "reason": "3/3"#,
+            r#""state": "Hibernating", "reason": "3/3"#,
+        );
+        assert_ne!(newer, HEALTHY);
+        let error = read_answer(newer.as_bytes()).unwrap_err();
+        assert_eq!(error.kind(), "schema");
+        assert!(!error.is_retryable());
+        let text = error.report();
+        assert!(
+            text.starts_with(
+                "the answer is not a flotilla /status: \
+                 clusters.one.workloads.Deployment.apps web/nginx.state: unknown variant `Hibernating`"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn errors_say_whether_asking_again_can_help() {
+        let http = |code: u16| StatusError::Http {
+            code: http::StatusCode::from_u16(code).unwrap(),
+            body: String::new(),
+        };
+        assert!(http(503).is_retryable());
+        assert!(!http(404).is_retryable());
+        assert_eq!(http(503).kind(), "http");
+        assert_eq!(http(404).to_string(), "answered HTTP 404 Not Found");
+        let timeout = StatusError::Timeout(Duration::from_secs(5));
+        assert!(timeout.is_retryable());
+        assert_eq!(timeout.kind(), "timeout");
+        assert!(!StatusError::NotObject.is_retryable());
+        assert_eq!(
+            read_answer(b"[]").unwrap_err().report(),
+            "the answer is not a JSON object"
+        );
     }
 
     #[test]
@@ -833,7 +1020,7 @@ mod tests {
         let error = runtime
             .block_on(fetch(&url, Duration::from_millis(200)))
             .unwrap_err();
-        assert_eq!(error, "no answer within 0.2 s");
+        assert_eq!(error.to_string(), "no answer within 0.2 s");
         assert!(started.elapsed() < Duration::from_secs(3));
         drop(listener);
     }
@@ -854,5 +1041,28 @@ mod tests {
             "{text}"
         );
         assert!(stdout.is_empty());
+    }
+
+    #[test]
+    fn a_refused_connection_is_retryable_and_shows_its_causes() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url: Uri = format!("http://127.0.0.1:{port}/status").parse().unwrap();
+        let runtime = super::super::runtime().unwrap();
+        let error = runtime
+            .block_on(fetch(&url, Duration::from_secs(30)))
+            .unwrap_err();
+        assert!(matches!(error, StatusError::Connect(_)), "{error:?}");
+        assert!(error.is_retryable());
+        assert_eq!(error.kind(), "connect");
+        let text = error.report();
+        // hyper's own `client error (Connect)` is left out; what it wraps is shown.
+        assert!(
+            text.starts_with("cannot connect (is `flotilla run` serving there?): ")
+                && !text.contains("client error"),
+            "{text}"
+        );
     }
 }
