@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use super::overrides::apply_overriders;
-use super::place::replica_count;
+use super::errors::ResourceProblem;
+use super::overrides::{OverrideError, apply_overriders};
+use super::place::{ReplicaCountError, replica_count};
 use super::policy::{Override, effective_namespace, matching_overrides};
 use super::{Cluster, Plan, ResourceError, Warning, affinity_matches};
 use crate::object::{Object, ObjectRef, Origin, Scopes};
@@ -48,13 +49,13 @@ pub(super) fn make_copies(
                         objects.push(copy);
                     }
                 }
-                Err(problem) => plan.errors.push(ResourceError {
-                    resource: resource.resource.clone(),
-                    origin: resource.origin.clone(),
-                    policy: None,
-                    cluster: Some(cluster.name.clone()),
-                    problem,
-                }),
+                Err(problem) => plan.errors.push(ResourceError::new(
+                    resource.resource.clone(),
+                    resource.origin.clone(),
+                    None,
+                    Some(cluster.name.clone()),
+                    &problem,
+                )),
             }
         }
     }
@@ -65,7 +66,7 @@ fn apply_overrides(
     policies: &[&Override],
     object: &mut Object,
     cluster: &Cluster,
-) -> Result<(), String> {
+) -> Result<(), OverrideRuleError> {
     for policy in policies {
         for (index, rule) in policy.spec.override_rules.iter().enumerate() {
             if rule
@@ -76,8 +77,13 @@ fn apply_overrides(
                 continue;
             }
             let identity = object.object_ref();
+            let failed = |problem| OverrideRuleError {
+                policy: policy.label.clone(),
+                rule: index,
+                problem,
+            };
             apply_overriders(&mut object.value, &rule.overriders)
-                .map_err(|e| format!("{}: overrideRules[{index}]: {e}", policy.label))?;
+                .map_err(|e| failed(RuleProblem::Overriders(e)))?;
             // An override changes an object, never which object it is: a removed name or a
             // replaced kind would apply something else in the cluster's name.
             let after = object.object_ref();
@@ -85,22 +91,58 @@ fn apply_overrides(
                 || after.name.is_empty()
                 || object.api_version() != identity.api_version()
             {
-                return Err(format!(
-                    "{}: overrideRules[{index}]: may not change the object's apiVersion, kind, name or namespace (it would become {})",
-                    policy.label,
-                    if after.name.is_empty() {
+                return Err(failed(RuleProblem::ChangesIdentity {
+                    became: if after.name.is_empty() {
                         "an object without a name".to_string()
                     } else {
                         after.to_string()
-                    }
-                ));
+                    },
+                }));
             }
             // Nor may it leave a replica count the apiserver refuses (`-5`, `"ten"`).
-            replica_count(object)
-                .map_err(|e| format!("{}: overrideRules[{index}]: {e}", policy.label))?;
+            replica_count(object).map_err(|e| failed(RuleProblem::Replicas(e)))?;
         }
     }
     Ok(())
+}
+
+/// A rule of an override policy that could not make one cluster's copy.
+#[derive(Debug, thiserror::Error)]
+#[error("{policy}: overrideRules[{rule}]")]
+pub(super) struct OverrideRuleError {
+    /// The policy (`OverridePolicy web/eu`).
+    policy: String,
+    /// The rule's index in `overrideRules`.
+    rule: usize,
+    /// What went wrong.
+    #[source]
+    problem: RuleProblem,
+}
+
+/// What a rule of an override policy did wrong.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RuleProblem {
+    /// One of its overriders failed.
+    #[error(transparent)]
+    Overriders(OverrideError),
+    /// It made the copy another object.
+    #[error(
+        "may not change the object's apiVersion, kind, name or namespace (it would become {became})"
+    )]
+    ChangesIdentity { became: String },
+    /// It left a replica count the apiserver refuses (`-5`, `"ten"`).
+    #[error(transparent)]
+    Replicas(ReplicaCountError),
+}
+
+impl ResourceProblem for OverrideRuleError {
+    fn kind(&self) -> &'static str {
+        match self.problem {
+            RuleProblem::Overriders(_) => "override_failed",
+            RuleProblem::ChangesIdentity { .. } => "override_changes_identity",
+            RuleProblem::Replicas(_) => "invalid_replicas",
+        }
+    }
 }
 
 /// Adds the Namespaces each cluster's copies land in where missing, sorts every cluster's

@@ -19,8 +19,57 @@ pub struct ResourceError {
     /// The cluster, when only one is affected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// What went wrong.
+    /// What went wrong: the problem and each of its causes, joined by `: `.
     pub problem: String,
+    /// A fixed name for what went wrong, see [`ResourceError::kind`].
+    #[serde(skip)]
+    kind: &'static str,
+}
+
+impl ResourceError {
+    /// `problem` of `resource` (at `origin`), under `policy`, for `cluster` or (`None`) for all.
+    pub(super) fn new(
+        resource: ObjectRef,
+        origin: Origin,
+        policy: Option<String>,
+        cluster: Option<String>,
+        problem: &dyn ResourceProblem,
+    ) -> ResourceError {
+        ResourceError {
+            resource,
+            origin,
+            policy,
+            cluster,
+            problem: chain(problem),
+            kind: problem.kind(),
+        }
+    }
+
+    /// A fixed, low-cardinality name for what went wrong, fit for a metric label:
+    /// `invalid_name`, `invalid_data_key`, `invalid_replicas`, `invalid_requests`,
+    /// `invalid_policy`, `no_feasible_cluster`, `no_capacity`, `not_enough_capacity`,
+    /// `override_failed` or `override_changes_identity`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// The typed error behind a [`ResourceError`]: it names itself for metrics.
+pub(super) trait ResourceProblem: std::error::Error {
+    /// One of the names [`ResourceError::kind`] lists.
+    fn kind(&self) -> &'static str;
+}
+
+/// An error and its causes, outermost first, joined by `: `: the one line a plan shows.
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// Fleet or policy input that makes the whole plan meaningless; nothing is planned.
@@ -78,5 +127,11 @@ impl PlanError {
             PlanError::NoClusters => "no_clusters",
             PlanError::TooManyPlaced { .. } => "limit",
         }
+    }
+
+    /// Always false: placement is pure, so the same fleet repo fails the same way again; only
+    /// a new commit (or a raised limit) changes the outcome.
+    pub fn is_retryable(&self) -> bool {
+        false
     }
 }

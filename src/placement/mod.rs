@@ -44,7 +44,7 @@ use crate::render::Rendered;
 pub use capacity::{Assignment, Capacity};
 pub use diff::{ReplicaChange, diff};
 pub use errors::{PlanError, ResourceError};
-pub use overrides::{ImageRef, apply_overriders, override_image};
+pub use overrides::{ImageRef, OverrideError, OverriderError, apply_overriders, override_image};
 use policy::{Override, Propagation};
 pub use schedule::{
     Cluster, affinity_matches, apply_spread_constraints, divide_by_weight, select_clusters,
@@ -185,13 +185,13 @@ fn place_templates<'r>(
     let mut workload_groups = WorkloadGroups::default();
     for template in templates {
         if let Err(problem) = checks::check_names(template) {
-            plan.errors.push(ResourceError {
-                resource: template.object_ref(),
-                origin: template.origin.clone(),
-                policy: None,
-                cluster: None,
-                problem,
-            });
+            plan.errors.push(ResourceError::new(
+                template.object_ref(),
+                template.origin.clone(),
+                None,
+                None,
+                &problem,
+            ));
             continue;
         }
         let namespace = policy::effective_namespace(template, scopes);
@@ -211,13 +211,13 @@ fn place_templates<'r>(
         ) {
             Ok(targets) => targets,
             Err(problem) => {
-                plan.errors.push(ResourceError {
-                    resource: template.object_ref(),
-                    origin: template.origin.clone(),
-                    policy: Some(policy.label.clone()),
-                    cluster: None,
-                    problem,
-                });
+                plan.errors.push(ResourceError::new(
+                    template.object_ref(),
+                    template.origin.clone(),
+                    Some(policy.label.clone()),
+                    None,
+                    &problem,
+                ));
                 continue;
             }
         };

@@ -7,14 +7,75 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::capacity::{
-    Assignment, Capacity, Division, ReplicaRequirements, available_replicas, divide_in_tiers,
+    Assignment, Capacity, Division, NotEnoughCapacity, ReplicaRequirements, RequirementsError,
+    available_replicas, divide_in_tiers,
 };
+use super::errors::ResourceProblem;
+use super::schedule::Infeasible;
 use super::types::*;
 use super::{
     Cluster, Failover, PlanInputs, Target, Warning, affinity_matches, divide_by_weight,
     select_clusters, tolerates,
 };
 use crate::object::Object;
+
+/// Why a template goes to no cluster: its policy's placement, its replicas or the capacity.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PlaceError {
+    /// The template's replica count is one Kubernetes refuses.
+    #[error(transparent)]
+    Replicas(#[from] ReplicaCountError),
+    /// No cluster (group) satisfies the placement.
+    #[error(transparent)]
+    Infeasible(#[from] Infeasible),
+    /// `weightPreference.dynamicWeight` names a strategy Karmada does not have.
+    #[error("weightPreference.dynamicWeight {value:?} is not AvailableReplicas")]
+    DynamicWeight { value: Option<String> },
+    /// `replicaDivisionPreference` names a preference Karmada does not have.
+    #[error("replicaDivisionPreference {value:?} is not Aggregated or Weighted")]
+    DivisionPreference { value: String },
+    /// A capacity-based division without a capacity to divide by.
+    #[error(
+        "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent reads them from the member clusters' Nodes and Pods)"
+    )]
+    NoCapacity { division: Division },
+    /// The pod template's resource requests do not read.
+    #[error(transparent)]
+    Requirements(#[from] RequirementsError),
+    /// The clusters cannot take the replicas.
+    #[error("replicaScheduling: {division}")]
+    NotEnoughCapacity {
+        division: Division,
+        #[source]
+        source: NotEnoughCapacity,
+    },
+}
+
+impl ResourceProblem for PlaceError {
+    fn kind(&self) -> &'static str {
+        match self {
+            PlaceError::Replicas(_) => "invalid_replicas",
+            PlaceError::Infeasible(_) => "no_feasible_cluster",
+            PlaceError::DynamicWeight { .. } | PlaceError::DivisionPreference { .. } => {
+                "invalid_policy"
+            }
+            PlaceError::NoCapacity { .. } => "no_capacity",
+            PlaceError::Requirements(_) => "invalid_requests",
+            PlaceError::NotEnoughCapacity { .. } => "not_enough_capacity",
+        }
+    }
+}
+
+/// A replica count Kubernetes would refuse, or a `spec` it cannot be written into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ReplicaCountError {
+    /// `spec` is a string, a list or a number: each cluster's share cannot be written into it.
+    #[error("spec: not a mapping")]
+    SpecNotAMapping,
+    /// `spec.replicas` is negative, over int32 or not a number.
+    #[error("spec.replicas: {value} is not a replica count (0 to 2147483647)")]
+    NotACount { value: Value },
+}
 
 /// A resource's targets, the `clusterAffinities` group that won, and its failover if any.
 type Placed = (Vec<Target>, Option<String>, Option<Failover>);
@@ -29,7 +90,7 @@ pub(super) fn place(
     inputs: &PlanInputs,
     warnings: &mut Vec<Warning>,
     policy: &str,
-) -> Result<Placed, String> {
+) -> Result<Placed, PlaceError> {
     let PlanInputs {
         unavailable,
         capacity,
@@ -55,8 +116,7 @@ pub(super) fn place(
     let weights = scheduling.weight_preference.clone().unwrap_or_default();
     let replicas = replica_count(template)?;
     let static_weights = divided && !weights.static_weight_list.is_empty();
-    let (candidates, group) =
-        select_clusters(placement, clusters, static_weights).map_err(|e| e.0)?;
+    let (candidates, group) = select_clusters(placement, clusters, static_weights)?;
 
     let Some(total) = replicas.filter(|_| divided) else {
         // Duplicated, or a kind without replicas: every candidate gets the template as is. A
@@ -81,9 +141,9 @@ pub(super) fn place(
             ("Aggregated", _) => Division::Aggregated,
             (_, Some("AvailableReplicas")) => Division::DynamicWeight,
             (_, other) => {
-                return Err(format!(
-                    "weightPreference.dynamicWeight {other:?} is not AvailableReplicas"
-                ));
+                return Err(PlaceError::DynamicWeight {
+                    value: other.map(str::to_string),
+                });
             }
         };
         let reachable: Vec<&Cluster> = candidates
@@ -115,9 +175,9 @@ pub(super) fn place(
         return Ok((targets, group, None));
     }
     if !matches!(preference, "Weighted") {
-        return Err(format!(
-            "replicaDivisionPreference {preference:?} is not Aggregated or Weighted"
-        ));
+        return Err(PlaceError::DivisionPreference {
+            value: preference.to_string(),
+        });
     }
     // A cluster's weight is the largest of the entries that select it; none selecting any
     // candidate means equal weights.
@@ -172,7 +232,7 @@ pub(super) fn place(
 /// whose templates the apiserver defaults to 1 (Duplicated keeps it absent, see `place`);
 /// `None` for other kinds. A value Kubernetes would refuse (negative, over int32, not a
 /// number) is an error naming it, never read as 1.
-pub(super) fn replica_count(template: &Object) -> Result<Option<u64>, String> {
+pub(super) fn replica_count(template: &Object) -> Result<Option<u64>, ReplicaCountError> {
     if !crate::kinds::workload(template.group(), template.kind())
         .is_some_and(|workload| workload.divides_replicas)
     {
@@ -185,7 +245,7 @@ pub(super) fn replica_count(template: &Object) -> Result<Option<u64>, String> {
         .get("spec")
         .is_some_and(|spec| !spec.is_object() && !spec.is_null())
     {
-        return Err("spec: not a mapping".into());
+        return Err(ReplicaCountError::SpecNotAMapping);
     }
     match template.value.pointer("/spec/replicas") {
         None | Some(Value::Null) => Ok(Some(1)),
@@ -193,8 +253,8 @@ pub(super) fn replica_count(template: &Object) -> Result<Option<u64>, String> {
             .as_u64()
             .filter(|n| *n <= i32::MAX as u64)
             .map(Some)
-            .ok_or_else(|| {
-                format!("spec.replicas: {value} is not a replica count (0 to 2147483647)")
+            .ok_or_else(|| ReplicaCountError::NotACount {
+                value: value.clone(),
             }),
     }
 }
@@ -258,7 +318,7 @@ fn place_by_capacity(
     assignment: Assignment,
     warnings: &mut Vec<Warning>,
     policy: &str,
-) -> Result<Vec<Target>, String> {
+) -> Result<Vec<Target>, PlaceError> {
     if total == 0 {
         // Karmada assigns a workload of 0 replicas to every candidate, with 0 replicas, without
         // asking any estimator.
@@ -272,9 +332,7 @@ fn place_by_capacity(
             .collect());
     }
     let Some(capacity) = capacity else {
-        return Err(format!(
-            "replicaScheduling: {division} needs each cluster's available replicas: give `--capacity FILE` to plan/render (the agent reads them from the member clusters' Nodes and Pods)"
-        ));
+        return Err(PlaceError::NoCapacity { division });
     };
     let requirements = ReplicaRequirements::from_template(&template.value)?;
     let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
@@ -310,7 +368,7 @@ fn place_by_capacity(
         })
         .collect();
     let shares = divide_in_tiers(division, assignment, total, &available, previous)
-        .map_err(|e| format!("replicaScheduling: {division}: {e}"))?;
+        .map_err(|source| PlaceError::NotEnoughCapacity { division, source })?;
     Ok(shares
         .into_iter()
         .map(|(cluster, n)| Target {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{ClusterResources, MAX_REPLICAS, Quantity};
+use super::{ClusterResources, MAX_REPLICAS, Quantity, QuantityError};
 
 /// What one replica requests, per resource: milli-units for `cpu`, whole units for the rest,
 /// each container's request rounded up first, as Karmada's `util.Resource` holds them.
@@ -14,6 +14,35 @@ use super::{ClusterResources, MAX_REPLICAS, Quantity};
 pub struct ReplicaRequirements {
     /// Resource name -> request; only resources some container requests.
     pub requests: BTreeMap<String, i128>,
+}
+
+/// A resource list of a pod template that does not read; the field is a dotted path
+/// (`spec.template.spec.containers[0].resources.requests.cpu`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequirementsError {
+    /// `requests`, `limits` or `overhead` is not a mapping.
+    #[error("{field}: must map resource names to quantities")]
+    NotAMapping {
+        /// The list's path.
+        field: String,
+    },
+    /// A resource's value is neither a string nor a number.
+    #[error("{field}: {value} is not a quantity")]
+    NotAQuantity {
+        /// The resource's path.
+        field: String,
+        /// The value found.
+        value: Value,
+    },
+    /// A resource's value is not a Kubernetes quantity.
+    #[error("{field}")]
+    Quantity {
+        /// The resource's path.
+        field: String,
+        /// Why it does not parse.
+        #[source]
+        source: QuantityError,
+    },
 }
 
 /// Whether Karmada's `util.Resource` keeps a resource: the four it names, plus scalar resources
@@ -42,7 +71,7 @@ impl ReplicaRequirements {
     /// `Resource.AddPodTemplateRequest`: a container's limits stand in for requests it does
     /// not set; app containers add up; each init container raises a resource to its own
     /// request if larger; `overhead` adds on top. The error names the field.
-    pub fn from_template(template: &Value) -> Result<ReplicaRequirements, String> {
+    pub fn from_template(template: &Value) -> Result<ReplicaRequirements, RequirementsError> {
         let mut requirements = ReplicaRequirements::default();
         let Some(pod) = template.pointer("/spec/template/spec") else {
             return Ok(requirements);
@@ -79,7 +108,10 @@ impl ReplicaRequirements {
 }
 
 /// A container's effective requests: `requests`, with `limits` for what they leave out.
-fn container_requests(path: &str, container: &Value) -> Result<BTreeMap<String, i128>, String> {
+fn container_requests(
+    path: &str,
+    container: &Value,
+) -> Result<BTreeMap<String, i128>, RequirementsError> {
     let mut requests = match container.pointer("/resources/requests") {
         Some(list) => quantities(&format!("{path}.resources.requests"), list)?,
         None => BTreeMap::new(),
@@ -93,18 +125,28 @@ fn container_requests(path: &str, container: &Value) -> Result<BTreeMap<String, 
 }
 
 /// A template's resource list in Karmada's units, without the names Karmada drops.
-fn quantities(path: &str, list: &Value) -> Result<BTreeMap<String, i128>, String> {
+fn quantities(path: &str, list: &Value) -> Result<BTreeMap<String, i128>, RequirementsError> {
     let Some(map) = list.as_object() else {
-        return Err(format!("{path}: must map resource names to quantities"));
+        return Err(RequirementsError::NotAMapping {
+            field: path.to_string(),
+        });
     };
     let mut out = BTreeMap::new();
     for (name, value) in map {
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            other => return Err(format!("{path}.{name}: {other} is not a quantity")),
+            other => {
+                return Err(RequirementsError::NotAQuantity {
+                    field: format!("{path}.{name}"),
+                    value: other.clone(),
+                });
+            }
         };
-        let quantity = Quantity::parse(&text).map_err(|e| format!("{path}.{name}: {e}"))?;
+        let quantity = Quantity::parse(&text).map_err(|source| RequirementsError::Quantity {
+            field: format!("{path}.{name}"),
+            source,
+        })?;
         if counted_resource(name) {
             out.insert(name.clone(), resource_units(name, &quantity));
         }

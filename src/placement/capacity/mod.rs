@@ -27,7 +27,7 @@ use serde_json::Value;
 pub use division::{
     Assignment, Division, NotEnoughCapacity, divide, divide_fresh, divide_in_tiers,
 };
-pub use estimate::{ReplicaRequirements, available_replicas};
+pub use estimate::{ReplicaRequirements, RequirementsError, available_replicas};
 pub use quantity::{Quantity, QuantityError};
 
 /// Karmada counts replicas in `int32`: no cluster is worth more than this many.

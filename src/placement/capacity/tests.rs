@@ -619,7 +619,8 @@ fn effective_requests_follow_karmada_resource_rules() {
     }}}}))
     .unwrap_err();
     assert!(
-        bad.contains("spec.template.spec.containers[0].resources.requests.cpu"),
+        bad.to_string()
+            .contains("spec.template.spec.containers[0].resources.requests.cpu"),
         "{bad}"
     );
 }
