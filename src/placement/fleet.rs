@@ -68,22 +68,21 @@ pub(super) fn read_clusters(
                 problem: format!("{name:?} {problem}"),
             });
         }
-        let cluster = match clusters.get_mut(&name) {
-            Some((cluster, _)) => cluster,
-            None if fleets.is_empty() => {
-                clusters.insert(name.clone(), (Cluster::new(&name), object.origin.clone()));
-                &mut clusters.get_mut(&name).expect("just inserted").0
-            }
-            None => {
-                warnings.push(Warning {
-                    kind: "attached_cluster_not_in_fleet",
-                    message: format!(
-                        "{}: AttachedCluster {name}: no Fleet lists it; it is not a member",
-                        object.origin
-                    ),
-                });
-                continue;
-            }
+        // Without a Fleet, every AttachedCluster is a member.
+        if fleets.is_empty() {
+            clusters
+                .entry(name.clone())
+                .or_insert_with(|| (Cluster::new(&name), object.origin.clone()));
+        }
+        let Some((cluster, _)) = clusters.get_mut(&name) else {
+            warnings.push(Warning {
+                kind: "attached_cluster_not_in_fleet",
+                message: format!(
+                    "{}: AttachedCluster {name}: no Fleet lists it; it is not a member",
+                    object.origin
+                ),
+            });
+            continue;
         };
         for (key, value) in object.labels() {
             cluster.labels.insert(key.to_string(), value.to_string());
