@@ -102,24 +102,62 @@ impl Default for ServerLimits {
 
 /// Parses a size: bytes (`1048576`) or with a binary unit (`512KiB`, `8MiB`, `1GiB`; `K`,
 /// `M`, `G` and `KB`, `MB`, `GB` mean the same). More than zero.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
-    let (number, unit) = number_and_unit(text)
-        .ok_or_else(|| format!("{text:?}: expected a number of bytes, e.g. 8MiB or 1048576"))?;
+    let invalid = |problem| SizeError {
+        text: text.to_string(),
+        problem,
+    };
+    let (number, unit) = number_and_unit(text).ok_or_else(|| invalid(SizeProblem::NotANumber))?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KB" | "KiB" => 1 << 10,
         "M" | "MB" | "MiB" => 1 << 20,
         "G" | "GB" | "GiB" => 1 << 30,
-        _ => return Err(format!("{text:?}: the unit must be B, KiB, MiB or GiB")),
+        _ => return Err(invalid(SizeProblem::UnknownUnit)),
     };
     let size = number
         .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?}: too large"))?;
+        .ok_or_else(|| invalid(SizeProblem::TooLarge))?;
     if size == 0 {
-        return Err(format!("{text:?}: must be more than zero"));
+        return Err(invalid(SizeProblem::Zero));
     }
     Ok(size)
+}
+
+/// A size [`parse_size`] does not read, as the user typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?}: {problem}")]
+pub struct SizeError {
+    /// The text given.
+    pub text: String,
+    /// What is wrong with it.
+    pub problem: SizeProblem,
+}
+
+/// What is wrong with a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeProblem {
+    /// No leading number, or one that does not fit.
+    #[error("expected a number of bytes, e.g. 8MiB or 1048576")]
+    NotANumber,
+    /// A unit other than B, KiB, MiB or GiB (or their short forms).
+    #[error("the unit must be B, KiB, MiB or GiB")]
+    UnknownUnit,
+    /// More bytes than fit in 64 bits.
+    #[error("too large")]
+    TooLarge,
+    /// Zero bytes: no limit can be zero.
+    #[error("must be more than zero")]
+    Zero,
+}
+
+/// Value parsers whose own errors are still text (`run --max-body`) use `?` on
+/// [`parse_size`]; the text is the message a user reads.
+impl From<SizeError> for String {
+    fn from(error: SizeError) -> String {
+        error.to_string()
+    }
 }
 
 /// Splits `30s` or `8MiB` into its leading number and the unit after it; `None` without a

@@ -22,39 +22,175 @@ fn containers_pointer(object: &Value) -> Option<String> {
 
 /// Applies one rule's overriders in Karmada's order: image, command, args, labels,
 /// annotations, field, plaintext. The error names the overrider and path that failed.
-pub fn apply_overriders(object: &mut Value, overriders: &Overriders) -> Result<(), String> {
+pub fn apply_overriders(object: &mut Value, overriders: &Overriders) -> Result<(), OverrideError> {
+    let failed = |overrider, index| {
+        move |source| OverrideError {
+            overrider,
+            index,
+            source,
+        }
+    };
     for (i, overrider) in overriders.image_overrider.iter().enumerate() {
-        apply_image(object, overrider).map_err(|e| format!("imageOverrider[{i}]: {e}"))?;
+        apply_image(object, overrider).map_err(failed("imageOverrider", i))?;
     }
     for (i, overrider) in overriders.command_overrider.iter().enumerate() {
-        apply_command_args(object, overrider, "command")
-            .map_err(|e| format!("commandOverrider[{i}]: {e}"))?;
+        apply_command_args(object, overrider, "command").map_err(failed("commandOverrider", i))?;
     }
     for (i, overrider) in overriders.args_overrider.iter().enumerate() {
-        apply_command_args(object, overrider, "args")
-            .map_err(|e| format!("argsOverrider[{i}]: {e}"))?;
+        apply_command_args(object, overrider, "args").map_err(failed("argsOverrider", i))?;
     }
     for (i, overrider) in overriders.labels_overrider.iter().enumerate() {
-        apply_metadata_map(object, overrider, "labels")
-            .map_err(|e| format!("labelsOverrider[{i}]: {e}"))?;
+        apply_metadata_map(object, overrider, "labels").map_err(failed("labelsOverrider", i))?;
     }
     for (i, overrider) in overriders.annotations_overrider.iter().enumerate() {
         apply_metadata_map(object, overrider, "annotations")
-            .map_err(|e| format!("annotationsOverrider[{i}]: {e}"))?;
+            .map_err(failed("annotationsOverrider", i))?;
     }
     for (i, overrider) in overriders.field_overrider.iter().enumerate() {
-        apply_field(object, overrider).map_err(|e| format!("fieldOverrider[{i}]: {e}"))?;
+        apply_field(object, overrider).map_err(failed("fieldOverrider", i))?;
     }
     for (i, overrider) in overriders.plaintext.iter().enumerate() {
-        apply_plaintext(object, overrider).map_err(|e| format!("plaintext[{i}]: {e}"))?;
+        apply_plaintext(object, overrider).map_err(failed("plaintext", i))?;
     }
     Ok(())
+}
+
+/// One overrider of a rule failed: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{overrider}[{index}]")]
+pub struct OverrideError {
+    /// The overrider's field in the rule (`imageOverrider`, `plaintext`, ...).
+    pub overrider: &'static str,
+    /// Its index in that list.
+    pub index: usize,
+    /// What went wrong.
+    #[source]
+    pub source: OverriderError,
+}
+
+/// Why one overrider cannot apply to an object. Paths are JSON pointers (`/spec/replicas`).
+#[derive(Debug, thiserror::Error)]
+pub enum OverriderError {
+    /// An image overrider's `component` is not one Karmada has.
+    #[error("component {component:?} is not Registry, Repository or Tag")]
+    ImageComponent {
+        /// The component given.
+        component: String,
+    },
+    /// An image overrider's `operator` is not one Karmada has.
+    #[error("{component}: operator {operator:?} is not add, remove or replace")]
+    ImageOperator {
+        /// The component given.
+        component: String,
+        /// The operator given.
+        operator: String,
+    },
+    /// An operator Karmada does not have for this overrider.
+    #[error("operator {operator:?} is not {allowed}")]
+    Operator {
+        /// The operator given.
+        operator: String,
+        /// The operators there are (`add or remove`).
+        allowed: &'static str,
+    },
+    /// The path names nothing in the object.
+    #[error("{path}: no such path")]
+    NoSuchPath {
+        /// The path.
+        path: String,
+    },
+    /// The path names something that is not a string.
+    #[error("{path}: not a string")]
+    NotAString {
+        /// The path.
+        path: String,
+    },
+    /// A container's `command` or `args` is not a list.
+    #[error("{field} of container {container:?} is not a list")]
+    NotAList {
+        /// `command` or `args`.
+        field: &'static str,
+        /// The container's name.
+        container: String,
+    },
+    /// A field overrider's `fieldPath` names nothing.
+    #[error("{path}: no such field")]
+    NoSuchField {
+        /// The path.
+        path: String,
+    },
+    /// A field overrider's `fieldPath` names something that is not a string.
+    #[error("{path}: is not a string")]
+    FieldNotAString {
+        /// The path.
+        path: String,
+    },
+    /// A field overrider without operations.
+    #[error("{path}: neither json nor yaml operations")]
+    NoOperations {
+        /// The path.
+        path: String,
+    },
+    /// A field overrider's string is not YAML (the parser's first line: its message can run
+    /// over many).
+    #[error("{path}: not YAML: {problem}")]
+    NotYaml {
+        /// The path.
+        path: String,
+        /// The first line of the parser's message.
+        problem: String,
+    },
+    /// A field overrider's string is not JSON.
+    #[error("{path}: not JSON")]
+    NotJson {
+        /// The path.
+        path: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The operations do not make an RFC 6902 patch (an unknown operator, a bad path).
+    #[error("{path}")]
+    InvalidPatch {
+        /// The path the patch is for.
+        path: String,
+        /// Why it does not read as a patch.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The patch does not apply (a missing parent, a failed `test`).
+    #[error("{path}")]
+    Patch {
+        /// The path the patch is for.
+        path: String,
+        /// Why it does not apply.
+        #[source]
+        source: json_patch::PatchError,
+    },
+    /// The patched document does not write back as JSON.
+    #[error("{path}")]
+    WriteJson {
+        /// The path.
+        path: String,
+        /// The writer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The patched document does not write back as YAML.
+    #[error("{path}")]
+    WriteYaml {
+        /// The path.
+        path: String,
+        /// The writer's error.
+        #[source]
+        source: serde_saphyr::SerializeError,
+    },
 }
 
 // ----- images -----
 
 /// Applies one image operation to an image string.
-pub fn override_image(image: &str, overrider: &ImageOverrider) -> Result<String, String> {
+pub fn override_image(image: &str, overrider: &ImageOverrider) -> Result<String, OverriderError> {
     let mut parsed = ImageRef::parse(image);
     let value = overrider.value.as_str();
     match (overrider.component.as_str(), overrider.operator.as_str()) {
@@ -74,20 +210,21 @@ pub fn override_image(image: &str, overrider: &ImageOverrider) -> Result<String,
             parsed.digest.clear();
         }
         (component @ ("Registry" | "Repository" | "Tag"), operator) => {
-            return Err(format!(
-                "{component}: operator {operator:?} is not add, remove or replace"
-            ));
+            return Err(OverriderError::ImageOperator {
+                component: component.to_string(),
+                operator: operator.to_string(),
+            });
         }
         (component, _) => {
-            return Err(format!(
-                "component {component:?} is not Registry, Repository or Tag"
-            ));
+            return Err(OverriderError::ImageComponent {
+                component: component.to_string(),
+            });
         }
     }
     Ok(parsed.to_string())
 }
 
-fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), String> {
+fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), OverriderError> {
     let pointers: Vec<String> = match &overrider.predicate {
         Some(predicate) => vec![predicate.path.clone()],
         None => {
@@ -103,10 +240,10 @@ fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), Str
     };
     for pointer in pointers {
         let Some(slot) = object.pointer_mut(&pointer) else {
-            return Err(format!("{pointer}: no such path"));
+            return Err(OverriderError::NoSuchPath { path: pointer });
         };
         let Some(image) = slot.as_str() else {
-            return Err(format!("{pointer}: not a string"));
+            return Err(OverriderError::NotAString { path: pointer });
         };
         *slot = Value::String(override_image(image, overrider)?);
     }
@@ -118,8 +255,8 @@ fn apply_image(object: &mut Value, overrider: &ImageOverrider) -> Result<(), Str
 fn apply_command_args(
     object: &mut Value,
     overrider: &CommandArgsOverrider,
-    field: &str,
-) -> Result<(), String> {
+    field: &'static str,
+) -> Result<(), OverriderError> {
     let Some(list) = containers_pointer(object) else {
         return Ok(());
     };
@@ -135,10 +272,10 @@ fn apply_command_args(
         };
         let current = container.entry(field).or_insert_with(|| json!([]));
         let Some(items) = current.as_array_mut() else {
-            return Err(format!(
-                "{field} of container {:?} is not a list",
-                overrider.container_name
-            ));
+            return Err(OverriderError::NotAList {
+                field,
+                container: overrider.container_name.clone(),
+            });
         };
         match overrider.operator.as_str() {
             "add" => items.extend(overrider.value.iter().map(|v| json!(v))),
@@ -147,7 +284,12 @@ fn apply_command_args(
                     .as_str()
                     .is_some_and(|s| overrider.value.iter().any(|v| v == s))
             }),
-            other => return Err(format!("operator {other:?} is not add or remove")),
+            other => {
+                return Err(OverriderError::Operator {
+                    operator: other.to_string(),
+                    allowed: "add or remove",
+                });
+            }
         }
     }
     Ok(())
@@ -159,12 +301,13 @@ fn apply_metadata_map(
     object: &mut Value,
     overrider: &LabelAnnotationOverrider,
     field: &str,
-) -> Result<(), String> {
+) -> Result<(), OverriderError> {
     let operator = overrider.operator.as_str();
     if !matches!(operator, "add" | "remove" | "replace") {
-        return Err(format!(
-            "operator {operator:?} is not add, remove or replace"
-        ));
+        return Err(OverriderError::Operator {
+            operator: operator.to_string(),
+            allowed: "add, remove or replace",
+        });
     }
     let metadata = crate::object::map_at_path(object, &["metadata"]);
     if operator == "add" && !metadata.get(field).is_some_and(Value::is_object) {
@@ -198,16 +341,16 @@ fn apply_metadata_map(
 /// operations, else JSON), patched, and written back in the same language. JSON comes back
 /// compact with its keys in order, as Go's encoder writes it; YAML as Flotilla's YAML writer
 /// formats it (Go's may quote or indent differently; the data is the same).
-fn apply_field(object: &mut Value, overrider: &FieldOverrider) -> Result<(), String> {
+fn apply_field(object: &mut Value, overrider: &FieldOverrider) -> Result<(), OverriderError> {
     let path = &overrider.field_path;
     let slot = object
         .pointer_mut(path)
-        .ok_or_else(|| format!("{path}: no such field"))?;
+        .ok_or_else(|| OverriderError::NoSuchField { path: path.clone() })?;
     let Value::String(text) = slot else {
-        return Err(format!("{path}: is not a string"));
+        return Err(OverriderError::FieldNotAString { path: path.clone() });
     };
     let (yaml, operations) = match (&overrider.yaml[..], &overrider.json[..]) {
-        ([], []) => return Err(format!("{path}: neither json nor yaml operations")),
+        ([], []) => return Err(OverriderError::NoOperations { path: path.clone() }),
         ([], json) => (false, json),
         (yaml, _) => (true, yaml),
     };
@@ -218,12 +361,15 @@ fn apply_field(object: &mut Value, overrider: &FieldOverrider) -> Result<(), Str
             text,
             crate::render::load::yaml_options(crate::render::load::Dialect::Kubernetes),
         )
-        .map_err(|e| {
-            let message = e.to_string();
-            format!("{path}: not YAML: {}", message.lines().next().unwrap_or(""))
+        .map_err(|e| OverriderError::NotYaml {
+            path: path.clone(),
+            problem: e.to_string().lines().next().unwrap_or("").to_string(),
         })?
     } else {
-        serde_json::from_str(text).map_err(|e| format!("{path}: not JSON: {e}"))?
+        serde_json::from_str(text).map_err(|source| OverriderError::NotJson {
+            path: path.clone(),
+            source,
+        })?
     };
     let operations: Vec<Value> = operations
         .iter()
@@ -236,20 +382,27 @@ fn apply_field(object: &mut Value, overrider: &FieldOverrider) -> Result<(), Str
             }),
         })
         .collect();
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(operations)).map_err(|e| format!("{path}: {e}"))?;
-    json_patch::patch(&mut document, &patch.0).map_err(|e| format!("{path}: {e}"))?;
+    patch(&mut document, Value::Array(operations), path)?;
     *text = if yaml {
-        serde_saphyr::to_string(&document).map_err(|e| format!("{path}: {e}"))?
+        serde_saphyr::to_string(&document).map_err(|source| OverriderError::WriteYaml {
+            path: path.clone(),
+            source,
+        })?
     } else {
-        serde_json::to_string(&document).map_err(|e| format!("{path}: {e}"))?
+        serde_json::to_string(&document).map_err(|source| OverriderError::WriteJson {
+            path: path.clone(),
+            source,
+        })?
     };
     Ok(())
 }
 
 // ----- plaintext -----
 
-fn apply_plaintext(object: &mut Value, overrider: &PlaintextOverrider) -> Result<(), String> {
+fn apply_plaintext(
+    object: &mut Value,
+    overrider: &PlaintextOverrider,
+) -> Result<(), OverriderError> {
     let operation = match overrider.operator.as_str() {
         "add" | "replace" => json!({
             "op": overrider.operator,
@@ -257,16 +410,33 @@ fn apply_plaintext(object: &mut Value, overrider: &PlaintextOverrider) -> Result
             "value": overrider.value.clone().unwrap_or(Value::Null),
         }),
         "remove" => json!({"op": "remove", "path": overrider.path}),
-        other => return Err(format!("operator {other:?} is not add, remove or replace")),
+        other => {
+            return Err(OverriderError::Operator {
+                operator: other.to_string(),
+                allowed: "add, remove or replace",
+            });
+        }
     };
-    let patch: json_patch::Patch = serde_json::from_value(json!([operation]))
-        .map_err(|e| format!("{}: {e}", overrider.path))?;
-    json_patch::patch(object, &patch.0).map_err(|e| format!("{}: {e}", overrider.path))
+    patch(object, json!([operation]), &overrider.path)
+}
+
+/// Applies `operations`, an RFC 6902 patch as JSON, to `document`; `path` names it in errors.
+fn patch(document: &mut Value, operations: Value, path: &str) -> Result<(), OverriderError> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).map_err(|source| OverriderError::InvalidPatch {
+            path: path.to_string(),
+            source,
+        })?;
+    json_patch::patch(document, &patch.0).map_err(|source| OverriderError::Patch {
+        path: path.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::errors::chain;
 
     fn image_op(component: &str, operator: &str, value: &str) -> ImageOverrider {
         ImageOverrider {
@@ -375,7 +545,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let error = apply_overriders(&mut pod, &overriders).unwrap_err();
+        let error = chain(&apply_overriders(&mut pod, &overriders).unwrap_err());
         assert!(
             error.contains("imageOverrider[0]") && error.contains("/spec/containers/3/image"),
             "{error}"
@@ -472,7 +642,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let error = apply_overriders(&mut object, &bad).unwrap_err();
+        let error = chain(&apply_overriders(&mut object, &bad).unwrap_err());
         assert!(
             error.starts_with("plaintext[0]: /spec/missing/x"),
             "{error}"
@@ -483,6 +653,7 @@ mod tests {
 #[cfg(test)]
 mod field_tests {
     use super::*;
+    use crate::placement::errors::chain;
     use crate::placement::types::DocumentPatchOperation;
 
     fn operation(operator: &str, sub_path: &str, value: Option<Value>) -> DocumentPatchOperation {
@@ -540,7 +711,7 @@ mod field_tests {
             ..Default::default()
         };
         assert_eq!(
-            apply_overriders(&mut not_a_string, &overriders).unwrap_err(),
+            chain(&apply_overriders(&mut not_a_string, &overriders).unwrap_err()),
             "fieldOverrider[0]: /spec/replicas: is not a string"
         );
     }

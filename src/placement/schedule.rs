@@ -100,7 +100,8 @@ fn toleration_matches(toleration: &Toleration, taint: &Taint) -> bool {
 }
 
 /// Why a placement selects no cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Infeasible(pub String);
 
 /// The clusters a placement selects, by name order. `static_weights` turns spread constraints

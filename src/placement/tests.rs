@@ -530,8 +530,10 @@ spec:
     clusterAffinity: {clusterName: [member1]}
 "#,
     )
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
+    assert_eq!(error.kind(), "invalid_field");
+    assert!(!error.is_retryable(), "the same repo fails the same way");
+    let error = error.to_string();
     assert!(error.starts_with("fleet.yaml:"), "{error}");
     assert!(error.contains("document 2"), "{error}");
     assert!(
@@ -1027,6 +1029,7 @@ fn replica_counts_kubernetes_would_refuse_fail_the_resource() {
             "{}",
             plan.errors[0].problem
         );
+        assert_eq!(plan.errors[0].kind(), "invalid_replicas");
     }
 }
 
@@ -1169,6 +1172,7 @@ fn names_no_apiserver_accepts_fail_their_resource_only() {
             plan.errors[0].problem
         );
         assert_eq!(plan.errors[0].resource.name, name, "only the bad one fails");
+        assert_eq!(plan.errors[0].kind(), "invalid_name", "{name}");
     }
 }
 
@@ -1189,6 +1193,11 @@ fn overrides_may_not_leave_a_replica_count_the_apiserver_refuses() {
                 .iter()
                 .all(|e| e.problem.contains("overrideRules[0]")
                     && e.problem.contains("spec.replicas")),
+            "{:?}",
+            plan.errors
+        );
+        assert!(
+            plan.errors.iter().all(|e| e.kind() == "invalid_replicas"),
             "{:?}",
             plan.errors
         );

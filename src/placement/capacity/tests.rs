@@ -1,11 +1,13 @@
 //! Karmada's own vectors (cited by Go test name and case), then the estimator, quantities, the
 //! capacity file and a plan through `place`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
 
+use super::division::{Weighted, take_by_weight};
 use super::*;
 use crate::placement::{Plan, PlanInputs, Previous, plan_with};
 use crate::render::Rendered;
@@ -617,7 +619,8 @@ fn effective_requests_follow_karmada_resource_rules() {
     }}}}))
     .unwrap_err();
     assert!(
-        bad.contains("spec.template.spec.containers[0].resources.requests.cpu"),
+        bad.to_string()
+            .contains("spec.template.spec.containers[0].resources.requests.cpu"),
         "{bad}"
     );
 }
