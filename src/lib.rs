@@ -35,6 +35,7 @@ pub mod apply;
 pub mod cli;
 pub mod cluster;
 pub mod drift;
+pub mod error;
 pub mod image;
 pub mod kinds;
 pub mod labels;

@@ -154,12 +154,6 @@ pub enum SizeProblem {
 
 /// Value parsers whose own errors are still text (`run --max-body`) use `?` on
 /// [`parse_size`]; the text is the message a user reads.
-impl From<SizeError> for String {
-    fn from(error: SizeError) -> String {
-        error.to_string()
-    }
-}
-
 /// Splits `30s` or `8MiB` into its leading number and the unit after it; `None` without a
 /// number or when it overflows.
 pub(crate) fn number_and_unit(text: &str) -> Option<(u64, &str)> {

@@ -116,7 +116,7 @@ pub(super) async fn worker(
                 Ok(connected) => member = Some(connected),
                 Err(error) => {
                     let error = ClusterError::Connect {
-                        problem: crate::cluster::error_chain(&error),
+                        problem: crate::error::chain(&error),
                         retryable: error.is_retryable(),
                     };
                     let report = ClusterReport::failed(&cluster, &error, Duration::ZERO);

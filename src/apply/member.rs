@@ -227,13 +227,13 @@ impl Member {
                 .client
                 .send(request)
                 .await
-                .map_err(|error| RequestError::Unreachable(error_chain(&error)))?;
+                .map_err(|error| RequestError::Unreachable(crate::error::chain(&error)))?;
             let status = response.status();
             let body = response
                 .into_body()
                 .collect_bytes()
                 .await
-                .map_err(|error| RequestError::Unreachable(error_chain(&error)))?;
+                .map_err(|error| RequestError::Unreachable(crate::error::chain(&error)))?;
             let reply = Reply { status, body };
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 return Err(RequestError::Overloaded {
@@ -402,21 +402,6 @@ fn parse_resource_list(list: &Value) -> ServedKinds {
         );
     }
     ServedKinds { kinds }
-}
-
-/// An error and its causes on one line: kube's errors wrap the useful part (connection refused).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Connects to every named cluster of a kubeconfig file. A cluster that cannot be connected to

@@ -178,6 +178,31 @@ pub enum CliError {
     },
 }
 
+/// A command-line value that cannot be used; clap shows it with the flag's name.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    /// The value is not one the flag takes.
+    #[error("{text:?}: {problem}")]
+    Invalid {
+        /// The value as given.
+        text: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A size that does not parse.
+    #[error(transparent)]
+    Size(#[from] crate::limits::SizeError),
+}
+
+impl ArgError {
+    fn invalid(text: &str, problem: &'static str) -> Self {
+        ArgError::Invalid {
+            text: text.to_string(),
+            problem,
+        }
+    }
+}
+
 impl From<CommitError> for CliError {
     fn from(error: CommitError) -> Self {
         match error {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CliError, Outcome};
+use super::{ArgError, CliError, Outcome};
 use crate::agent::{self, AgentConfig, Shared};
 use crate::apply::SyncOptions;
 use crate::cluster::health::HealthSettings;
@@ -185,12 +185,12 @@ impl From<ServerLimitArgs> for ServerLimits {
 }
 
 /// A webhook body size: at most 1 GiB (a body is held in memory whole).
-fn parse_body_size(text: &str) -> Result<usize, String> {
+fn parse_body_size(text: &str) -> Result<usize, ArgError> {
     let size = crate::limits::parse_size(text)?;
     if size > 1 << 30 {
-        return Err(format!("{text:?}: at most 1GiB"));
+        return Err(ArgError::invalid(text, "at most 1GiB"));
     }
-    usize::try_from(size).map_err(|_| format!("{text:?}: too large"))
+    usize::try_from(size).map_err(|_| ArgError::invalid(text, "too large"))
 }
 
 impl RunArgs {
@@ -205,20 +205,20 @@ impl RunArgs {
 
 /// Parses `500ms`, `30s`, `5m`, `1h`; more than zero (every duration of `run` is a period or
 /// a timeout: zero would spin, or panic in a timer, and silently turn off health probes).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ArgError> {
     let text = text.trim();
     let (number, unit) = crate::limits::number_and_unit(text)
-        .ok_or_else(|| format!("{text:?}: expected a number and a unit, e.g. 30s or 1m"))?;
+        .ok_or_else(|| ArgError::invalid(text, "expected a number and a unit, e.g. 30s or 1m"))?;
     let duration = match unit {
         "ms" => Some(Duration::from_millis(number)),
         "s" => Some(Duration::from_secs(number)),
         "m" => number.checked_mul(60).map(Duration::from_secs),
         "h" => number.checked_mul(3600).map(Duration::from_secs),
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+        _ => return Err(ArgError::invalid(text, "the unit must be ms, s, m or h")),
     }
-    .ok_or_else(|| format!("{text:?}: too long"))?;
+    .ok_or_else(|| ArgError::invalid(text, "too long"))?;
     if duration.is_zero() {
-        return Err(format!("{text:?}: must be more than zero"));
+        return Err(ArgError::invalid(text, "must be more than zero"));
     }
     Ok(duration)
 }
@@ -293,7 +293,7 @@ pub fn run_command(args: RunArgs) -> Result<Outcome, CliError> {
                     .hub_kubeconfig
                     .clone()
                     .unwrap_or_else(|| args.service_account_dir.clone()),
-                problem: crate::cluster::error_chain(&error),
+                problem: crate::error::chain(&error),
             })?;
         Some(hub)
     } else {
@@ -432,13 +432,16 @@ mod tests {
 
     #[test]
     fn durations_take_a_unit_and_refuse_overflow() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("30s").ok(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m").ok(), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2h").ok(), Some(Duration::from_secs(7200)));
         assert!(parse_duration("10").is_err());
         assert_eq!(
-            parse_duration("0s"),
+            parse_duration("0s").map_err(|error| error.to_string()),
             Err("\"0s\": must be more than zero".into())
         );
         assert!(parse_duration("0ms").is_err());

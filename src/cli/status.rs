@@ -158,7 +158,7 @@ impl StatusError {
             // hyper's own text says only `client error (Connect)`; its causes say what happened.
             StatusError::Connect(error) | StatusError::Exchange(error) => causes(error),
             _ => match self.source() {
-                Some(source) => chain(source),
+                Some(source) => crate::error::chain(source),
                 None => return self.to_string(),
             },
         };
@@ -276,21 +276,9 @@ async fn fetch(url: &Uri, timeout: Duration) -> Result<Bytes, StatusError> {
 /// An error's causes, without the error itself (whose text says only `client error (Connect)`).
 fn causes(error: &(dyn StdError + 'static)) -> String {
     match error.source() {
-        Some(source) => chain(source),
+        Some(source) => crate::error::chain(source),
         None => error.to_string(),
     }
-}
-
-/// An error and its causes, joined by `: `.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(source) = next {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        next = source.source();
-    }
-    text
 }
 
 /// The answer as JSON and as a [`Status`]; an error says why it is not a `/status` answer.

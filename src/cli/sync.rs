@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::{CliError, Outcome, Source, aligned, load_plan, locate, write_error};
+use super::{ArgError, CliError, Outcome, Source, aligned, load_plan, locate, write_error};
 use crate::apply::diff::{Change, ClusterDiff, diff_cluster};
 use crate::apply::{
     ApplyError, ClusterReport, ClusterStatus, Member, SyncOptions, apply_fleet,
@@ -36,7 +36,7 @@ pub struct Target {
 
 /// A sync's name goes into a ConfigMap name and a label value: a DNS label (RFC 1123), at most
 /// 53 characters so that `inventory-NAME` fits too.
-pub fn parse_sync_name(name: &str) -> Result<String, String> {
+pub fn parse_sync_name(name: &str) -> Result<String, ArgError> {
     let valid = !name.is_empty()
         && name.len() <= 53
         && name
@@ -47,8 +47,9 @@ pub fn parse_sync_name(name: &str) -> Result<String, String> {
     if valid {
         Ok(name.to_string())
     } else {
-        Err(format!(
-            "{name:?}: a sync name is 1-53 lower-case letters, digits and '-', starting and ending with a letter or digit"
+        Err(ArgError::invalid(
+            name,
+            "a sync name is 1-53 lower-case letters, digits and '-', starting and ending with a letter or digit",
         ))
     }
 }

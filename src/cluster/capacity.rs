@@ -17,8 +17,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::error_chain;
 use crate::cluster::hub::MemberCredentials;
+use crate::error::chain as error_chain;
 use crate::placement::capacity::{ClusterResources, Quantity, ReplicaRequirements};
 use crate::placement::types::SecretKeyRef;
 

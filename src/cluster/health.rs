@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::cluster::error_chain;
 use crate::cluster::hub::{ConnectError, MemberCredentials};
+use crate::error::chain as error_chain;
 use crate::placement::types::SecretKeyRef;
 
 /// Probe timing and thresholds.

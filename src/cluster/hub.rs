@@ -592,7 +592,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::cluster::error_chain;
+    use crate::error::chain as error_chain;
 
     /// A store that has listed one Secret, `members`, holding `data`.
     fn store_with(data: &[(&str, &str)]) -> SecretStore {

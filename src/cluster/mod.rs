@@ -16,20 +16,3 @@ pub mod health;
 pub mod hub;
 pub mod lease;
 pub mod watch;
-
-/// An error and its causes on one line, joined by `: `, for `/status`, Events and logs: the
-/// errors here keep their context in the message and the cause in `source()`. A cause whose
-/// text its error already quotes (kube's errors do) is not repeated.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}

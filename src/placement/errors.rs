@@ -40,7 +40,7 @@ impl ResourceError {
             origin,
             policy,
             cluster,
-            problem: chain(problem),
+            problem: crate::error::chain(problem),
             kind: problem.kind(),
         }
     }
@@ -58,18 +58,6 @@ impl ResourceError {
 pub(super) trait ResourceProblem: std::error::Error {
     /// One of the names [`ResourceError::kind`] lists.
     fn kind(&self) -> &'static str;
-}
-
-/// An error and its causes, outermost first, joined by `: `: the one line a plan shows.
-pub(super) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
 }
 
 /// Fleet or policy input that makes the whole plan meaningless; nothing is planned.

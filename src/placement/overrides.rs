@@ -436,7 +436,7 @@ fn patch(document: &mut Value, operations: Value, path: &str) -> Result<(), Over
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::errors::chain;
+    use crate::error::chain;
 
     fn image_op(component: &str, operator: &str, value: &str) -> ImageOverrider {
         ImageOverrider {
@@ -653,7 +653,7 @@ mod tests {
 #[cfg(test)]
 mod field_tests {
     use super::*;
-    use crate::placement::errors::chain;
+    use crate::error::chain;
     use crate::placement::types::DocumentPatchOperation;
 
     fn operation(operator: &str, sub_path: &str, value: Option<Value>) -> DocumentPatchOperation {
