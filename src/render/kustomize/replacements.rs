@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Level, RenderError, Target};
+use super::patches::Target;
+use super::{Level, RenderError};
 use crate::render::fieldpath::{self, Create, Matcher, kind_of, plain_scalar, scalar_text};
 use crate::render::load::parse_documents;
 

@@ -13,9 +13,9 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
-    FieldSpecEntry, Level, RenderError, Resource, kustomize_cluster_scoped, same_namespace,
-};
+use super::field_specs::FieldSpecEntry;
+use super::resources::{Resource, kustomize_cluster_scoped, same_namespace};
+use super::{Level, RenderError};
 use crate::object::split_api_version;
 use crate::render::fieldpath;
 
