@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::RenderError;
 use super::load::{Dialect, Repo, parse_objects_with};
+use super::{RenderError, with_sources};
 use crate::object::{Object, Origin};
 use runner::{pull_args, template_args};
 use values::{ValuesMerge, integral_floats_as_integers, merge_values, parse_values};
@@ -27,7 +27,8 @@ use values::{ValuesMerge, integral_floats_as_integers, merge_values, parse_value
 mod runner;
 mod values;
 
-pub use runner::{HELM_ENV, HelmRunner};
+pub use runner::{HELM_ENV, HelmError, HelmRunner};
+pub use values::ValuesError;
 
 /// Most directory entries checked in one chart (for symlinks that leave the repository).
 const MAX_CHART_ENTRIES: usize = 20_000;
@@ -238,7 +239,7 @@ impl ChartSet<'_> {
                             _ => (file_values, inline),
                         };
                         merge_values(winner, base).map_err(|problem| {
-                            self.error(format!("{field}.valuesInline"), problem)
+                            self.error(format!("{field}.valuesInline"), problem.to_string())
                         })?
                     }
                 };
@@ -268,11 +269,11 @@ impl ChartSet<'_> {
 
         runner
             .check_version(&helm_home)
-            .map_err(|problem| self.error(&field, problem))?;
+            .map_err(|problem| self.error(&field, with_sources(&problem)))?;
         let args = template_args(chart, &chart_dir, &written_values, &additional);
         let output = runner
             .run(&args, &helm_home)
-            .map_err(|problem| self.error(&field, problem))?;
+            .map_err(|problem| self.error(&field, with_sources(&problem)))?;
         let text = String::from_utf8(output)
             .map_err(|_| self.error(&field, "helm template wrote output that is not UTF-8"))?;
         let objects = parse_objects_with(&text, &self.file.join(&field), Dialect::Kustomize)
@@ -364,7 +365,7 @@ impl ChartSet<'_> {
         };
         runner
             .check_version(helm_home)
-            .map_err(|problem| self.error(field, problem))?;
+            .map_err(|problem| self.error(field, with_sources(&problem)))?;
         runner
             .run(&pull_args(chart, &pull_home), helm_home)
             .map_err(|problem| {
@@ -372,11 +373,12 @@ impl ChartSet<'_> {
                     field,
                     format!(
                         "no chart at {} and pulling {:?} from {} failed; vendor the chart into {} \
-                         (Flotilla renders offline): {problem}",
+                         (Flotilla renders offline): {}",
                         missing.display(),
                         chart.name,
                         chart.repo,
-                        missing.display()
+                        missing.display(),
+                        with_sources(&problem)
                     ),
                 )
             })?;

@@ -10,6 +10,63 @@ use std::time::{Duration, Instant};
 
 use super::HelmChart;
 
+/// Why running helm failed. Each names the command as it was run (the binary and arguments).
+#[derive(Debug, thiserror::Error)]
+pub enum HelmError {
+    /// The binary could not be started.
+    #[error("cannot run helm {program:?} (install helm v3 or set {HELM_ENV} to its path)")]
+    Spawn {
+        /// The binary.
+        program: PathBuf,
+        /// Why it could not start.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Helm ran past [`HelmRunner::timeout`] and was killed.
+    #[error("`{command}` did not finish within {seconds} s and was killed")]
+    TimedOut {
+        /// The command line.
+        command: String,
+        /// The timeout.
+        seconds: u64,
+    },
+    /// Waiting for helm failed.
+    #[error("waiting for `{command}`")]
+    Wait {
+        /// The command line.
+        command: String,
+        /// Why waiting failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Helm wrote more than [`HelmRunner::max_output`].
+    #[error("`{command}` wrote more than {limit} bytes")]
+    TooMuchOutput {
+        /// The command line.
+        command: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Helm exited with a failure; `stderr` is what it said (capped).
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// Its error output, trimmed.
+        stderr: String,
+    },
+    /// The binary is not helm v3.
+    #[error("helm {program:?} reports version {reported:?}; kustomize's helmCharts need helm v3")]
+    NotVersion3 {
+        /// The binary.
+        program: PathBuf,
+        /// What `helm version` printed, trimmed.
+        reported: String,
+    },
+}
+
 /// The environment variable naming the helm binary.
 pub const HELM_ENV: &str = "FLOTILLA_HELM";
 
@@ -58,7 +115,7 @@ impl HelmRunner {
 
     /// Runs helm with `args`, its homes below `home` (kustomize's HELM_CONFIG_HOME, and
     /// HELM_CACHE_HOME / HELM_DATA_HOME below it); returns stdout, or why it failed.
-    pub(super) fn run(&self, args: &[OsString], home: &Path) -> Result<Vec<u8>, String> {
+    pub(super) fn run(&self, args: &[OsString], home: &Path) -> Result<Vec<u8>, HelmError> {
         let described = || {
             let mut line = self.program.display().to_string();
             for arg in args {
@@ -86,11 +143,9 @@ impl HelmRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|error| {
-                format!(
-                    "cannot run helm {:?}: {error} (install helm v3 or set {HELM_ENV} to its path)",
-                    self.program
-                )
+            .map_err(|source| HelmError::Spawn {
+                program: self.program.clone(),
+                source,
             })?;
         // Readers stop at their cap and close the pipe, so a flood cannot fill memory.
         let stdout = child.stdout.take().map(|pipe| {
@@ -108,16 +163,18 @@ impl HelmRunner {
                 Ok(None) if Instant::now() >= deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!(
-                        "`{}` did not finish within {} s and was killed",
-                        described(),
-                        self.timeout.as_secs()
-                    ));
+                    return Err(HelmError::TimedOut {
+                        command: described(),
+                        seconds: self.timeout.as_secs(),
+                    });
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(error) => {
+                Err(source) => {
                     let _ = child.kill();
-                    return Err(format!("waiting for `{}`: {error}", described()));
+                    return Err(HelmError::Wait {
+                        command: described(),
+                        source,
+                    });
                 }
             }
         };
@@ -128,33 +185,31 @@ impl HelmRunner {
             .and_then(|reader| reader.join().ok())
             .unwrap_or_default();
         if stdout.len() > self.max_output {
-            return Err(format!(
-                "`{}` wrote more than {} bytes",
-                described(),
-                self.max_output
-            ));
+            return Err(HelmError::TooMuchOutput {
+                command: described(),
+                limit: self.max_output,
+            });
         }
         if !status.success() {
-            return Err(format!(
-                "`{}` failed ({status}): {}",
-                described(),
-                String::from_utf8_lossy(&stderr).trim()
-            ));
+            return Err(HelmError::Failed {
+                command: described(),
+                status,
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+            });
         }
         Ok(stdout)
     }
 
     /// kustomize's `checkHelmVersion`: only helm v3 is accepted.
-    pub(super) fn check_version(&self, home: &Path) -> Result<(), String> {
+    pub(super) fn check_version(&self, home: &Path) -> Result<(), HelmError> {
         let output = self.run(&["version".into(), "-c".into(), "--short".into()], home)?;
         let text = String::from_utf8_lossy(&output);
         match version_major(&text) {
             Some("3") => Ok(()),
-            _ => Err(format!(
-                "helm {:?} reports version {:?}; kustomize's helmCharts need helm v3",
-                self.program,
-                text.trim()
-            )),
+            _ => Err(HelmError::NotVersion3 {
+                program: self.program.clone(),
+                reported: text.trim().to_string(),
+            }),
         }
     }
 }

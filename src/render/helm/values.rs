@@ -13,8 +13,42 @@ pub(super) enum ValuesMerge {
     /// valuesInline alone.
     Replace,
 }
+
+/// Why the values file and `valuesInline` could not be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum ValuesError {
+    /// The values file is not YAML.
+    #[error("{message}")]
+    Yaml {
+        /// The parser's message (its first line).
+        message: String,
+    },
+    /// The values file has only comments, or nothing (kyaml cannot parse it).
+    #[error("the values file has no YAML document")]
+    NoDocument,
+    /// The values file's document is a list or a scalar.
+    #[error("the values file is not a mapping")]
+    NotAMapping,
+    /// The values nest deeper than [`MAX_VALUES_DEPTH`].
+    #[error("values nest deeper than {MAX_VALUES_DEPTH} at {path}")]
+    TooDeep {
+        /// Where, as `.a.b.c`.
+        path: String,
+    },
+    /// A mapping, list or scalar meets another kind (kyaml's "wrong node kind").
+    #[error("cannot merge {winner} into {base} at {path}")]
+    KindMismatch {
+        /// The kind of the winning side's value.
+        winner: &'static str,
+        /// The kind of the other side's value.
+        base: &'static str,
+        /// Where, as `.a.b` (`.` at the top).
+        path: String,
+    },
+}
+
 /// Parses a values file the way kustomize's kyaml (YAML 1.2 booleans, `0644` octal) reads it.
-pub(super) fn parse_values(text: &str) -> Result<Value, String> {
+pub(super) fn parse_values(text: &str) -> Result<Value, ValuesError> {
     let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(
         text,
         serde_saphyr::options! {
@@ -27,31 +61,33 @@ pub(super) fn parse_values(text: &str) -> Result<Value, String> {
             },
         },
     )
-    .map_err(|error| error.to_string().lines().next().unwrap_or("").to_string())?;
+    .map_err(|error| ValuesError::Yaml {
+        message: error.to_string().lines().next().unwrap_or("").to_string(),
+    })?;
     match documents.into_iter().next() {
         // kyaml cannot parse a values file without a document (only comments, or nothing).
-        None => Err("the values file has no YAML document".into()),
+        None => Err(ValuesError::NoDocument),
         Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(value @ Value::Object(_)) => Ok(value),
-        Some(_) => Err("the values file is not a mapping".into()),
+        Some(_) => Err(ValuesError::NotAMapping),
     }
 }
 
 /// kyaml's `merge2.Merge(winner, base)` without a schema: maps merge key by key, a null in
 /// `winner` removes the key (and adds none where `base` lacks it), anything else in `winner`
 /// (scalars, lists) replaces.
-pub(super) fn merge_values(winner: Value, base: Value) -> Result<Value, String> {
+pub(super) fn merge_values(winner: Value, base: Value) -> Result<Value, ValuesError> {
     merge_at(winner, base, "", 0)
 }
 
 /// Deepest values nesting merged (far beyond real charts; bounds the recursion).
 const MAX_VALUES_DEPTH: usize = 64;
 
-fn merge_at(winner: Value, base: Value, path: &str, depth: usize) -> Result<Value, String> {
+fn merge_at(winner: Value, base: Value, path: &str, depth: usize) -> Result<Value, ValuesError> {
     if depth > MAX_VALUES_DEPTH {
-        return Err(format!(
-            "values nest deeper than {MAX_VALUES_DEPTH} at {path}"
-        ));
+        return Err(ValuesError::TooDeep {
+            path: path.to_string(),
+        });
     }
     match (winner, base) {
         (Value::Object(winner), Value::Object(mut base)) => {
@@ -77,12 +113,11 @@ fn merge_at(winner: Value, base: Value, path: &str, depth: usize) -> Result<Valu
         (winner, base)
             if !winner.is_null() && !base.is_null() && kind_of(&winner) != kind_of(&base) =>
         {
-            Err(format!(
-                "cannot merge {} into {} at {}",
-                kind_of(&winner),
-                kind_of(&base),
-                if path.is_empty() { "." } else { path }
-            ))
+            Err(ValuesError::KindMismatch {
+                winner: kind_of(&winner),
+                base: kind_of(&base),
+                path: if path.is_empty() { "." } else { path }.to_string(),
+            })
         }
         (winner, _) => Ok(winner),
     }

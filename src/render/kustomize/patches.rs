@@ -209,7 +209,7 @@ impl Level<'_> {
                         path: self.file.to_path_buf(),
                         field: field.to_string(),
                         object: resource.object.object_ref(),
-                        problem,
+                        problem: problem.to_string(),
                     }
                 })?;
             } else {
