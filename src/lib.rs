@@ -57,7 +57,10 @@ pub mod fuzzing {
     use serde_json::Value;
 
     /// Kustomize's strategic merge of `patch` into `target` (built-in kinds).
-    pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
+    pub fn strategic_merge(
+        target: &mut Value,
+        patch: &Value,
+    ) -> Result<(), crate::render::MergeError> {
         crate::render::merge::strategic_merge(target, patch)
     }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::hub::MemberCredentials;
-use crate::error::chain as error_chain;
+use crate::error::chain;
 use crate::placement::capacity::{ClusterResources, Quantity, ReplicaRequirements};
 use crate::placement::types::SecretKeyRef;
 
@@ -65,7 +65,7 @@ pub async fn probe_capacity(
         }
         let connect = || credentials.connect(&cluster, secret.as_ref());
         let connected = connect.retry(reconnect_policy()).notify(|error, after| {
-            let error = error_chain(error);
+            let error = chain(error);
             tracing::debug!(cluster, error, ?after, "capacity: cannot connect");
         });
         // Connecting stops as soon as capacity is no longer wanted.

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::cluster::hub::{ConnectError, MemberCredentials};
-use crate::error::chain as error_chain;
+use crate::error::chain;
 use crate::placement::types::SecretKeyRef;
 
 /// Probe timing and thresholds.
@@ -214,7 +214,7 @@ async fn follow_readiness<E: std::error::Error>(
                 "/readyz answered ok {} times in a row",
                 settings.success_threshold
             ),
-            Err(error) => error_chain(&error),
+            Err(error) => chain(&error),
         };
         let change = HealthChange {
             cluster: cluster.to_string(),
@@ -271,7 +271,7 @@ mod tests {
                 "{error:?}"
             );
         }
-        let shown = error_chain(&answered(500));
+        let shown = chain(&answered(500));
         assert!(
             shown.starts_with("/readyz: ApiError: etcd failed"),
             "{shown}"

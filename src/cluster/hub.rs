@@ -592,7 +592,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::error::chain as error_chain;
+    use crate::error::chain;
 
     /// A store that has listed one Secret, `members`, holding `data`.
     fn store_with(data: &[(&str, &str)]) -> SecretStore {
@@ -661,7 +661,7 @@ mod tests {
             let Err(error) = result else {
                 panic!("{text}: read");
             };
-            let shown = error_chain(&error);
+            let shown = chain(&error);
             assert!(shown.starts_with(text), "{shown}");
             assert!(!shown.contains("[yaml"), "no Secret contents: {shown}");
             assert_eq!(error.kind(), kind);
@@ -682,7 +682,7 @@ mod tests {
             panic!("read before the first list");
         };
         assert_eq!(
-            error_chain(&error),
+            chain(&error),
             "Secret hub-ns/members key kubeconfig: the hub's Secrets could not be listed yet"
         );
         assert!(error.is_retryable());

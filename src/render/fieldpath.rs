@@ -11,6 +11,74 @@ use serde_json::{Map, Value};
 /// The most parts a path may have; deeper paths are refused rather than walked.
 const MAX_PARTS: usize = 64;
 
+/// Why a field path cannot be read, or cannot be followed in an object.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldPathError {
+    /// The path has more parts than [`MAX_PARTS`].
+    #[error("more than {MAX_PARTS} parts")]
+    TooManyParts,
+    /// A list index with a minus sign (`-1`).
+    #[error("array index {piece} cannot be negative")]
+    NegativeIndex {
+        /// The part as written.
+        piece: String,
+    },
+    /// A bracketed part that is not `[field=value]`.
+    #[error("{piece}: list path element must contain fieldName=fieldValue for element to match")]
+    NotAnElementMatch {
+        /// The part as written.
+        piece: String,
+    },
+    /// Two dots in a row, or a path ending in one.
+    #[error("empty field name")]
+    EmptyField,
+    /// `*` in a lookup, which follows one path only.
+    #[error("wildcard is not supported in a lookup")]
+    WildcardInLookup,
+    /// `-` in a match, which it does not support.
+    #[error("`-` is only supported in a lookup")]
+    LastInMatch,
+    /// A lookup met a scalar or list where the path names a field.
+    #[error("{field}: not a map")]
+    NotAMap {
+        /// The field the path names.
+        field: String,
+    },
+    /// A match met something other than a map where the path names a field.
+    #[error("{field}: expected a map, found {found}")]
+    ExpectedMap {
+        /// The field the path names.
+        field: String,
+        /// What was there ("a list", "a string", ...).
+        found: &'static str,
+    },
+    /// A match met something other than a list where the path names list elements.
+    #[error("{part}: expected a list, found {found}")]
+    ExpectedList {
+        /// The part, as written.
+        part: String,
+        /// What was there.
+        found: &'static str,
+    },
+    /// A list index past the end (and not the one position that may be created).
+    #[error("index {index} specified but only {length} elements found")]
+    IndexOutOfRange {
+        /// The index in the path.
+        index: usize,
+        /// How many elements the list has.
+        length: usize,
+    },
+    /// A `[field=pattern]` whose pattern is not a regular expression.
+    #[error("invalid pattern {pattern:?}")]
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// The regex compiler's complaint.
+        #[source]
+        source: regex_lite::Error,
+    },
+}
+
 /// One step of a field path.
 #[derive(Debug, Clone)]
 pub enum Part {
@@ -33,7 +101,7 @@ pub enum Part {
 
 /// Splits a path the way kyaml's `SmarterPathSplitter` does: on dots, except escaped ones
 /// (`\.`) and those inside brackets; a bracketed key without `=` loses its brackets.
-pub fn parse(path: &str) -> Result<Vec<Part>, String> {
+pub fn parse(path: &str) -> Result<Vec<Part>, FieldPathError> {
     let pieces = split_escaped(path, '.');
     let mut joined: Vec<String> = Vec::new();
     let mut iter = pieces.into_iter();
@@ -57,7 +125,7 @@ pub fn parse(path: &str) -> Result<Vec<Part>, String> {
         }
     }
     if joined.len() > MAX_PARTS {
-        return Err(format!("more than {MAX_PARTS} parts"));
+        return Err(FieldPathError::TooManyParts);
     }
     joined.iter().map(|piece| parse_part(piece)).collect()
 }
@@ -83,7 +151,7 @@ pub fn split_escaped(path: &str, delimiter: char) -> Vec<String> {
     pieces
 }
 
-fn parse_part(piece: &str) -> Result<Part, String> {
+fn parse_part(piece: &str) -> Result<Part, FieldPathError> {
     if piece == "*" {
         return Ok(Part::Every);
     }
@@ -94,13 +162,15 @@ fn parse_part(piece: &str) -> Result<Part, String> {
         return Ok(Part::Index(index));
     }
     if piece.starts_with('-') && piece[1..].parse::<usize>().is_ok() {
-        return Err(format!("array index {piece} cannot be negative"));
+        return Err(FieldPathError::NegativeIndex {
+            piece: piece.to_string(),
+        });
     }
     if let Some(inner) = piece.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
         let Some((field, value)) = inner.split_once('=') else {
-            return Err(format!(
-                "{piece}: list path element must contain fieldName=fieldValue for element to match"
-            ));
+            return Err(FieldPathError::NotAnElementMatch {
+                piece: piece.to_string(),
+            });
         };
         return Ok(Part::Element {
             field: field.to_string(),
@@ -108,21 +178,25 @@ fn parse_part(piece: &str) -> Result<Part, String> {
         });
     }
     if piece.is_empty() {
-        return Err("empty field name".into());
+        return Err(FieldPathError::EmptyField);
     }
     Ok(Part::Field(piece.to_string()))
 }
 
 /// Follows `parts` from `value` like kyaml's `Lookup`: `[f=v]` takes the first element whose
 /// `f` is exactly `v`; `*` is refused. `None` when the path is absent.
-pub fn lookup<'a>(value: &'a Value, parts: &[Part]) -> Result<Option<&'a Value>, String> {
+pub fn lookup<'a>(value: &'a Value, parts: &[Part]) -> Result<Option<&'a Value>, FieldPathError> {
     let mut node = value;
     for part in parts {
         let next = match (part, node) {
             (_, Value::Null) => None,
-            (Part::Every, _) => return Err("wildcard is not supported in a lookup".into()),
+            (Part::Every, _) => return Err(FieldPathError::WildcardInLookup),
             (Part::Field(name), Value::Object(map)) => map.get(name),
-            (Part::Field(name), _) => return Err(format!("{name}: not a map")),
+            (Part::Field(name), _) => {
+                return Err(FieldPathError::NotAMap {
+                    field: name.clone(),
+                });
+            }
             (Part::Index(index), Value::Array(items)) => items.get(*index),
             (Part::Last, Value::Array(items)) => items.last(),
             (Part::Element { field, value }, Value::Array(items)) => items.iter().find(|item| {
@@ -159,42 +233,47 @@ pub struct Matcher {
 
 impl Matcher {
     /// Compiles the element patterns of `parts` (kyaml matches them unanchored).
-    pub fn new(parts: Vec<Part>) -> Result<Self, String> {
+    pub fn new(parts: Vec<Part>) -> Result<Self, FieldPathError> {
         let parts = parts
             .into_iter()
             .map(|part| {
                 let regex = match &part {
-                    Part::Element { value, .. } => Some(
-                        regex_lite::Regex::new(value)
-                            .map_err(|e| format!("invalid pattern {value:?}: {e}"))?,
-                    ),
+                    Part::Element { value, .. } => {
+                        Some(regex_lite::Regex::new(value).map_err(|source| {
+                            FieldPathError::Pattern {
+                                pattern: value.clone(),
+                                source,
+                            }
+                        })?)
+                    }
                     _ => None,
                 };
                 Ok((part, regex))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, FieldPathError>>()?;
         Ok(Matcher { parts })
     }
 
     /// Calls `set` on every node the path reaches in `value` (like kyaml's `PathMatcher`),
     /// creating missing fields, appended list positions and unmatched `[f=v]` elements when
-    /// `create` says so. Returns how many nodes were reached.
-    pub fn apply(
+    /// `create` says so. Returns how many nodes were reached. `set`'s own error type carries
+    /// both its failures and the path's ([`FieldPathError`]).
+    pub fn apply<E: From<FieldPathError>>(
         &self,
         value: &mut Value,
         create: Create,
-        set: &mut dyn FnMut(&mut Value) -> Result<(), String>,
-    ) -> Result<usize, String> {
+        set: &mut dyn FnMut(&mut Value) -> Result<(), E>,
+    ) -> Result<usize, E> {
         self.apply_from(0, value, create, set)
     }
 
-    fn apply_from(
+    fn apply_from<E: From<FieldPathError>>(
         &self,
         at: usize,
         node: &mut Value,
         create: Create,
-        set: &mut dyn FnMut(&mut Value) -> Result<(), String>,
-    ) -> Result<usize, String> {
+        set: &mut dyn FnMut(&mut Value) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let Some((part, regex)) = self.parts.get(at) else {
             set(node)?;
             return Ok(1);
@@ -212,7 +291,13 @@ impl Matcher {
                 let map = match node {
                     Value::Object(map) => map,
                     Value::Null => return Ok(0),
-                    _ => return Err(format!("{name}: expected a map, found {}", kind_of(node))),
+                    _ => {
+                        return Err(FieldPathError::ExpectedMap {
+                            field: name.clone(),
+                            found: kind_of(node),
+                        }
+                        .into());
+                    }
                 };
                 if !map.contains_key(name) {
                     if !creating {
@@ -235,12 +320,14 @@ impl Matcher {
                 let found = items.len();
                 match items.get_mut(*index) {
                     Some(child) => self.apply_from(at + 1, child, create, set),
-                    None => Err(format!(
-                        "index {index} specified but only {found} elements found"
-                    )),
+                    None => Err(FieldPathError::IndexOutOfRange {
+                        index: *index,
+                        length: found,
+                    }
+                    .into()),
                 }
             }
-            Part::Last => Err("`-` is only supported in a lookup".into()),
+            Part::Last => Err(FieldPathError::LastInMatch.into()),
             Part::Every => {
                 let Some(items) = as_list(node, part)? else {
                     return Ok(0);
@@ -292,14 +379,14 @@ impl Matcher {
     }
 
     /// A matched element: a scalar element (`[=v]`) is itself the result, as in kyaml.
-    fn element_step(
+    fn element_step<E: From<FieldPathError>>(
         &self,
         at: usize,
         item: &mut Value,
         scalar: bool,
         create: Create,
-        set: &mut dyn FnMut(&mut Value) -> Result<(), String>,
-    ) -> Result<usize, String> {
+        set: &mut dyn FnMut(&mut Value) -> Result<(), E>,
+    ) -> Result<usize, E> {
         if scalar {
             set(item)?;
             Ok(1)
@@ -320,15 +407,17 @@ impl Matcher {
 }
 
 /// The list `node` is, `None` when it is null; a map or scalar is an error.
-fn as_list<'v>(node: &'v mut Value, part: &Part) -> Result<Option<&'v mut Vec<Value>>, String> {
+fn as_list<'v>(
+    node: &'v mut Value,
+    part: &Part,
+) -> Result<Option<&'v mut Vec<Value>>, FieldPathError> {
     match node {
         Value::Array(items) => Ok(Some(items)),
         Value::Null => Ok(None),
-        other => Err(format!(
-            "{}: expected a list, found {}",
-            part_text(part),
-            kind_of(other)
-        )),
+        other => Err(FieldPathError::ExpectedList {
+            part: part_text(part),
+            found: kind_of(other),
+        }),
     }
 }
 
@@ -415,7 +504,7 @@ mod tests {
         let mut doc = doc;
         let matcher = Matcher::new(parse("l.[name=app].v").unwrap()).unwrap();
         let count = matcher
-            .apply(&mut doc, Create::Yes, &mut |v| {
+            .apply::<FieldPathError>(&mut doc, Create::Yes, &mut |v| {
                 *v = json!(2);
                 Ok(())
             })

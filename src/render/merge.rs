@@ -3,6 +3,28 @@
 
 use serde_json::{Map, Value};
 
+/// Why a strategic merge patch cannot be applied to an object.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A list that merges by key holds something other than maps (in the object or the patch).
+    #[error("{field}: expected a list of maps")]
+    NotAListOfMaps {
+        /// The list's field.
+        field: String,
+    },
+    /// A patch element of a list that merges by key lacks the key.
+    #[error(
+        "{field}: element has no merge key {key:?} (kustomize would empty the whole list; give \
+         each element its {key:?})"
+    )]
+    NoMergeKey {
+        /// The list's field.
+        field: String,
+        /// The merge key (`name`, `containerPort`, ...).
+        key: &'static str,
+    },
+}
+
 /// How lists of one field are merged by a strategic merge patch.
 enum ListStrategy {
     /// Elements are maps merged by this key; new ones are appended.
@@ -51,7 +73,7 @@ fn list_strategy(field: &str, elements: &[Value]) -> ListStrategy {
 }
 
 /// Applies a strategic merge patch to `target` in place.
-pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> {
+pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), MergeError> {
     match (target, patch) {
         (Value::Object(target), Value::Object(patch)) => {
             merge_map(target, patch)?;
@@ -71,7 +93,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), String> 
     }
 }
 
-fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<(), String> {
+fn merge_map(
+    target: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<(), MergeError> {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut replacement = patch.clone();
         replacement.remove("$patch");
@@ -116,7 +141,7 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
     Ok(())
 }
 
-fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(), String> {
+fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(), MergeError> {
     let replace_all = patch
         .iter()
         .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"));
@@ -169,15 +194,17 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<(
             let mut merged = Vec::with_capacity(original.len() + patch.len());
             for element in patch {
                 let Some(element_map) = element.as_object() else {
-                    return Err(format!("{field}: expected a list of maps"));
+                    return Err(MergeError::NotAListOfMaps {
+                        field: field.to_string(),
+                    });
                 };
                 let Some(id) = element_map.get(key) else {
                     // kyaml empties the whole list for such an element (observed with
                     // kustomize v5.5.0), which is never what the patch's author meant.
-                    return Err(format!(
-                        "{field}: element has no merge key {key:?} (kustomize would empty \
-                         the whole list; give each element its {key:?})"
-                    ));
+                    return Err(MergeError::NoMergeKey {
+                        field: field.to_string(),
+                        key,
+                    });
                 };
                 let position = original.iter().position(|e| e.get(key) == Some(id));
                 let delete = element_map.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -243,9 +270,11 @@ fn merge_by_two_keys(
     original: Vec<Value>,
     patch: &[Value],
     keys: [&str; 2],
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, MergeError> {
     if original.iter().chain(patch).any(|e| !e.is_object()) {
-        return Err(format!("{field}: expected a list of maps"));
+        return Err(MergeError::NotAListOfMaps {
+            field: field.to_string(),
+        });
     }
     // Every (key, protocol) pair, the patch's first; then kyaml's mergeValues: two pairs that
     // share a value and do not conflict where both are set become one.
@@ -468,7 +497,9 @@ mod tests {
         let patch = json!({"spec": {"template": {"spec": {
             "volumes": [{"$patch": "delete", "emptyDir": {}}]
         }}}});
-        let error = strategic_merge(&mut target, &patch).unwrap_err();
+        let error = strategic_merge(&mut target, &patch)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("no merge key \"name\""), "{error}");
     }
 

@@ -4,6 +4,12 @@
 //! Like Flux, a path with a `kustomization.yaml` is built with the kustomize subset in
 //! [`kustomize`]; any other directory is walked, every `*.yaml` / `*.yml` file is loaded in path
 //! order, and a sub-directory with its own kustomization is built as one unit and not descended.
+//!
+//! [`load`] reads and parses files within the repository root; [`kustomize`] builds a
+//! kustomization, with [`helm`] for its `helmCharts`; `merge` (strategic merge patches) and
+//! `fieldpath` (kustomize's dotted field paths) serve the build. Every failure is a
+//! [`RenderError`] naming the file; the typed problems of the steps below it ([`MergeError`],
+//! [`helm::HelmError`], ...) reach it with their causes written into its message.
 
 mod fieldpath;
 pub mod helm;
@@ -17,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::limits::RenderLimits;
 use crate::object::{Object, ObjectRef, Origin};
 pub use load::Repo;
+pub use merge::MergeError;
 
 /// Everything a fleet path declares, in a stable order.
 #[derive(Debug, Clone, Default)]
@@ -150,12 +157,29 @@ impl RenderError {
         }
     }
 
-    /// Whether rendering the same commit again can help: only a read that failed for a
-    /// passing reason; the same files otherwise render the same way.
+    /// Whether rendering the same commit again may succeed. A render reads one commit's files
+    /// and nothing else, so it fails the same way every time - a broken kustomization waits for
+    /// the next commit - except when reading a file was interrupted or timed out
+    /// ([`RenderError::Read`] with an I/O error of kind `Interrupted`, `WouldBlock` or
+    /// `TimedOut`). A missing file or a denied permission stays missing or denied.
     pub fn is_retryable(&self) -> bool {
-        use std::io::ErrorKind;
-        matches!(self, RenderError::Read { source, .. }
-            if matches!(source.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut))
+        match self {
+            RenderError::Read { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+            RenderError::TooLarge { .. }
+            | RenderError::PathEscape { .. }
+            | RenderError::RemoteResource { .. }
+            | RenderError::Yaml { .. }
+            | RenderError::InvalidObject { .. }
+            | RenderError::Kustomization { .. }
+            | RenderError::Patch { .. }
+            | RenderError::Limit { .. }
+            | RenderError::Duplicate { .. } => false,
+        }
     }
 }
 
@@ -502,6 +526,27 @@ pub(crate) mod tests {
         );
         let rendered = render_tree_with(root, Path::new("generated"), limits(6)).unwrap();
         assert_eq!(rendered.objects.len(), 6);
+    }
+
+    #[test]
+    fn only_interrupted_or_timed_out_reads_are_retryable() {
+        let read = |kind: std::io::ErrorKind| RenderError::Read {
+            path: PathBuf::from("a.yaml"),
+            source: std::io::Error::from(kind),
+        };
+        assert!(read(std::io::ErrorKind::TimedOut).is_retryable());
+        assert!(read(std::io::ErrorKind::Interrupted).is_retryable());
+        assert!(read(std::io::ErrorKind::WouldBlock).is_retryable());
+        assert!(!read(std::io::ErrorKind::NotFound).is_retryable());
+        assert!(!read(std::io::ErrorKind::PermissionDenied).is_retryable());
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "kustomization.yaml",
+            "resources: [missing.yaml]\n",
+        );
+        let error = render_tree(dir.path(), Path::new(".")).unwrap_err();
+        assert!(!error.is_retryable(), "{error}");
     }
 
     #[test]

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::field_specs::{FieldSpecEntry, add_pairs, visit_field_specs};
+use super::generators::{GeneratorArgs, GeneratorOptions};
+use super::patches::{PatchEntry, Target};
+use super::transformers::{ImageEntry, ReplicaEntry};
 use super::vars::DeclaredVars;
-use super::{
-    Accumulated, FieldSpecEntry, GeneratorArgs, GeneratorOptions, ImageEntry, Level, PatchEntry,
-    ReplicaEntry, Role, Target, accumulate, add_pairs, visit_field_specs,
-};
+use super::{Accumulated, Level, Role, accumulate};
 use crate::render::RenderError;
 use crate::render::load::parse_documents;
 

@@ -12,8 +12,12 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Level, RenderError, Target};
-use crate::render::fieldpath::{self, Create, Matcher, kind_of, plain_scalar, scalar_text};
+use super::patches::Target;
+use super::{Level, RenderError};
+use crate::error::chain;
+use crate::render::fieldpath::{
+    self, Create, FieldPathError, Matcher, kind_of, plain_scalar, scalar_text,
+};
 use crate::render::load::parse_documents;
 
 /// The path a source or target reads or writes when it names none.
@@ -315,12 +319,12 @@ impl Level<'_> {
         let path = source.field_path.as_deref().filter(|p| !p.is_empty());
         let path = path.unwrap_or(DEFAULT_FIELD_PATH);
         let path_field = format!("{field}.fieldPath");
-        let parts = fieldpath::parse(path).map_err(|e| self.error(&path_field, e))?;
+        let parts = fieldpath::parse(path).map_err(|e| self.error(&path_field, chain(&e)))?;
         let object = &self.resources[index].object;
         let found = fieldpath::lookup(&object.value, &parts).map_err(|e| {
             self.error(
                 &path_field,
-                format!("error looking up replacement source: {e}"),
+                format!("error looking up replacement source: {}", chain(&e)),
             )
         })?;
         let value = match found {
@@ -408,7 +412,7 @@ impl Level<'_> {
             let path_field = format!("{field}.fieldPaths[{index}]");
             let matcher = fieldpath::parse(path)
                 .and_then(Matcher::new)
-                .map_err(|e| self.error(&path_field, format!("{path:?}: {e}")))?;
+                .map_err(|e| self.error(&path_field, format!("{path:?}: {}", chain(&e))))?;
             matchers.push((path, path_field, matcher));
         }
         let value_size = size(value);
@@ -416,16 +420,14 @@ impl Level<'_> {
             for (path, path_field, matcher) in &matchers {
                 let object = &mut self.resources[i].object;
                 // Checked before each write, so the budget bounds memory too.
-                let mut over = false;
                 let reached = matcher.apply(&mut object.value, create, &mut |slot| {
                     *written = written.saturating_add(value_size);
-                    over = *written > MAX_REPLACED_SIZE;
-                    if over {
-                        return Err(String::new());
+                    if *written > MAX_REPLACED_SIZE {
+                        return Err(WriteError::OverBudget);
                     }
                     set_field(slot, value, options)
                 });
-                if over {
+                if let Err(WriteError::OverBudget) = reached {
                     let object = self.resources[i].object.object_ref();
                     return Err(self.error(
                         path_field,
@@ -443,7 +445,10 @@ impl Level<'_> {
                 let problem = match reached {
                     Ok(0) => Some(format!("{what} {path:?} in replacement target")),
                     Ok(_) => None,
-                    Err(e) => Some(format!("{what} {path:?} in replacement target: {e}")),
+                    Err(e) => Some(format!(
+                        "{what} {path:?} in replacement target: {}",
+                        chain(&e)
+                    )),
                 };
                 if let Some(problem) = problem {
                     let object = self.resources[i].object.object_ref();
@@ -453,6 +458,20 @@ impl Level<'_> {
         }
         Ok(())
     }
+}
+
+/// Why a replacement could not write a reached target field.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// The target path cannot be followed in the object.
+    #[error(transparent)]
+    Path(#[from] FieldPathError),
+    /// `options.delimiter` names a piece of a field that is not a scalar.
+    #[error("delimiter option can only be used with scalar nodes")]
+    NotScalar,
+    /// The replacements have written [`MAX_REPLACED_SIZE`] bytes already.
+    #[error("the replacements write more than {MAX_REPLACED_SIZE} bytes")]
+    OverBudget,
 }
 
 /// `text` with the type of `like`: a string stays a string, a number or boolean is read again.
@@ -470,14 +489,12 @@ fn set_field(
     slot: &mut Value,
     value: &Value,
     options: Option<&FieldOptions>,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let mut value = value.clone();
     if let Some(options) = options.filter(|o| !o.delimiter.is_empty()) {
         let current = match &*slot {
             Value::Null => String::new(),
-            other => {
-                scalar_text(other).ok_or("delimiter option can only be used with scalar nodes")?
-            }
+            other => scalar_text(other).ok_or(WriteError::NotScalar)?,
         };
         let mut pieces: Vec<String> = current
             .split(options.delimiter.as_str())

@@ -13,9 +13,10 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
-    FieldSpecEntry, Level, RenderError, Resource, kustomize_cluster_scoped, same_namespace,
-};
+use super::field_specs::FieldSpecEntry;
+use super::resources::{Resource, kustomize_cluster_scoped, same_namespace};
+use super::{Level, RenderError};
+use crate::error::chain;
 use crate::object::split_api_version;
 use crate::render::fieldpath;
 
@@ -241,7 +242,7 @@ impl Declared {
             .filter(|p| !p.is_empty())
             .unwrap_or("metadata.name");
         let parts = fieldpath::parse(&split_slice_indexes(path))
-            .map_err(|e| error(format!("fieldref.fieldPath {path:?}: {e}")))?;
+            .map_err(|e| error(format!("fieldref.fieldPath {path:?}: {}", chain(&e))))?;
         match fieldpath::lookup(&resource.object.value, &parts) {
             Ok(Some(value)) => Ok(value.clone()),
             _ => Err(error(format!(
@@ -251,6 +252,26 @@ impl Declared {
             ))),
         }
     }
+}
+
+/// Why vars could not be expanded in a field of an object.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpandError {
+    /// A field spec path with an empty part (`spec//x`).
+    #[error("cannot set or create an empty field name")]
+    EmptyFieldName,
+    /// A field spec path leads through a scalar.
+    #[error("expected sequence or mapping node")]
+    NotListOrMap,
+    /// A list at the end of a field spec path holds something other than strings.
+    #[error("invalid value type expect a string")]
+    NotAString,
+    /// The object has more than [`MAX_EXPANSIONS_PER_OBJECT`] fields to expand.
+    #[error("too many fields to expand vars in")]
+    TooManyFields,
+    /// The var values written would pass [`MAX_EXPANDED_BYTES`].
+    #[error("vars expand to more than {MAX_EXPANDED_BYTES} bytes in one kustomization")]
+    TooLong,
 }
 
 /// `ports[0].port` -> `ports.0.port` (kyaml's `convertSliceIndex` before a lookup).
@@ -290,7 +311,7 @@ fn expand_at(
     path: &[String],
     values: &BTreeMap<&str, Value>,
     budgets: (&mut usize, &mut usize),
-) -> Result<(), String> {
+) -> Result<(), ExpandError> {
     let Some((first, rest)) = path.split_first() else {
         return expand_leaf(node, values, budgets);
     };
@@ -304,14 +325,14 @@ fn expand_at(
         }
         Value::Object(map) => {
             if first.is_empty() {
-                return Err("cannot set or create an empty field name".into());
+                return Err(ExpandError::EmptyFieldName);
             }
             match map.get_mut(first) {
                 Some(child) => expand_at(child, rest, values, budgets),
                 None => Ok(()),
             }
         }
-        _ => Err("expected sequence or mapping node".into()),
+        _ => Err(ExpandError::NotListOrMap),
     }
 }
 
@@ -319,11 +340,9 @@ fn expand_leaf(
     node: &mut Value,
     values: &BTreeMap<&str, Value>,
     (budget, bytes_left): (&mut usize, &mut usize),
-) -> Result<(), String> {
-    let mut expand = |text: &mut Value| -> Result<(), String> {
-        *budget = budget
-            .checked_sub(1)
-            .ok_or("too many fields to expand vars in")?;
+) -> Result<(), ExpandError> {
+    let mut expand = |text: &mut Value| -> Result<(), ExpandError> {
+        *budget = budget.checked_sub(1).ok_or(ExpandError::TooManyFields)?;
         if let Value::String(input) = text {
             *text = expand_vars(input, values, bytes_left)?;
         }
@@ -342,7 +361,7 @@ fn expand_leaf(
         Value::Array(items) => {
             for item in items {
                 if !item.is_string() {
-                    return Err("invalid value type expect a string".into());
+                    return Err(ExpandError::NotAString);
                 }
                 expand(item)?;
             }
@@ -361,17 +380,17 @@ pub fn expand_vars(
     input: &str,
     values: &BTreeMap<&str, Value>,
     bytes_left: &mut usize,
-) -> Result<Value, String> {
+) -> Result<Value, ExpandError> {
     let mapped = |name: &str| -> Option<&Value> {
         values
             .get(name)
             .filter(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)))
     };
     let mut spend = |text: &str| {
-        *bytes_left = bytes_left.checked_sub(text.len()).ok_or_else(|| {
-            format!("vars expand to more than {MAX_EXPANDED_BYTES} bytes in one kustomization")
-        })?;
-        Ok::<(), String>(())
+        *bytes_left = bytes_left
+            .checked_sub(text.len())
+            .ok_or(ExpandError::TooLong)?;
+        Ok::<(), ExpandError>(())
     };
     if let Some(name) = input.strip_prefix("$(").and_then(|s| s.strip_suffix(')'))
         && !name.contains(')')
@@ -554,6 +573,7 @@ mod tests {
         let values: BTreeMap<&str, Value> = [("V", json!(long))].into_iter().collect();
         let mut left = MAX_EXPANDED_BYTES;
         let error = expand_vars(&"$(V)".repeat(100), &values, &mut left).unwrap_err();
+        let error = error.to_string();
         assert!(error.contains("more than 67108864 bytes"), "{error}");
         let mut left = MAX_EXPANDED_BYTES;
         assert!(expand_vars(&"$(V)".repeat(10), &values, &mut left).is_ok());
