@@ -89,8 +89,11 @@ pub struct Drift {
     pub cluster: String,
     /// The object.
     pub object: ObjectRef,
-    /// What changed: field paths now owned by someone else, or `deleted`.
+    /// What changed: field paths now owned by someone else, or [`DELETED`].
     pub fields: Vec<String>,
+    /// The object was deleted.
+    #[serde(skip)]
+    pub deleted: bool,
     /// The field managers that own those fields now.
     pub managers: Vec<String>,
     /// Whether the object asks, by annotation, to be reported only.
@@ -103,6 +106,19 @@ pub struct Drift {
     /// Why it was not corrected, when it should have been.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// The `fields` of a deletion, as `/status` shows it.
+pub const DELETED: &str = "deleted";
+
+impl Drift {
+    /// The live `spec.replicas` when that value is all that drifted and managedFields did not
+    /// record who wrote it: possibly Flotilla's own apply, for the worker to compare.
+    pub fn unrecorded_replicas(&self) -> Option<&Value> {
+        self.replicas_seen
+            .as_ref()
+            .filter(|_| self.fields.len() == 1)
+    }
 }
 
 /// Joins the keys of a field path. Keys hold `/` and `.` (`f:app.kubernetes.io/name`,
@@ -399,6 +415,7 @@ pub fn drift_at_start(cluster: &str, applied: &Prepared, live: &Value) -> Option
         cluster: cluster.to_string(),
         object: applied.object_ref.clone(),
         fields,
+        deleted: false,
         managers,
         report_only: annotation == Some("report"),
         replicas_seen: None,

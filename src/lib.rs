@@ -69,10 +69,21 @@ pub mod fuzzing {
         crate::render::merge::schemaless_merge(target, patch)
     }
 
+    /// Why an RFC 6902 patch did not apply.
+    #[derive(Debug, thiserror::Error)]
+    pub enum JsonPatchError {
+        /// `operations` is not a list of operations.
+        #[error("invalid JSON patch")]
+        Invalid(#[source] serde_json::Error),
+        /// An operation failed.
+        #[error(transparent)]
+        Failed(#[from] json_patch::PatchError),
+    }
+
     /// An RFC 6902 patch as kustomize's `patches` read it: `operations` a list of operations.
-    pub fn json_patch(target: &mut Value, operations: Value) -> Result<(), String> {
+    pub fn json_patch(target: &mut Value, operations: Value) -> Result<(), JsonPatchError> {
         let patch: json_patch::Patch =
-            serde_json::from_value(operations).map_err(|e| format!("invalid JSON patch: {e}"))?;
-        json_patch::patch(target, &patch.0).map_err(|e| e.to_string())
+            serde_json::from_value(operations).map_err(JsonPatchError::Invalid)?;
+        Ok(json_patch::patch(target, &patch.0)?)
     }
 }

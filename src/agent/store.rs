@@ -281,6 +281,7 @@ mod tests {
                     name: format!("cm-{i}"),
                 },
                 fields: vec!["data.x".into()],
+                deleted: false,
                 managers: vec!["kubectl".into()],
                 report_only: false,
                 replicas_seen: None,

@@ -340,11 +340,9 @@ async fn handle_drift(
     };
     // A replicas value that managedFields did not record (1.20's scale subresource) and that
     // is what Flotilla applies: its own apply within the same second, not drift.
-    if drift.fields == ["spec.replicas"]
-        && drift
-            .replicas_seen
-            .as_ref()
-            .is_some_and(|seen| object.value.pointer("/spec/replicas") == Some(seen))
+    if drift
+        .unrecorded_replicas()
+        .is_some_and(|seen| object.value.pointer("/spec/replicas") == Some(seen))
     {
         return;
     }
@@ -357,7 +355,7 @@ async fn handle_drift(
                 FIGHT_WINDOW.as_secs(),
                 drift.managers.join(", ")
             ));
-        } else if drift.fields == ["deleted"] {
+        } else if drift.deleted {
             // Re-created: a full sync records the new uid in the inventory.
             let report = apply_cluster(member, &desired.objects, &desired.keep, &config.sync, None)
                 .instrument(crate::apply::cluster_sync_span(

@@ -762,6 +762,7 @@ mod tests {
                     cluster: "one".into(),
                     object: object("apps", "Deployment", "nginx"),
                     fields: vec![".spec.replicas".into()],
+                    deleted: false,
                     managers: vec!["kubectl-scale".into()],
                     report_only: false,
                     replicas_seen: None,

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::apply::INVENTORY_LABEL;
-use crate::drift::{Baseline, DRIFT_ANNOTATION, Drift, Lost, lost_fields};
+use crate::drift::{Baseline, DELETED, DRIFT_ANNOTATION, Drift, Lost, lost_fields};
 use crate::object::ObjectRef;
 use crate::workload::WorkloadHealth;
 
@@ -185,7 +185,7 @@ impl KindFold {
         let drift = if deleted {
             self.reported.remove(&uid);
             self.baselines.remove(&uid).map(|_| Lost {
-                fields: vec!["deleted".to_string()],
+                fields: vec![DELETED.to_string()],
                 ..Lost::default()
             })
         } else {
@@ -201,6 +201,7 @@ impl KindFold {
                 cluster: self.cluster.clone(),
                 object: object_ref,
                 fields,
+                deleted,
                 managers,
                 report_only,
                 replicas_seen,
@@ -336,11 +337,14 @@ mod tests {
         let deleted = fold.observe(listed_deployment("kubectl"), true);
         let [
             WatchReport::Health { health: None, .. },
-            WatchReport::Drift(Drift { fields, .. }),
+            WatchReport::Drift(Drift {
+                fields, deleted, ..
+            }),
         ] = deleted.as_slice()
         else {
             panic!("{deleted:?}");
         };
         assert_eq!(fields, &["deleted"]);
+        assert!(deleted);
     }
 }
