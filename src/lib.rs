@@ -5,26 +5,42 @@
 //! say where each template goes and how it differs per cluster. Flotilla turns one commit of
 //! that repo into the exact set of objects each member cluster must hold.
 //!
-//! ```text
-//! source (git2 / local dir + notify)  --commit-->  render (kustomize subset)  --objects-->
-//! placement (policies x fleet)  --per-cluster desired set-->  apply (SSA, inventory, prune)
-//!                                                    drift (watch member objects) --^
-//! server (webhooks, /metrics, /healthz, /readyz, status)   metrics (prometheus registry)
-//! ```
+//! [`sync::sync_commit`] tells the story of one commit, for `flotilla run` and
+//! `flotilla sync --once` alike: fetch or read it ([`source`]), render it ([`render`]), place it
+//! ([`placement`]), and hand each cluster its desired set, which
+//! [`apply::apply_cluster`] applies. Data flows one way:
 //!
-//! Each stage has one input and one output type, and data flows one way:
+//! ```text
+//! source --commit--> render --objects--> placement --per-cluster desired set--> apply
+//!                                                                   ^
+//!     agent: the loop, one worker per cluster, the status store  ---+--- cluster: hub,
+//!     (drift and failover feed back by asking for another sync)          leases, health,
+//!                                                                        capacity, watches
+//! server: webhooks, /metrics, /healthz, /readyz, /status          cli: the `flotilla` command
+//! ```
 //!
 //! | module | takes | gives | I/O |
 //! |---|---|---|---|
-//! | [`render`] | a path of the repo on disk | [`render::Rendered`]: every declared object with its file and document | reads files below the repo root only |
+//! | [`source`] | a Git remote or a directory | a commit, checked out into a directory | Git |
+//! | [`render`] | a path of that directory | [`render::Rendered`]: every declared object with its file and document | reads files below the repo root only |
 //! | [`placement`] | [`render::Rendered`] | [`placement::Plan`]: per cluster, the objects it must hold, with replicas divided and overrides applied | none (pure) |
-//! | [`apply`] | [`placement::Plan`] and a kubeconfig | [`apply::ClusterReport`] per cluster: applied, unchanged, pruned, failed | member apiservers |
+//! | [`apply`] | one cluster's desired set and its client | [`apply::ClusterReport`]: applied, unchanged, pruned, failed | member apiservers |
 //!
-//! [`cli`] wires the stages to the `flotilla` command line; [`agent`] runs them on every new
-//! commit. Kubernetes facts the stages share live in one table each: [`kinds`] (workload kinds
-//! by group and kind, with their pod templates, and the apply order), [`image`] (image
-//! references, by kustomize's and by Karmada's rules), [`labels`] (label selectors); what a
-//! render or the HTTP server may cost is bounded by [`limits`].
+//! Around the stages: [`agent`] runs them on every new commit (its loop, one worker per
+//! cluster, and [`agent::store`], the one writer of [`status`], the `/status` schema that
+//! `flotilla status` reads too); [`cluster`] is the rest of what the agent says to clusters
+//! (hub credentials, Leases, health probes, capacity, watches); [`drift`] says what counts as
+//! drift; [`server`] serves webhooks and the agent's state through an [`server::AgentLink`];
+//! [`metrics`] is the Prometheus registry; [`cli`] wires it all to the command line.
+//!
+//! Kubernetes facts the stages share live in one table each: [`kinds`] (workload kinds by
+//! group and kind, with their pod templates, and the apply order), [`image`] (image
+//! references, by kustomize's and by Karmada's rules), [`labels`] (label selectors),
+//! [`object`] (scopes and namespace defaulting); what a render or the HTTP server may cost is
+//! bounded by [`limits`]. The errors a sync acts on ([`sync::CommitError`],
+//! [`apply::ClusterError`], [`apply::ObjectError`] and what they wrap) say whether a retry can
+//! help (`is_retryable`: a refused object waits for the next commit, a timeout backs off) and
+//! name themselves for metrics (`kind`); [`error::chain`] prints an error with its causes.
 
 // Errors carry the file, document, field and object they concern (that is their point); they
 // are built only on failure, so their size never costs a successful run.

@@ -294,18 +294,20 @@ impl sync::Clusters for AgentCommits<'_> {
 
     fn fetched(&mut self, elapsed: Duration, outcome: Result<&str, &SourceError>) {
         let shared = &self.fleet.shared;
+        if outcome.is_ok() {
+            shared.status.fetched();
+        }
+        // A directory is read, not fetched.
+        if !matches!(self.fleet.config.source, Source::Git(_)) {
+            return;
+        }
         let metrics = &shared.metrics;
         metrics
             .git_fetch_duration
             .with_label_values(&[] as &[&str])
             .observe(elapsed.as_secs_f64());
         let result = if outcome.is_ok() { "ok" } else { "error" };
-        if matches!(self.fleet.config.source, Source::Git(_)) {
-            metrics.git_fetches.with_label_values(&[result]).inc();
-        }
-        if outcome.is_ok() {
-            shared.status.fetched();
-        }
+        metrics.git_fetches.with_label_values(&[result]).inc();
     }
 
     fn inputs_for(&mut self, commit: &str) -> Option<PlaceInputs> {

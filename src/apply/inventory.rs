@@ -111,6 +111,15 @@ impl InventoryError {
             InventoryError::Corrupt { .. } => false,
         }
     }
+
+    /// A fixed name for this error, fit for a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InventoryError::Request(error) => error.kind(),
+            InventoryError::Refused { .. } => "refused",
+            InventoryError::Corrupt { .. } => "corrupt",
+        }
+    }
 }
 
 /// The ConfigMap name of the inventory of the sync named `sync_name`.
