@@ -1005,12 +1005,14 @@ mod tests {
             .parse()
             .unwrap();
         let runtime = super::super::runtime().unwrap();
-        let started = std::time::Instant::now();
+        // The listener accepts (the kernel's backlog) and never answers: only the timeout ends
+        // the wait, and its error says so.
         let error = runtime
             .block_on(fetch(&url, Duration::from_millis(200)))
             .unwrap_err();
         assert_eq!(error.to_string(), "no answer within 0.2 s");
-        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(matches!(error, StatusError::Timeout(_)), "{error:?}");
+        assert!(error.is_retryable());
         drop(listener);
     }
 
