@@ -19,11 +19,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::RenderError;
+use super::kustomize::whole_floats_as_integers;
 use super::load::{Dialect, Repo, parse_objects_with};
 use crate::error::chain;
 use crate::object::{Object, Origin};
 use runner::{pull_args, template_args};
-use values::{ValuesMerge, integral_floats_as_integers, merge_values, parse_values};
+use values::{ValuesMerge, merge_values, parse_values};
 
 mod runner;
 mod values;
@@ -245,7 +246,9 @@ impl ChartSet<'_> {
                     }
                 };
                 // kustomize writes the map through JSON: whole floats become integers.
-                serde_json::to_vec(&integral_floats_as_integers(merged)).map_err(|error| {
+                let mut merged = merged;
+                whole_floats_as_integers(&mut merged);
+                serde_json::to_vec(&merged).map_err(|error| {
                     self.error(format!("{field}.valuesInline"), error.to_string())
                 })?
             }

@@ -145,30 +145,6 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
-/// Go's JSON writes float64 `1.0` as `1`; values go through it in kustomize.
-pub(super) fn integral_floats_as_integers(value: Value) -> Value {
-    match value {
-        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
-            match number.as_f64() {
-                Some(float) if float.fract() == 0.0 && float.abs() < 9.0e15 => {
-                    // In range and whole: exact as an integer.
-                    Value::from(float as i64)
-                }
-                _ => Value::Number(number),
-            }
-        }
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(integral_floats_as_integers).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, integral_floats_as_integers(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

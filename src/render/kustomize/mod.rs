@@ -223,8 +223,8 @@ impl Level<'_> {
 
 /// kustomize's objects pass through JSON (`map[string]interface{}`), where a number is a
 /// float64 written without a fraction when it has none: `1.0` and `1e3` come out as `1` and
-/// `1000`.
-fn whole_floats_as_integers(value: &mut Value) {
+/// `1000`. Helm values that kustomize merges pass through it too.
+pub(crate) fn whole_floats_as_integers(value: &mut Value) {
     match value {
         Value::Number(n) if n.is_f64() => {
             if let Some(f) = n.as_f64()
