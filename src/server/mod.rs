@@ -56,9 +56,9 @@ struct App {
 }
 
 impl App {
-    /// The status now.
-    fn status(&self) -> Status {
-        self.agent.status.borrow().clone()
+    /// The status now, borrowed: a probe reads one field, so nothing is copied.
+    fn status(&self) -> watch::Ref<'_, Status> {
+        self.agent.status.borrow()
     }
 
     /// Wakes the reconcile loop.
@@ -222,14 +222,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let status = app.status();
-    if status.ready {
-        return (StatusCode::OK, "ready\n").into_response();
-    }
-    let reason = status
-        .error
-        .clone()
-        .unwrap_or_else(|| "no sync has succeeded on every cluster yet".into());
+    let reason = {
+        let status = app.status();
+        if status.ready {
+            return (StatusCode::OK, "ready\n").into_response();
+        }
+        status
+            .error
+            .clone()
+            .unwrap_or_else(|| "no sync has succeeded on every cluster yet".into())
+    };
     (
         StatusCode::SERVICE_UNAVAILABLE,
         format!("not ready: {reason}\n"),
@@ -238,8 +240,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let status = app.status();
-    axum::Json(status).into_response()
+    axum::Json(&*app.status()).into_response()
 }
 
 #[cfg(test)]
