@@ -7,7 +7,7 @@
 //! half is [`crate::apply::apply_cluster`].
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -123,11 +123,11 @@ pub enum CommitError {
         #[source]
         source: PlanError,
     },
-    /// The render's thread ended without an answer (it panicked).
-    #[error("commit {commit}: render: the render stopped: {problem}; nothing applied")]
+    /// The fetch's or the render's thread ended without an answer (it panicked).
+    #[error("{stage}: the {stage} stopped: {problem}; nothing applied")]
     Stopped {
-        /// The commit.
-        commit: String,
+        /// `fetch`, or `render` (with the commit's checkout and placement).
+        stage: &'static str,
         /// What the runtime said.
         problem: String,
     },
@@ -153,8 +153,9 @@ impl CommitError {
         match self {
             CommitError::Fetch(_) => "fetch",
             CommitError::Checkout { .. } => "checkout",
-            CommitError::Render { .. } | CommitError::Stopped { .. } => "render",
+            CommitError::Render { .. } => "render",
             CommitError::Place { .. } => "place",
+            CommitError::Stopped { stage, .. } => stage,
         }
     }
 }
@@ -165,12 +166,10 @@ async fn fetch<C: Clusters>(source: &Source, clusters: &mut C) -> Result<String,
     let fetching = source.clone();
     let fetched = tokio::task::spawn_blocking(move || fetching.current_commit())
         .await
-        .unwrap_or_else(|stopped| {
-            Err(SourceError::Cache {
-                path: PathBuf::from("(fetch)"),
-                problem: format!("the fetch stopped: {stopped}"),
-            })
-        });
+        .map_err(|stopped| CommitError::Stopped {
+            stage: "fetch",
+            problem: stopped.to_string(),
+        })?;
     clusters.fetched(started.elapsed(), fetched.as_deref());
     fetched.map_err(CommitError::Fetch)
 }
@@ -184,18 +183,14 @@ async fn place(
     inputs: PlaceInputs,
 ) -> Result<Placed, CommitError> {
     let (source, fleet_path) = (source.clone(), fleet_path.to_path_buf());
-    let placing = commit.clone();
-    tokio::task::spawn_blocking(move || match source.checkout(&placing) {
-        Ok(tree) => place_tree(&tree, &fleet_path, limits, placing, &inputs),
-        Err(source) => Err(CommitError::Checkout {
-            commit: placing,
-            source,
-        }),
+    tokio::task::spawn_blocking(move || match source.checkout(&commit) {
+        Ok(tree) => place_tree(&tree, &fleet_path, limits, commit, &inputs),
+        Err(source) => Err(CommitError::Checkout { commit, source }),
     })
     .await
     .unwrap_or_else(|stopped| {
         Err(CommitError::Stopped {
-            commit,
+            stage: "render",
             problem: stopped.to_string(),
         })
     })
@@ -277,26 +272,14 @@ mod tests {
     }
 
     /// A directory holding `files`, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn with(name: &str, files: &[(&str, &str)]) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("flotilla-sync-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            for (path, text) in files {
-                let path = dir.join(path);
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(path, text).unwrap();
-            }
-            Scratch(dir)
+    fn scratch(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        dir
     }
 
     #[tokio::test]
@@ -335,8 +318,8 @@ mod tests {
     #[tokio::test]
     async fn a_commit_the_clusters_do_not_need_is_neither_rendered_nor_handed_out() {
         // It would not render: asking for it would be an error.
-        let broken = Scratch::with("unwanted", &[("kustomization.yaml", "resources: [\n")]);
-        let source = Source::Directory(broken.0.clone());
+        let broken = scratch(&[("kustomization.yaml", "resources: [\n")]);
+        let source = Source::Directory(broken.path().to_path_buf());
         let mut clusters = Recorder::default();
         let handed = sync_commit(
             &source,
@@ -352,13 +335,13 @@ mod tests {
     }
 
     /// Syncs the fleet `files`, which must fail; the error, and whether anything was handed.
-    async fn failing_fleet(name: &str, files: &[(&str, &str)]) -> (CommitError, bool) {
-        let fleet = Scratch::with(name, files);
+    async fn failing_fleet(files: &[(&str, &str)]) -> (CommitError, bool) {
+        let fleet = scratch(files);
         let mut clusters = Recorder {
             wants: true,
             ..Default::default()
         };
-        let source = Source::Directory(fleet.0.clone());
+        let source = Source::Directory(fleet.path().to_path_buf());
         let limits = RenderLimits::default();
         let error = sync_commit(&source, Path::new("."), limits, &mut clusters)
             .await
@@ -368,8 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_that_does_not_render_is_handed_to_nobody_and_is_final() {
-        let (error, handed) =
-            failing_fleet("broken", &[("kustomization.yaml", "resources: [\n")]).await;
+        let (error, handed) = failing_fleet(&[("kustomization.yaml", "resources: [\n")]).await;
         assert!(matches!(error, CommitError::Render { .. }), "{error:?}");
         assert_eq!(error.kind(), "render");
         assert!(!error.is_retryable(), "the same files fail the same way");
@@ -384,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn a_fleet_that_does_not_place_is_handed_to_nobody_and_is_final() {
         let config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n";
-        let (error, handed) = failing_fleet("unplaced", &[("app.yaml", config_map)]).await;
+        let (error, handed) = failing_fleet(&[("app.yaml", config_map)]).await;
         assert!(matches!(error, CommitError::Place { .. }), "{error:?}");
         assert_eq!(error.kind(), "place");
         assert!(!error.is_retryable(), "placement is pure");
@@ -393,11 +375,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_remote_that_cannot_be_fetched_is_retried() {
-        let missing = Scratch::with("remote", &[]);
+        let missing = scratch(&[]);
         let source = Source::Git(crate::source::GitSource {
-            url: format!("file://{}/no-such-repo.git", missing.0.display()),
+            url: format!("file://{}/no-such-repo.git", missing.path().display()),
             reference: crate::source::GitRef::Branch("main".into()),
-            cache_dir: missing.0.join("cache"),
+            cache_dir: missing.path().join("cache"),
             credentials: Default::default(),
         });
         let mut clusters = Recorder {
