@@ -4,14 +4,14 @@
 //! here; nothing else changes a [`Status`]. Readers (the HTTP server, tests) get the newest
 //! status from a [`watch`] channel, without taking a lock anyone writes under.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use tokio::sync::watch;
 
 use crate::apply::{ClusterReport, ClusterStatus};
 use crate::object::ObjectRef;
 use crate::status::{DRIFT_SHOWN, DriftView, FailoverView, Readiness, Status};
-use crate::workload::WorkloadHealth;
+use crate::workload::{HEALTH_STATES, HealthState, WorkloadHealth};
 
 /// The stage of a fetch error, cleared by the next good fetch (a commit's error is cleared by
 /// the next good commit).
@@ -34,13 +34,6 @@ impl StatusStore {
     /// The status now.
     pub fn snapshot(&self) -> Status {
         self.status.borrow().clone()
-    }
-
-    /// A workload's health as `/status` shows it now.
-    pub fn workload_health(&self, cluster: &str, object: &ObjectRef) -> Option<WorkloadHealth> {
-        let status = self.status.borrow();
-        let view = status.clusters.get(cluster)?;
-        view.workloads.get(&object.to_string()).cloned()
     }
 
     /// A receiver of every new status.
@@ -150,29 +143,32 @@ impl StatusStore {
         });
     }
 
-    /// A workload's health changed (`None`: it is gone); returns the cluster's workloads, for
-    /// the metrics.
+    /// A workload's health, as its watch last saw it (`None`: it is gone). Returns the state
+    /// it had before, and how many of the cluster's workloads are in each of [`HEALTH_STATES`],
+    /// for the metrics.
     pub fn workload(
         &self,
         cluster: &str,
         object: &ObjectRef,
         health: Option<WorkloadHealth>,
-    ) -> BTreeMap<String, WorkloadHealth> {
-        let mut workloads = BTreeMap::new();
+    ) -> (Option<HealthState>, [usize; HEALTH_STATES.len()]) {
+        let mut before = None;
+        let mut counts = [0; HEALTH_STATES.len()];
         self.status.send_modify(|status| {
             let view = status.clusters.entry(cluster.to_string()).or_default();
             let key = object.to_string();
-            match health {
-                Some(health) => {
-                    view.workloads.insert(key, health);
-                }
-                None => {
-                    view.workloads.remove(&key);
+            let previous = match health {
+                Some(health) => view.workloads.insert(key, health),
+                None => view.workloads.remove(&key),
+            };
+            before = previous.map(|health| health.state);
+            for health in view.workloads.values() {
+                if let Some(at) = HEALTH_STATES.iter().position(|s| *s == health.state) {
+                    counts[at] += 1;
                 }
             }
-            workloads = view.workloads.clone();
         });
-        workloads
+        (before, counts)
     }
 
     /// A drift seen, with whether it was corrected; the newest [`DRIFT_SHOWN`] are kept.
@@ -302,5 +298,34 @@ mod tests {
         assert_eq!(drift[0].seen, 5.0, "the oldest went first");
         store.planned("c2", Vec::new(), Vec::new(), &clusters(&["a"]));
         assert!(!store.snapshot().clusters.contains_key("gone"));
+    }
+
+    #[test]
+    fn a_workload_change_says_what_it_was_and_counts_every_state() {
+        let store = StatusStore::default();
+        let object = |name: &str| crate::object::ObjectRef {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            namespace: "web".into(),
+            name: name.into(),
+        };
+        let health = |state| WorkloadHealth {
+            state,
+            reason: String::new(),
+        };
+        let (before, counts) =
+            store.workload("a", &object("x"), Some(health(HealthState::Progressing)));
+        assert_eq!((before, counts), (None, [1, 0, 0]));
+        store.workload("a", &object("y"), Some(health(HealthState::Degraded)));
+        let (before, counts) =
+            store.workload("a", &object("x"), Some(health(HealthState::Available)));
+        assert_eq!(
+            (before, counts),
+            (Some(HealthState::Progressing), [0, 1, 1])
+        );
+        let (before, counts) = store.workload("a", &object("y"), None);
+        assert_eq!((before, counts), (Some(HealthState::Degraded), [0, 1, 0]));
+        assert_eq!(store.snapshot().clusters["a"].workloads.len(), 1);
     }
 }

@@ -209,21 +209,20 @@ fn record_workload(
     object: &ObjectRef,
     health: Option<WorkloadHealth>,
 ) {
-    if let Some(health) = &health {
-        let before = shared.status.workload_health(cluster, object);
-        if before.map(|h| h.state) != Some(health.state) {
-            tracing::info!(
-                cluster,
-                object = %object,
-                state = health.state.as_str(),
-                reason = health.reason,
-                "workload health"
-            );
-        }
+    let seen = health.as_ref().map(|h| (h.state, h.reason.clone()));
+    let (before, counts) = shared.status.workload(cluster, object, health);
+    if let Some((state, reason)) = seen
+        && before != Some(state)
+    {
+        tracing::info!(
+            cluster,
+            object = %object,
+            state = state.as_str(),
+            reason,
+            "workload health"
+        );
     }
-    let workloads = shared.status.workload(cluster, object, health);
-    for state in HEALTH_STATES {
-        let count = workloads.values().filter(|h| h.state == state).count();
+    for (state, count) in HEALTH_STATES.iter().zip(counts) {
         shared
             .metrics
             .workloads
