@@ -226,7 +226,12 @@ struct Commits {
 impl Commits {
     /// Records a commit that was not handed out; true when trying again soon can help.
     fn failed(&mut self, shared: &Shared, error: &CommitError) -> bool {
-        if !matches!(error, CommitError::Fetch(_)) {
+        // Fetches are counted by `git_fetches`; the rest are a commit's failures.
+        let fetching = matches!(
+            error,
+            CommitError::Fetch(_) | CommitError::Stopped { stage: "fetch", .. }
+        );
+        if !fetching {
             shared
                 .metrics
                 .plan_failures
